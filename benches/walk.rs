@@ -1,0 +1,2 @@
+//! Walker benchmark (STUB).
+fn main() {}

@@ -1,0 +1,15 @@
+//! Headroom: attributes a Kubernetes node's disk to images, layers, containers
+//! and logs, and tells on-call how far each filesystem is from DiskPressure.
+//!
+//! Data flows one way: the runtime readers ([`runtime`]) and the pod-log
+//! reader ([`podlogs`]) say *what* exists and *where* it lives on disk; the
+//! [`walk`]er measures those directories; [`inventory`] attributes the bytes
+//! and builds the [`report::Status`] document that every face prints.
+
+pub mod host;
+pub mod inventory;
+pub mod kubelet;
+pub mod podlogs;
+pub mod report;
+pub mod runtime;
+pub mod walk;

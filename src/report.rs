@@ -1,0 +1,221 @@
+//! The status document: what `headroom status --json` prints and what the
+//! agent will serve at `/api/v1/status`.
+//!
+//! Key names are an interface (dashboards, scripts and tests read them): keep
+//! them stable and only add new ones. See `DESIGN.md` in the shared notes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::{Problem, RuntimeKind};
+
+/// The version of this document's shape.
+pub const SCHEMA: u32 = 1;
+
+/// The whole status document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Always [`SCHEMA`].
+    pub schema: u32,
+    /// The node name (`NODE_NAME`, else the host name).
+    pub node: String,
+    /// When the document was made, RFC 3339 in UTC.
+    pub generated_at: String,
+    /// Where the figures came from: `scan` (a one-shot scan by this process).
+    pub source: String,
+    /// One entry per kubelet disk signal with the filesystem behind it.
+    pub filesystems: Vec<Filesystem>,
+    /// Images, largest first.
+    pub images: Vec<Image>,
+    /// Committed image layers, largest first.
+    pub layers: Vec<Layer>,
+    /// Containers (and pod logs whose container is gone), largest first.
+    pub containers: Vec<Container>,
+    /// Image pulls in flight (filled in once pull tracking exists).
+    pub pulls: Vec<Pull>,
+    /// Bytes that removing every unused, unpinned image would really free.
+    pub reclaimable_bytes: u64,
+    /// Per signal name: whether pressure is predicted, and why.
+    pub prediction: BTreeMap<String, Prediction>,
+    /// Which runtimes were found, and why the others were not.
+    pub runtimes: Vec<RuntimeState>,
+    /// Metadata that could not be read; the rest of the document stands.
+    pub problems: Vec<Problem>,
+    /// How the scan went.
+    pub scan: ScanSummary,
+}
+
+/// A kubelet disk signal and the filesystem that backs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Filesystem {
+    /// `nodefs` or `imagefs` (or `containerfs`).
+    pub signal: String,
+    /// The path whose filesystem decides this signal (kubelet or runtime root).
+    pub path: String,
+    /// Mount point of that filesystem.
+    pub mountpoint: String,
+    /// Filesystem type from mountinfo (`ext4`, `overlay`, …).
+    pub fstype: String,
+    /// Size of the filesystem in bytes.
+    pub capacity_bytes: u64,
+    /// Bytes available to unprivileged users (`f_bavail`), as the kubelet sees.
+    pub available_bytes: u64,
+    /// Total inodes.
+    pub inodes: u64,
+    /// Free inodes.
+    pub inodes_free: u64,
+    /// The hard eviction threshold for `<signal>.available`, in bytes.
+    pub threshold_bytes: u64,
+    /// The hard eviction threshold for `<signal>.inodesFree`, in inodes.
+    pub threshold_inodes: u64,
+    /// `available_bytes - threshold_bytes`; negative once the threshold is crossed.
+    pub bytes_left: i64,
+    /// `inodes_free - threshold_inodes`; negative once the threshold is crossed.
+    pub inodes_left: i64,
+}
+
+/// One image with its disk usage attributed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    /// `docker` or `containerd`.
+    pub runtime: RuntimeKind,
+    /// containerd namespace; empty for Docker.
+    pub namespace: String,
+    /// `sha256:<config digest>`.
+    pub id: String,
+    /// Tags and digests naming this image.
+    pub refs: Vec<String>,
+    /// Unpacked size of all its layers (st_blocks × 512).
+    pub disk_bytes: u64,
+    /// Unpacked size of all its layers (st_size).
+    pub apparent_bytes: u64,
+    /// Disk bytes of layers no other image uses.
+    pub unique_disk_bytes: u64,
+    /// Apparent bytes of layers no other image uses.
+    pub unique_apparent_bytes: u64,
+    /// Disk bytes of layers shared with other images.
+    pub shared_disk_bytes: u64,
+    /// Apparent bytes of layers shared with other images.
+    pub shared_apparent_bytes: u64,
+    /// Disk bytes of the content-store blobs it references (compressed layers).
+    pub content_bytes: u64,
+    /// Disk bytes of blobs no other image references.
+    pub unique_content_bytes: u64,
+    /// How many containers use it.
+    pub containers: u64,
+    /// Whether any container uses it.
+    pub in_use: bool,
+    /// Whether the kubelet's image GC must leave it alone.
+    pub pinned: bool,
+    /// Layer chain IDs, base first.
+    pub layers: Vec<String>,
+}
+
+/// One committed image layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    /// `docker` or `containerd`.
+    pub runtime: RuntimeKind,
+    /// containerd namespace; empty for Docker.
+    pub namespace: String,
+    /// Chain ID, `sha256:<hex>`.
+    pub id: String,
+    /// Directory holding the layer.
+    pub path: String,
+    /// st_blocks × 512, hard links once.
+    pub disk_bytes: u64,
+    /// st_size, hard links once.
+    pub apparent_bytes: u64,
+    /// Distinct inodes, the directory itself included.
+    pub inodes: u64,
+    /// How many images use it.
+    pub images: u64,
+}
+
+/// One container (or orphaned pod logs) with its writable layer and logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    /// `docker`, `containerd`, or `kubelet` for pod logs with no container left.
+    pub runtime: String,
+    /// containerd namespace; empty for Docker.
+    pub namespace: String,
+    /// Container ID (empty for orphaned pod logs).
+    pub id: String,
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// Pod name, when under the kubelet.
+    pub pod: Option<String>,
+    /// Pod namespace, when under the kubelet.
+    pub pod_namespace: Option<String>,
+    /// Writable layer, st_blocks × 512.
+    pub writable_disk_bytes: u64,
+    /// Writable layer, st_size.
+    pub writable_apparent_bytes: u64,
+    /// Log files (runtime logs and pod logs), st_blocks × 512.
+    pub log_bytes: u64,
+}
+
+/// An image pull in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pull {
+    /// The ingest reference.
+    pub reference: String,
+    /// Bytes downloaded so far.
+    pub offset_bytes: u64,
+    /// Expected total bytes (0 when unknown).
+    pub total_bytes: u64,
+}
+
+/// The verdict for one signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Whether the signal is, or is predicted to be, past its threshold.
+    pub predicted: bool,
+    /// Seconds until the threshold is crossed; 0 when already crossed, null
+    /// when no trend is known.
+    pub seconds_until: Option<u64>,
+    /// One sentence for a human.
+    pub reason: String,
+}
+
+/// Whether a runtime was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeState {
+    /// `docker` or `containerd`.
+    pub runtime: RuntimeKind,
+    /// Whether its store was read.
+    pub found: bool,
+    /// The root, socket or file it was looked for at.
+    pub location: String,
+    /// Why it was not found or read, when it was not.
+    pub message: Option<String>,
+}
+
+/// How the scan went.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ScanSummary {
+    /// Directory entries examined.
+    pub files: u64,
+    /// Entries that could not be examined (vanished, unreadable, …).
+    pub errors: u64,
+    /// Error counts by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// A few errors, with their paths, for on-call.
+    pub error_samples: Vec<ScanErrorSample>,
+    /// Wall time of the scan.
+    pub duration_seconds: f64,
+}
+
+/// One scan error, with its path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanErrorSample {
+    /// The entry that could not be examined.
+    pub path: String,
+    /// `vanished`, `denied`, `io`, …
+    pub kind: String,
+    /// The error in words.
+    pub message: String,
+}

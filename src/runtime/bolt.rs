@@ -1,0 +1,1 @@
+//! Read-only bbolt reader (STUB: interface only; being implemented).

@@ -1,0 +1,163 @@
+//! Runtime readers and the runtime-neutral records they produce.
+//!
+//! A reader only says what exists and where it lives on disk; it never
+//! measures. [`crate::inventory`] walks the directories named here and
+//! attributes the bytes, so Docker and containerd are measured the same way.
+
+pub mod bolt;
+pub mod containerd;
+pub mod docker;
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// Which container runtime a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Docker with the overlay2 graph driver, read from its files.
+    Docker,
+    /// containerd, read over gRPC (overlayfs snapshotter).
+    Containerd,
+}
+
+impl RuntimeKind {
+    /// The lowercase name used in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Containerd => "containerd",
+        }
+    }
+}
+
+/// Everything one runtime reader found on the node.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// The runtime this describes.
+    pub runtime: RuntimeKind,
+    /// Where the runtime's image store lives (decides the imagefs signal).
+    pub image_root: PathBuf,
+    /// Images, one record per distinct image (all its names in `refs`).
+    pub images: Vec<ImageRecord>,
+    /// Committed image layers, each with the directory that holds it.
+    pub layers: Vec<LayerRecord>,
+    /// Containers with their writable layer and log files.
+    pub containers: Vec<ContainerRecord>,
+    /// Content-store blobs (compressed layers, manifests, configs).
+    pub blobs: Vec<BlobRecord>,
+    /// Things that could not be read; the rest of the discovery still stands.
+    pub problems: Vec<Problem>,
+}
+
+impl Discovery {
+    /// An empty discovery for `runtime` rooted at `image_root`.
+    pub fn new(runtime: RuntimeKind, image_root: PathBuf) -> Self {
+        Discovery {
+            runtime,
+            image_root,
+            images: Vec::new(),
+            layers: Vec::new(),
+            containers: Vec::new(),
+            blobs: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+}
+
+/// One image as the runtime knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRecord {
+    /// containerd namespace (`k8s.io`, `moby`, …); Docker uses `""`.
+    pub namespace: String,
+    /// The image ID: `sha256:<config digest>`.
+    pub id: String,
+    /// Every name the image goes by (tags and digests), sorted.
+    pub refs: Vec<String>,
+    /// Layer chain IDs (`sha256:…`), base first; they key [`LayerRecord::chain_id`]
+    /// in the same namespace.
+    pub layers: Vec<String>,
+    /// Digests of the content-store blobs this image holds (index, manifests,
+    /// config, compressed layers); empty for Docker's overlay2 store.
+    pub blobs: Vec<String>,
+    /// Pinned images are never removed by the kubelet's image GC.
+    pub pinned: bool,
+    /// When the image record was created or last updated, if known.
+    pub created: Option<SystemTime>,
+}
+
+/// One committed image layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerRecord {
+    /// containerd namespace (snapshots are per namespace); Docker uses `""`.
+    pub namespace: String,
+    /// The chain ID, `sha256:<hex>`.
+    pub chain_id: String,
+    /// The directory holding the layer's files (`…/diff` or `…/snapshots/N/fs`).
+    pub dir: PathBuf,
+}
+
+/// Kubernetes identity of a container, from its CRI labels or log path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodRef {
+    /// Pod name (`io.kubernetes.pod.name`).
+    pub pod: String,
+    /// Pod namespace (`io.kubernetes.pod.namespace`).
+    pub namespace: String,
+    /// Pod UID (`io.kubernetes.pod.uid`).
+    pub uid: String,
+    /// Container name inside the pod (`io.kubernetes.container.name`).
+    pub container: String,
+}
+
+/// One container and the places its bytes live.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerRecord {
+    /// containerd namespace; Docker uses `""`.
+    pub namespace: String,
+    /// The container ID.
+    pub id: String,
+    /// A human name (Docker's name without the leading `/`, or the CRI name).
+    pub name: String,
+    /// The image reference the container was created from, as given.
+    pub image: String,
+    /// The image ID (`sha256:…`) when known; matches [`ImageRecord::id`].
+    pub image_id: Option<String>,
+    /// The pod it belongs to, when it runs under the kubelet.
+    pub pod: Option<PodRef>,
+    /// The writable (upper) layer directory, when the container has one.
+    pub writable_dir: Option<PathBuf>,
+    /// Log files the runtime itself writes for this container (Docker's
+    /// json logs); pod logs under `/var/log/pods` are found separately.
+    pub log_files: Vec<PathBuf>,
+}
+
+/// One blob in containerd's content store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlobRecord {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// The blob file (`…/blobs/sha256/<hex>`).
+    pub path: PathBuf,
+}
+
+/// Something a reader could not read, named with what and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The file, directory or socket concerned.
+    pub source: String,
+    /// What went wrong, in words.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with `source` described by `message`.
+    pub fn new(source: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            source: source.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Integration tests against real runtimes (STUB).
+fn main() {}
