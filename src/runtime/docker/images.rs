@@ -1,0 +1,244 @@
+//! Images from `image/overlay2/imagedb` and their names from `repositories.json`.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io;
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::files::{hex_entries, parse_time, read_json, read_line, sha256_hex};
+use crate::runtime::{ImageRecord, Problem};
+
+/// `repositories.json`: repository → (reference → image ID).
+#[derive(Deserialize)]
+struct Repositories {
+    #[serde(rename = "Repositories", default)]
+    repositories: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The fields of an image config that matter here.
+#[derive(Deserialize)]
+struct ImageConfig {
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    rootfs: Option<RootFs>,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// Every image in the image DB, with its names and the chain IDs of its
+/// layers that are in `layers`, sorted by ID.
+pub(super) fn discover(
+    image_dir: &Path,
+    layers: &HashSet<&str>,
+    problems: &mut Vec<Problem>,
+) -> Vec<ImageRecord> {
+    let mut refs = read_refs(&image_dir.join("repositories.json"), problems);
+    let imagedb = image_dir.join("imagedb");
+    let content = imagedb.join("content").join("sha256");
+    let ids = match hex_entries(&content) {
+        Ok(ids) => ids,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            problems.push(Problem::new(content.display().to_string(), e.to_string()));
+            Vec::new()
+        }
+    };
+    let images: Vec<ImageRecord> = ids
+        .iter()
+        .map(|hex| {
+            let mut image = image(&imagedb, hex, layers, problems);
+            image.refs = refs
+                .remove(&image.id)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            image
+        })
+        .collect();
+    for (id, names) in refs {
+        let names: Vec<String> = names.into_iter().collect();
+        let message = format!(
+            "{} name image {id}, which is not in the image DB",
+            names.join(", ")
+        );
+        let source = image_dir.join("repositories.json");
+        problems.push(Problem::new(source.display().to_string(), message));
+    }
+    images
+}
+
+/// Image ID → its names, from `repositories.json` (absent = no names).
+fn read_refs(path: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, BTreeSet<String>> {
+    let repos = match read_json::<Repositories>(path) {
+        Ok(repos) => repos.repositories,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => {
+            let message = format!("image names unknown: {e}");
+            problems.push(Problem::new(path.display().to_string(), message));
+            BTreeMap::new()
+        }
+    };
+    let mut by_id: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, id) in repos.into_values().flatten() {
+        by_id.entry(id).or_default().insert(name);
+    }
+    by_id
+}
+
+/// The image `hex`, with as much as its config and metadata tell.
+fn image(
+    imagedb: &Path,
+    hex: &str,
+    layers: &HashSet<&str>,
+    problems: &mut Vec<Problem>,
+) -> ImageRecord {
+    let config_path = imagedb.join("content").join("sha256").join(hex);
+    let source = config_path.display().to_string();
+    let config = read_json::<ImageConfig>(&config_path)
+        .map_err(|e| problems.push(Problem::new(&source, format!("image layers unknown: {e}"))))
+        .ok();
+    let diff_ids = config
+        .as_ref()
+        .and_then(|c| c.rootfs.as_ref())
+        .map_or(&[][..], |r| &r.diff_ids[..]);
+    let chains = resolve_layers(diff_ids, layers, &source, problems);
+    let created = last_updated(imagedb, hex, problems)
+        .or_else(|| config.as_ref()?.created.as_deref().and_then(parse_time));
+    ImageRecord {
+        namespace: String::new(),
+        id: format!("sha256:{hex}"),
+        refs: Vec::new(),
+        layers: chains,
+        blobs: Vec::new(),
+        pinned: false,
+        created,
+    }
+}
+
+/// The chain IDs of `diff_ids` that are in `layers`, base first; one problem
+/// (on `source`) says what could not be resolved.
+fn resolve_layers(
+    diff_ids: &[String],
+    layers: &HashSet<&str>,
+    source: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<String> {
+    let chains = chain_ids(diff_ids);
+    if chains.len() < diff_ids.len() {
+        let bad = &diff_ids[chains.len()];
+        let message = format!(
+            "diff_id {} ({bad:.80?}) is not a sha256 digest; only the {} layers below it are known",
+            chains.len(),
+            chains.len()
+        );
+        problems.push(Problem::new(source, message));
+    }
+    let (found, missing): (Vec<String>, Vec<String>) = chains
+        .into_iter()
+        .partition(|c| layers.contains(c.as_str()));
+    if let Some(first) = missing.first() {
+        let message = format!(
+            "{} of {} layers are not in the layer DB (first: {first}); the image lists the {} that are",
+            missing.len(),
+            diff_ids.len(),
+            found.len()
+        );
+        problems.push(Problem::new(source, message));
+    }
+    found
+}
+
+/// Chain IDs of `diff_ids` (base first), stopping at the first diff ID that
+/// is not a `sha256:` digest: ChainID(d0) = d0, ChainID(..n) =
+/// sha256(ChainID(..n-1) + " " + dn).
+fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut chains: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        if sha256_hex(diff_id).is_none() {
+            break;
+        }
+        let chain = match chains.last() {
+            None => diff_id.clone(),
+            Some(parent) => {
+                let digest = Sha256::digest(format!("{parent} {diff_id}"));
+                format!("sha256:{digest:x}")
+            }
+        };
+        chains.push(chain);
+    }
+    chains
+}
+
+/// `imagedb/metadata/sha256/<id>/lastUpdated`, when present and readable.
+fn last_updated(imagedb: &Path, hex: &str, problems: &mut Vec<Problem>) -> Option<SystemTime> {
+    let path = imagedb
+        .join("metadata")
+        .join("sha256")
+        .join(hex)
+        .join("lastUpdated");
+    let text = match read_line(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            problems.push(Problem::new(path.display().to_string(), e.to_string()));
+            return None;
+        }
+    };
+    let time = parse_time(&text);
+    if time.is_none() {
+        let message = format!("{text:.80?} is not an RFC 3339 time");
+        problems.push(Problem::new(path.display().to_string(), message));
+    }
+    time
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// sha256 of `text` as computed by coreutils' sha256sum.
+    fn sha256sum(text: &str) -> String {
+        let mut child = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let hex = String::from_utf8(out.stdout).unwrap();
+        format!("sha256:{}", hex.split_whitespace().next().unwrap())
+    }
+
+    #[test]
+    fn chain_ids_match_sha256sum() {
+        let diffs: Vec<String> = ["a1", "b2", "c3"]
+            .iter()
+            .map(|s| format!("sha256:{}", s.repeat(32)))
+            .collect();
+        let c1 = sha256sum(&format!("{} {}", diffs[0], diffs[1]));
+        let c2 = sha256sum(&format!("{c1} {}", diffs[2]));
+        assert_eq!(chain_ids(&diffs), vec![diffs[0].clone(), c1, c2]);
+        assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn chain_ids_stop_at_a_foreign_digest() {
+        let diffs = vec![format!("sha256:{}", "0".repeat(64)), "md5:abc".to_string()];
+        assert_eq!(chain_ids(&diffs), vec![diffs[0].clone()]);
+    }
+}

@@ -1,0 +1,683 @@
+//! Docker overlay2 store reader.
+//!
+//! Reads dockerd's own files (never its API) under the Docker root: image
+//! names from `image/overlay2/repositories.json`, image configs from the
+//! image DB, layer directories from the layer DB, and containers from
+//! `containers/`. It says what exists and where; [`crate::inventory`]
+//! measures. Anything partial or corrupt becomes a [`Problem`] and the rest is
+//! still reported; only a missing or foreign store is an error.
+//!
+//! [`Problem`]: super::Problem
+
+mod containers;
+mod files;
+mod images;
+mod layers;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{Discovery, RuntimeKind};
+
+/// Why Docker's store could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The Docker root does not exist.
+    #[error("{path}: Docker root does not exist", path = .path.display())]
+    RootMissing {
+        /// The Docker root given.
+        path: PathBuf,
+    },
+    /// A directory of the store is something else.
+    #[error("{path}: not a directory", path = .path.display())]
+    NotADirectory {
+        /// The path that should be a directory.
+        path: PathBuf,
+    },
+    /// A directory of the store could not be read.
+    #[error("{path}: {source}", path = .path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// dockerd uses another graph driver.
+    #[error("{path}: graph driver {driver} is not supported, only overlay2", path = .path.display())]
+    UnsupportedDriver {
+        /// The driver's image directory (`<root>/image/<driver>`).
+        path: PathBuf,
+        /// The driver's name.
+        driver: String,
+    },
+    /// There is no graph-driver image store (dockerd may be using the
+    /// containerd image store, which the containerd reader covers).
+    #[error("{path}: no Docker overlay2 image store", path = .path.display())]
+    NoOverlay2Store {
+        /// Where the store was expected (`<root>/image/overlay2`).
+        path: PathBuf,
+    },
+}
+
+/// Reads Docker's overlay2 metadata under `docker_root` (e.g. `/var/lib/docker`).
+pub fn discover(docker_root: &Path) -> Result<Discovery, DockerError> {
+    let image_dir = store_dir(docker_root)?;
+    let mut discovery = Discovery::new(RuntimeKind::Docker, docker_root.to_path_buf());
+    let problems = &mut discovery.problems;
+    discovery.layers = layers::discover(docker_root, &image_dir, problems);
+    let known: HashSet<&str> = discovery
+        .layers
+        .iter()
+        .map(|l| l.chain_id.as_str())
+        .collect();
+    discovery.images = images::discover(&image_dir, &known, problems);
+    discovery.containers = containers::discover(docker_root, &image_dir, problems);
+    Ok(discovery)
+}
+
+/// `<root>/image/overlay2`, once the root and the driver are checked.
+fn store_dir(docker_root: &Path) -> Result<PathBuf, DockerError> {
+    // The root itself may be a symlink (to a bigger disk): follow it.
+    check_dir(docker_root).map_err(|e| match e {
+        DockerError::Io { path, source } if source.kind() == io::ErrorKind::NotFound => {
+            DockerError::RootMissing { path }
+        }
+        e => e,
+    })?;
+    let image = docker_root.join("image");
+    let overlay = image.join("overlay2");
+    match check_dir(&overlay) {
+        Err(DockerError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        result => return result.map(|()| overlay),
+    }
+    match other_driver(&image) {
+        Some(driver) => Err(DockerError::UnsupportedDriver {
+            path: image.join(&driver),
+            driver,
+        }),
+        None => Err(DockerError::NoOverlay2Store { path: overlay }),
+    }
+}
+
+fn check_dir(path: &Path) -> Result<(), DockerError> {
+    let meta = fs::metadata(path).map_err(|source| DockerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(DockerError::NotADirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    fs::read_dir(path)
+        .map(drop)
+        .map_err(|source| DockerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The first graph-driver directory under `<root>/image`, if any.
+fn other_driver(image: &Path) -> Option<String> {
+    let mut drivers: Vec<String> = fs::read_dir(image)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    drivers.sort();
+    drivers.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ContainerRecord, PodRef, Problem};
+    use serde_json::json;
+    use sha2::{Digest, Sha256};
+    use std::process::Command;
+    use std::time::{Duration, SystemTime};
+
+    /// A Docker root in a tempdir, written the way dockerd writes it.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    /// A stable fake 64-hex ID (Docker's cache and mount IDs are random).
+    fn hex(label: &str) -> String {
+        format!("{:x}", Sha256::digest(label.as_bytes()))
+    }
+
+    fn diff_id(label: &str) -> String {
+        format!("sha256:{}", hex(label))
+    }
+
+    /// Chain IDs of `diff_ids` computed by Python's hashlib (the oracle).
+    fn python_chain_ids(diff_ids: &[String]) -> Vec<String> {
+        let script = "import hashlib, sys\nc = None\nfor d in sys.argv[1:]:\n    \
+                      c = d if c is None else 'sha256:' + hashlib.sha256((c + ' ' + d).encode()).hexdigest()\n    \
+                      print(c)";
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(diff_ids)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let fixture = Fixture {
+                dir: tempfile::tempdir().unwrap(),
+            };
+            fixture.mkdir("image/overlay2/imagedb/content/sha256");
+            fixture.mkdir("image/overlay2/imagedb/metadata/sha256");
+            fixture.mkdir("image/overlay2/layerdb/tmp");
+            fixture.mkdir("containers");
+            fixture
+        }
+
+        fn root(&self) -> &Path {
+            self.dir.path()
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.root().join(rel)
+        }
+
+        fn mkdir(&self, rel: &str) -> PathBuf {
+            let path = self.path(rel);
+            fs::create_dir_all(&path).unwrap();
+            path
+        }
+
+        fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+            let path = self.path(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, contents).unwrap();
+            path
+        }
+
+        /// Stores an image config; returns the image ID hex (sha256 of the bytes).
+        fn image(&self, diff_ids: &[String], created: &str) -> String {
+            let config = json!({
+                "architecture": "amd64",
+                "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+                "created": created,
+                "history": [{"created": created, "created_by": "/bin/sh -c #(nop) COPY"}],
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            });
+            let bytes = serde_json::to_vec(&config).unwrap();
+            let id = format!("{:x}", Sha256::digest(&bytes));
+            self.write(
+                &format!("image/overlay2/imagedb/content/sha256/{id}"),
+                bytes,
+            );
+            id
+        }
+
+        /// Stores a layer DB entry and its overlay2 directory; returns `diff/`.
+        fn layer(&self, chain_id: &str, diff: &str, parent: Option<&str>) -> PathBuf {
+            let entry = format!("image/overlay2/layerdb/sha256/{}", &chain_id[7..]);
+            let cache_id = hex(&format!("cache {chain_id}"));
+            self.write(&format!("{entry}/cache-id"), &cache_id);
+            self.write(&format!("{entry}/diff"), diff);
+            self.write(&format!("{entry}/size"), "4096");
+            if let Some(parent) = parent {
+                self.write(&format!("{entry}/parent"), parent);
+            }
+            self.write(
+                &format!("overlay2/{cache_id}/link"),
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            );
+            self.mkdir(&format!("overlay2/{cache_id}/diff"))
+        }
+
+        /// Stores a container and its RW layer; returns its writable `diff/`.
+        fn container(
+            &self,
+            id: &str,
+            name: &str,
+            image: &str,
+            image_id: &str,
+            labels: serde_json::Value,
+        ) -> PathBuf {
+            let config = json!({
+                "StreamConfig": {},
+                "State": {"Running": false, "ExitCode": 0, "Pid": 0},
+                "ID": id,
+                "Created": "2024-03-01T12:00:00.000000001Z",
+                "Managed": false,
+                "Path": "sh",
+                "Args": ["-c", "echo hi"],
+                "Config": {"Hostname": &id[..12], "Image": image, "Labels": labels, "Cmd": ["sh"]},
+                "Image": image_id,
+                "LogPath": self.path(&format!("containers/{id}/{id}-json.log")),
+                "Name": format!("/{name}"),
+                "Driver": "overlay2",
+                "MountPoints": {},
+            });
+            self.write(
+                &format!("containers/{id}/config.v2.json"),
+                serde_json::to_vec(&config).unwrap(),
+            );
+            self.write(&format!("containers/{id}/hostconfig.json"), "{}");
+            let mount_id = hex(&format!("mount {id}"));
+            self.write(
+                &format!("image/overlay2/layerdb/mounts/{id}/mount-id"),
+                &mount_id,
+            );
+            self.write(
+                &format!("image/overlay2/layerdb/mounts/{id}/init-id"),
+                format!("{mount_id}-init"),
+            );
+            self.mkdir(&format!("overlay2/{mount_id}-init/diff"));
+            self.mkdir(&format!("overlay2/{mount_id}/diff"))
+        }
+
+        fn discover(&self) -> Discovery {
+            discover(self.root()).unwrap()
+        }
+    }
+
+    /// Base image (2 layers) and a derived image (3 layers) sharing them.
+    struct Images {
+        base: String,
+        app: String,
+        chains: Vec<String>,
+        layer_dirs: Vec<PathBuf>,
+    }
+
+    fn two_images(f: &Fixture) -> Images {
+        let diffs: Vec<String> = ["base", "etc", "app"].iter().map(|l| diff_id(l)).collect();
+        let chains = python_chain_ids(&diffs);
+        let layer_dirs = (0..3)
+            .map(|i| {
+                f.layer(
+                    &chains[i],
+                    &diffs[i],
+                    i.checked_sub(1).map(|p| chains[p].as_str()),
+                )
+            })
+            .collect();
+        Images {
+            base: f.image(&diffs[..2], "2024-01-02T03:04:05.123456789Z"),
+            app: f.image(&diffs, "2024-02-03T04:05:06Z"),
+            chains,
+            layer_dirs,
+        }
+    }
+
+    fn unix(secs: u64) -> Option<SystemTime> {
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    fn sources(d: &Discovery) -> Vec<&str> {
+        d.problems.iter().map(|p| p.source.as_str()).collect()
+    }
+
+    #[test]
+    fn reads_images_layers_and_containers() {
+        let f = Fixture::new();
+        let img = two_images(&f);
+        let manifest = hex("manifest");
+        f.write(
+            "image/overlay2/repositories.json",
+            json!({"Repositories": {
+                "demo/base": {
+                    "demo/base:1": format!("sha256:{}", img.base),
+                    format!("demo/base@sha256:{manifest}"): format!("sha256:{}", img.base),
+                },
+                "demo/app": {
+                    "demo/app:v2": format!("sha256:{}", img.app),
+                    "demo/app:latest": format!("sha256:{}", img.app),
+                },
+            }})
+            .to_string(),
+        );
+        f.write(
+            &format!(
+                "image/overlay2/imagedb/metadata/sha256/{}/lastUpdated",
+                img.base
+            ),
+            "2024-05-06T07:08:09.5+02:00",
+        );
+        // An unreferenced layer still holds disk; scratch entries do not count.
+        let orphan = diff_id("orphan");
+        let orphan_dir = f.layer(&orphan, &orphan, None);
+        f.mkdir(&format!(
+            "image/overlay2/layerdb/sha256/{}-1234-removing",
+            hex("gone")
+        ));
+        f.write(
+            "image/overlay2/layerdb/tmp/write-set-1/cache-id",
+            hex("tmp"),
+        );
+
+        let (web, job) = (hex("web"), hex("job"));
+        let labels = json!({
+            "io.kubernetes.pod.name": "web-7d9f",
+            "io.kubernetes.pod.namespace": "shop",
+            "io.kubernetes.pod.uid": "0b0e6c1a-1111-2222-3333-444455556666",
+            "io.kubernetes.container.name": "nginx",
+            "io.kubernetes.docker.type": "container",
+        });
+        let web_rw = f.container(
+            &web,
+            "k8s_nginx_web-7d9f_shop_0",
+            "demo/app:v2",
+            &format!("sha256:{}", img.app),
+            labels,
+        );
+        let job_rw = f.container(
+            &job,
+            "job",
+            "demo/base:1",
+            &format!("sha256:{}", img.base),
+            serde_json::Value::Null,
+        );
+        let logs: Vec<PathBuf> = ["", ".1", ".2.gz"]
+            .iter()
+            .map(|suffix| f.write(&format!("containers/{web}/{web}-json.log{suffix}"), "{}\n"))
+            .collect();
+        f.write(&format!("containers/{web}/{web}-json.logx"), "not a log");
+        std::os::unix::fs::symlink(
+            "/etc/passwd",
+            f.path(&format!("containers/{web}/{web}-json.log.3")),
+        )
+        .unwrap();
+
+        let d = f.discover();
+        assert_eq!(d.problems, vec![]);
+        assert_eq!(d.runtime, RuntimeKind::Docker);
+        assert_eq!(d.image_root, f.root());
+        assert!(d.blobs.is_empty());
+
+        let mut want_layers: Vec<(String, PathBuf)> = img
+            .chains
+            .iter()
+            .cloned()
+            .zip(img.layer_dirs.iter().cloned())
+            .collect();
+        want_layers.push((orphan, orphan_dir));
+        want_layers.sort();
+        let got_layers: Vec<(String, PathBuf)> = d
+            .layers
+            .iter()
+            .map(|l| (l.chain_id.clone(), l.dir.clone()))
+            .collect();
+        assert_eq!(got_layers, want_layers);
+        assert!(d
+            .layers
+            .iter()
+            .all(|l| l.namespace.is_empty() && l.dir.is_dir()));
+
+        let mut want_ids = vec![
+            format!("sha256:{}", img.base),
+            format!("sha256:{}", img.app),
+        ];
+        want_ids.sort();
+        assert_eq!(
+            d.images.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            want_ids
+        );
+        let image = |hex: &str| d.images.iter().find(|i| i.id.ends_with(hex)).unwrap();
+        let base = image(&img.base);
+        assert_eq!(
+            base.refs,
+            vec![
+                format!("demo/base:1"),
+                format!("demo/base@sha256:{manifest}")
+            ]
+        );
+        assert_eq!(base.layers, img.chains[..2]);
+        // lastUpdated wins over the config's `created`: 07:08:09.5+02:00 is 05:08:09.5Z.
+        assert_eq!(
+            base.created,
+            unix(1714972089).map(|t| t + Duration::from_millis(500))
+        );
+        let app = image(&img.app);
+        assert_eq!(app.refs, vec!["demo/app:latest", "demo/app:v2"]);
+        assert_eq!(app.layers, img.chains);
+        assert_eq!(app.created, unix(1706933106));
+        assert!(!app.pinned && app.blobs.is_empty() && app.namespace.is_empty());
+
+        let want_web = ContainerRecord {
+            namespace: String::new(),
+            id: web.clone(),
+            name: "k8s_nginx_web-7d9f_shop_0".to_string(),
+            image: "demo/app:v2".to_string(),
+            image_id: Some(format!("sha256:{}", img.app)),
+            pod: Some(PodRef {
+                pod: "web-7d9f".to_string(),
+                namespace: "shop".to_string(),
+                uid: "0b0e6c1a-1111-2222-3333-444455556666".to_string(),
+                container: "nginx".to_string(),
+            }),
+            writable_dir: Some(web_rw),
+            log_files: logs,
+        };
+        let want_job = ContainerRecord {
+            id: job.clone(),
+            name: "job".to_string(),
+            image: "demo/base:1".to_string(),
+            image_id: Some(format!("sha256:{}", img.base)),
+            pod: None,
+            writable_dir: Some(job_rw),
+            log_files: vec![],
+            ..want_web.clone()
+        };
+        let mut want = vec![want_web, want_job];
+        want.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(d.containers, want);
+    }
+
+    #[test]
+    fn corrupt_metadata_becomes_problems_and_the_rest_still_comes_out() {
+        let f = Fixture::new();
+        let img = two_images(&f);
+        // The middle layer lost its cache-id: both images lose it.
+        let middle_cache_id = f.path(&format!(
+            "image/overlay2/layerdb/sha256/{}/cache-id",
+            &img.chains[1][7..]
+        ));
+        fs::remove_file(&middle_cache_id).unwrap();
+        // A cache-id that tries to leave the store.
+        let evil = diff_id("evil");
+        f.layer(&evil, &evil, None);
+        let evil_cache_id = f.write(
+            &format!("image/overlay2/layerdb/sha256/{}/cache-id", &evil[7..]),
+            "../../../etc",
+        );
+        let repositories = f.write(
+            "image/overlay2/repositories.json",
+            r#"{"Repositories": {"demo/base": {"#,
+        );
+        let junk = f.write(
+            &format!("image/overlay2/imagedb/content/sha256/{}", hex("junk")),
+            "\x00\x01 not json",
+        );
+        let huge = f.write(
+            &format!("image/overlay2/imagedb/content/sha256/{}", hex("huge")),
+            "",
+        );
+        fs::File::options()
+            .write(true)
+            .open(&huge)
+            .unwrap()
+            .set_len(65 << 20)
+            .unwrap();
+
+        let (broken, lost) = (hex("broken"), hex("lost"));
+        let broken_rw = f.container(
+            &broken,
+            "broken",
+            "demo/base:1",
+            "sha256:x",
+            serde_json::Value::Null,
+        );
+        let broken_config = f.write(
+            &format!("containers/{broken}/config.v2.json"),
+            r#"{"StreamConfig":{},"State":{"Running":tr"#,
+        );
+        let broken_log = f.write(&format!("containers/{broken}/{broken}-json.log"), "{}\n");
+        f.container(
+            &lost,
+            "lost",
+            "demo/base:1",
+            &format!("sha256:{}", img.base),
+            json!({}),
+        );
+        let lost_mount_id = f.write(
+            &format!("image/overlay2/layerdb/mounts/{lost}/mount-id"),
+            hex("nowhere"),
+        );
+
+        let d = f.discover();
+        let base_config = f.path(&format!(
+            "image/overlay2/imagedb/content/sha256/{}",
+            img.base
+        ));
+        let app_config = f.path(&format!(
+            "image/overlay2/imagedb/content/sha256/{}",
+            img.app
+        ));
+        let mut want_sources: Vec<String> = [
+            &middle_cache_id,
+            &evil_cache_id,
+            &repositories,
+            &junk,
+            &huge,
+            &base_config,
+            &app_config,
+            &broken_config,
+            &lost_mount_id,
+        ]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+        want_sources.sort();
+        let mut got_sources: Vec<String> = sources(&d).iter().map(|s| s.to_string()).collect();
+        got_sources.sort();
+        assert_eq!(got_sources, want_sources, "{:#?}", d.problems);
+        let message = |path: &Path| -> &str {
+            let source = path.display().to_string();
+            &d.problems
+                .iter()
+                .find(|p| p.source == source)
+                .unwrap()
+                .message
+        };
+        assert!(
+            message(&middle_cache_id).contains("No such file"),
+            "{}",
+            message(&middle_cache_id)
+        );
+        assert!(message(&evil_cache_id).contains("not a 64-hex ID"));
+        assert!(message(&repositories).contains("invalid JSON"));
+        assert!(message(&junk).contains("invalid JSON"));
+        assert!(message(&huge).contains("over the 67108864-byte limit"));
+        assert!(
+            message(&app_config).contains("1 of 3 layers are not in the layer DB"),
+            "{}",
+            message(&app_config)
+        );
+        assert!(message(&broken_config).contains("invalid JSON"));
+        assert!(message(&lost_mount_id).contains("not a directory"));
+
+        // The layers that resolved, and every image, still come out.
+        let chains: Vec<&str> = d.layers.iter().map(|l| l.chain_id.as_str()).collect();
+        let mut want_chains = vec![img.chains[0].as_str(), img.chains[2].as_str()];
+        want_chains.sort();
+        assert_eq!(chains, want_chains);
+        assert_eq!(d.images.len(), 4);
+        let app = d.images.iter().find(|i| i.id.ends_with(&img.app)).unwrap();
+        assert_eq!(
+            app.layers,
+            vec![img.chains[0].clone(), img.chains[2].clone()]
+        );
+        assert!(app.refs.is_empty());
+        let junk_image = d
+            .images
+            .iter()
+            .find(|i| i.id.ends_with(&hex("junk")))
+            .unwrap();
+        assert!(junk_image.layers.is_empty() && junk_image.created.is_none());
+
+        // A container with a broken config still has its layer and logs.
+        let broken = d.containers.iter().find(|c| c.id == broken).unwrap();
+        assert_eq!(broken.writable_dir.as_ref(), Some(&broken_rw));
+        assert_eq!(broken.log_files, vec![broken_log]);
+        assert_eq!((broken.name.as_str(), broken.image_id.as_ref()), ("", None));
+        let lost = d.containers.iter().find(|c| c.id == lost).unwrap();
+        assert_eq!(lost.writable_dir, None);
+        assert_eq!(lost.name, "lost");
+        assert_eq!(lost.pod, None);
+    }
+
+    #[test]
+    fn a_name_for_an_image_that_is_gone_is_a_problem() {
+        let f = Fixture::new();
+        let ghost = hex("ghost");
+        let repositories = f.write(
+            "image/overlay2/repositories.json",
+            json!({"Repositories": {"demo/ghost": {"demo/ghost:1": format!("sha256:{ghost}")}}})
+                .to_string(),
+        );
+        let d = f.discover();
+        assert!(d.images.is_empty());
+        assert_eq!(sources(&d), vec![repositories.display().to_string()]);
+        assert!(d.problems[0].message.contains("demo/ghost:1"));
+    }
+
+    #[test]
+    fn an_empty_store_is_empty_without_problems() {
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        f.mkdir("image/overlay2");
+        let d = f.discover();
+        assert!(d.images.is_empty() && d.layers.is_empty() && d.containers.is_empty());
+        assert_eq!(d.problems, Vec::<Problem>::new());
+    }
+
+    #[test]
+    fn missing_or_foreign_stores_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = discover(&missing).unwrap_err();
+        assert!(matches!(&err, DockerError::RootMissing { path } if *path == missing));
+        assert!(err.to_string().contains("nope"));
+
+        let file = dir.path().join("file");
+        fs::write(&file, "").unwrap();
+        assert!(
+            matches!(discover(&file), Err(DockerError::NotADirectory { path }) if path == file)
+        );
+
+        fs::create_dir(dir.path().join("image")).unwrap();
+        let err = discover(dir.path()).unwrap_err();
+        assert!(matches!(err, DockerError::NoOverlay2Store { .. }), "{err}");
+
+        fs::create_dir(dir.path().join("image/vfs")).unwrap();
+        let err = discover(dir.path()).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("graph driver vfs is not supported, only overlay2"),
+            "{err}"
+        );
+    }
+}
