@@ -1,0 +1,160 @@
+//! From containerd containers to [`ContainerRecord`]s.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use containerd_client::services::v1::Container;
+use containerd_client::types::Mount;
+
+use super::rpc::Rpc;
+use super::snapshots::Backend;
+use super::{snapshot_dir, OVERLAYFS};
+use crate::runtime::{ContainerRecord, PodRef};
+
+/// CRI's label telling pod sandboxes from app containers.
+const KIND_LABEL: &str = "io.cri-containerd.kind";
+/// Kubelet labels naming the pod and container.
+const POD_NAME: &str = "io.kubernetes.pod.name";
+const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+const POD_UID: &str = "io.kubernetes.pod.uid";
+const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+
+/// The record for `c`, with problems in words.
+///
+/// Returns `None` for containers without a snapshot (Docker 20.10 registers
+/// its containers in namespace `moby` that way; the Docker reader reports
+/// them) and for CRI pod sandboxes: those are pause containers whose
+/// writable layers are tiny and belong to no app container.
+pub(super) async fn record(
+    rpc: &Rpc,
+    ns: &str,
+    c: &Container,
+    image_ids: &HashMap<&str, &str>,
+    backend: Option<&Backend>,
+    snapshot_root: &std::path::Path,
+) -> (Option<ContainerRecord>, Vec<String>) {
+    if c.snapshot_key.is_empty() || c.labels.get(KIND_LABEL).is_some_and(|k| k == "sandbox") {
+        return (None, Vec::new());
+    }
+    let mut problems = Vec::new();
+    let what = format!("container {} in namespace {ns}", c.id);
+    let writable_dir = if !c.snapshotter.is_empty() && c.snapshotter != OVERLAYFS {
+        problems.push(format!(
+            "{what} uses snapshotter {}; only overlayfs is supported, its writable layer is not counted",
+            c.snapshotter
+        ));
+        None
+    } else {
+        let from_mounts = match rpc.mounts(ns, OVERLAYFS, &c.snapshot_key).await {
+            Ok(mounts) => upper_dir(&mounts),
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        };
+        let from_db = || {
+            let snap = backend?.get(&(ns.to_string(), c.snapshot_key.clone()))?;
+            Some(snapshot_dir(snapshot_root, snap.id))
+        };
+        let dir = from_mounts.or_else(from_db);
+        if dir.is_none() {
+            problems.push(format!("{what}: writable layer directory not found"));
+        }
+        dir
+    };
+    let record = ContainerRecord {
+        namespace: ns.to_string(),
+        id: c.id.clone(),
+        name: c.labels.get(CONTAINER_NAME).unwrap_or(&c.id).clone(),
+        image: c.image.clone(),
+        image_id: image_ids.get(c.image.as_str()).map(|id| id.to_string()),
+        pod: pod_ref(&c.labels),
+        writable_dir,
+        log_files: Vec::new(),
+    };
+    (Some(record), problems)
+}
+
+/// The kubelet's identity of a container, when it has the pod labels.
+fn pod_ref(labels: &HashMap<String, String>) -> Option<PodRef> {
+    let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+    labels.contains_key(POD_NAME).then(|| PodRef {
+        pod: get(POD_NAME),
+        namespace: get(POD_NAMESPACE),
+        uid: get(POD_UID),
+        container: get(CONTAINER_NAME),
+    })
+}
+
+/// The writable directory of an active snapshot's mounts: the overlay's
+/// `upperdir`, or the source of the read-write bind mount that the overlayfs
+/// snapshotter uses for a snapshot without parents.
+fn upper_dir(mounts: &[Mount]) -> Option<PathBuf> {
+    mounts.iter().find_map(|m| match m.r#type.as_str() {
+        "overlay" => m
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(PathBuf::from),
+        "bind" if !m.options.iter().any(|o| o == "ro") => Some(PathBuf::from(&m.source)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(kind: &str, source: &str, options: &[&str]) -> Mount {
+        Mount {
+            r#type: kind.into(),
+            source: source.into(),
+            target: String::new(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn upper_dir_from_overlay_and_rw_bind_only() {
+        // Options as `ctr snapshots mounts` printed them for a real container.
+        let overlay = mount(
+            "overlay",
+            "overlay",
+            &[
+                "index=off",
+                "workdir=/r/snapshots/8/work",
+                "upperdir=/r/snapshots/8/fs",
+                "lowerdir=/r/snapshots/2/fs",
+            ],
+        );
+        assert_eq!(
+            upper_dir(&[overlay]),
+            Some(PathBuf::from("/r/snapshots/8/fs"))
+        );
+        let rw = mount("bind", "/r/snapshots/3/fs", &["rbind", "rw"]);
+        assert_eq!(upper_dir(&[rw]), Some(PathBuf::from("/r/snapshots/3/fs")));
+        let ro = mount("bind", "/r/snapshots/3/fs", &["rbind", "ro"]);
+        assert_eq!(upper_dir(&[ro]), None);
+        let lower_only = mount("overlay", "overlay", &["lowerdir=/a:/b"]);
+        assert_eq!(upper_dir(&[lower_only]), None);
+    }
+
+    #[test]
+    fn pod_ref_needs_the_pod_name_label() {
+        let mut labels = HashMap::new();
+        labels.insert(CONTAINER_NAME.to_string(), "app".to_string());
+        assert_eq!(pod_ref(&labels), None);
+        labels.insert(POD_NAME.to_string(), "web-0".to_string());
+        labels.insert(POD_NAMESPACE.to_string(), "prod".to_string());
+        let pod = pod_ref(&labels).unwrap();
+        assert_eq!(
+            (
+                pod.pod.as_str(),
+                pod.namespace.as_str(),
+                pod.container.as_str()
+            ),
+            ("web-0", "prod", "app")
+        );
+        assert_eq!(pod.uid, "");
+    }
+}

@@ -1,0 +1,439 @@
+//! From containerd image records to [`ImageRecord`]s.
+//!
+//! CRI names one image several times (tag, repo digest, `sha256:<config>`),
+//! so records are grouped by target digest. The layers are found the way
+//! containerd unpacks them: target → (index → manifest) → config →
+//! `rootfs.diff_ids` → chain IDs, which name the committed snapshots.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_client::services::v1::{Image, Info as ContentInfo};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use super::rpc::Rpc;
+use super::OVERLAYFS;
+use crate::runtime::ImageRecord;
+
+/// Largest manifest, index or config blob read (real ones are a few KiB).
+const MAX_DOCUMENT: usize = 4 << 20;
+/// Indexes nested deeper than this are not followed.
+const MAX_NESTING: usize = 4;
+/// Prefix of the content labels that link a blob to the blobs it holds.
+const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
+/// Prefix of the config label naming the top snapshot per snapshotter.
+const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
+/// CRI's label on images the kubelet must never garbage-collect.
+const PINNED_LABEL: &str = "io.cri-containerd.pinned";
+
+/// The content store as one namespace sees it, keyed by digest.
+pub(super) type Content = HashMap<String, ContentInfo>;
+
+/// An index or manifest document: the fields used here of either kind.
+#[derive(Debug, Deserialize)]
+struct Document {
+    #[serde(default)]
+    manifests: Vec<Descriptor>,
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Vec<Descriptor>,
+}
+
+/// A content descriptor inside a document.
+#[derive(Debug, Deserialize)]
+struct Descriptor {
+    digest: String,
+    platform: Option<Platform>,
+}
+
+/// The platform of an index entry.
+#[derive(Debug, Deserialize)]
+struct Platform {
+    os: String,
+    architecture: String,
+}
+
+/// The part of an image config that lists the layers.
+#[derive(Debug, Deserialize)]
+struct ImageConfig {
+    rootfs: RootFs,
+}
+
+/// `rootfs` of an image config.
+#[derive(Debug, Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+/// What the documents of one image say.
+#[derive(Debug, PartialEq)]
+struct Resolved {
+    /// The config digest, which is the image ID.
+    config: String,
+    /// Chain IDs, base first.
+    layers: Vec<String>,
+    /// Index, manifest, config and layer digests the documents reference.
+    blobs: BTreeSet<String>,
+}
+
+/// One image as recorded, with any problems found resolving it.
+pub(super) struct Built {
+    /// The record, unless not even its ID could be found.
+    pub(super) record: Option<ImageRecord>,
+    /// Problems, in words, each naming the image.
+    pub(super) problems: Vec<String>,
+}
+
+/// Groups the image records of `ns` by target and resolves each image.
+pub(super) async fn build(rpc: &Rpc, ns: &str, images: &[Image], content: &Content) -> Vec<Built> {
+    let mut groups: BTreeMap<&str, Vec<&Image>> = BTreeMap::new();
+    for image in images {
+        let target = image.target.as_ref().map_or("", |t| t.digest.as_str());
+        groups.entry(target).or_default().push(image);
+    }
+    let mut out = Vec::new();
+    for (target, group) in groups {
+        out.push(build_one(rpc, ns, target, &group, content).await);
+    }
+    out
+}
+
+/// Builds the record for the images `group` that share `target`.
+async fn build_one(
+    rpc: &Rpc,
+    ns: &str,
+    target: &str,
+    group: &[&Image],
+    content: &Content,
+) -> Built {
+    let mut refs: Vec<String> = group.iter().map(|i| i.name.clone()).collect();
+    refs.sort();
+    let name = refs.first().cloned().unwrap_or_default();
+    let mut problems = Vec::new();
+    let resolved = match resolve(rpc, ns, target, content).await {
+        Ok(r) => Some(r),
+        Err(e) => {
+            problems.push(format!("image {name} in namespace {ns}: {e}"));
+            None
+        }
+    };
+    if let Some(r) = &resolved {
+        if let Some(msg) = unsupported_snapshotter(content.get(&r.config)) {
+            problems.push(format!("image {name} in namespace {ns}: {msg}"));
+        }
+    }
+    // Without the config, CRI's `sha256:<config>` name still gives the ID.
+    let id = match &resolved {
+        Some(r) => Some(r.config.clone()),
+        None => refs.iter().find(|r| is_digest(r)).cloned(),
+    };
+    let record = id.map(|id| {
+        let mut blobs = gc_children(target, content);
+        if let Some(r) = &resolved {
+            blobs.extend(r.blobs.iter().cloned());
+        }
+        blobs.retain(|d| content.contains_key(d));
+        ImageRecord {
+            namespace: ns.to_string(),
+            id,
+            refs,
+            layers: resolved.map(|r| r.layers).unwrap_or_default(),
+            blobs: blobs.into_iter().collect(),
+            pinned: group
+                .iter()
+                .any(|i| i.labels.get(PINNED_LABEL).is_some_and(|v| v == "pinned")),
+            created: group.iter().filter_map(|i| last_change(i)).max(),
+        }
+    });
+    Built { record, problems }
+}
+
+/// Follows `target` through an index to a manifest, then to its config.
+async fn resolve(rpc: &Rpc, ns: &str, target: &str, content: &Content) -> Result<Resolved, String> {
+    if target.is_empty() {
+        return Err("the image record has no target".into());
+    }
+    let mut blobs = BTreeSet::new();
+    let mut digest = target.to_string();
+    for _ in 0..MAX_NESTING {
+        blobs.insert(digest.clone());
+        let doc: Document = parse(&read(rpc, ns, &digest, content).await?, &digest)?;
+        if !doc.manifests.is_empty() {
+            blobs.extend(doc.manifests.iter().map(|m| m.digest.clone()));
+            digest = pick_manifest(&doc.manifests, content)
+                .ok_or_else(|| format!("index {digest} has no manifest for this platform"))?;
+            continue;
+        }
+        let config = doc
+            .config
+            .ok_or_else(|| format!("manifest {digest} has no config"))?
+            .digest;
+        blobs.extend(doc.layers.into_iter().map(|l| l.digest));
+        let image_config: ImageConfig = parse(&read(rpc, ns, &config, content).await?, &config)?;
+        blobs.insert(config.clone());
+        return Ok(Resolved {
+            config,
+            layers: chain_ids(&image_config.rootfs.diff_ids),
+            blobs,
+        });
+    }
+    Err(format!("indexes nested deeper than {MAX_NESTING} levels"))
+}
+
+/// Reads a document blob after checking it is present and small.
+async fn read(rpc: &Rpc, ns: &str, digest: &str, content: &Content) -> Result<Vec<u8>, String> {
+    let info = content
+        .get(digest)
+        .ok_or_else(|| format!("blob {digest} is not in the content store"))?;
+    if usize::try_from(info.size).map_or(true, |s| s > MAX_DOCUMENT) {
+        return Err(format!(
+            "blob {digest} is {} bytes, too large to read",
+            info.size
+        ));
+    }
+    rpc.read(ns, digest, MAX_DOCUMENT).await
+}
+
+/// Parses a JSON document, naming its digest on failure.
+fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8], digest: &str) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("blob {digest} is not a valid document: {e}"))
+}
+
+/// Picks the manifest containerd unpacked: the one whose config names an
+/// overlayfs snapshot, else the host platform's, else the only one.
+fn pick_manifest(manifests: &[Descriptor], content: &Content) -> Option<String> {
+    let unpacked = manifests.iter().find(|m| {
+        let config = content
+            .get(&m.digest)
+            .and_then(|info| info.labels.get(&format!("{GC_REF_CONTENT}.config")));
+        config.and_then(|c| content.get(c)).is_some_and(|c| {
+            c.labels
+                .contains_key(&format!("{GC_REF_SNAPSHOT}{OVERLAYFS}"))
+        })
+    });
+    let host = || {
+        manifests.iter().find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == host_arch())
+        })
+    };
+    let only = || manifests.first().filter(|_| manifests.len() == 1);
+    unpacked
+        .or_else(host)
+        .or_else(only)
+        .map(|m| m.digest.clone())
+}
+
+/// The host's architecture as OCI names it.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// Every blob reachable from `root` through `gc.ref.content` labels.
+fn gc_children(root: &str, content: &Content) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![root.to_string()];
+    while let Some(digest) = todo.pop() {
+        if !seen.insert(digest.clone()) {
+            continue;
+        }
+        if let Some(info) = content.get(&digest) {
+            let children = info
+                .labels
+                .iter()
+                .filter(|(k, _)| k.starts_with(GC_REF_CONTENT));
+            todo.extend(children.map(|(_, v)| v.clone()));
+        }
+    }
+    seen
+}
+
+/// A complaint when a config was unpacked only by other snapshotters.
+fn unsupported_snapshotter(config: Option<&ContentInfo>) -> Option<String> {
+    let snapshotters: BTreeSet<&str> = config?
+        .labels
+        .keys()
+        .filter_map(|k| k.strip_prefix(GC_REF_SNAPSHOT))
+        .collect();
+    if snapshotters.is_empty() || snapshotters.contains(OVERLAYFS) {
+        return None;
+    }
+    let list: Vec<&str> = snapshotters.into_iter().collect();
+    Some(format!(
+        "unpacked with snapshotter {} only; only overlayfs is supported, its layers are not counted",
+        list.join(", ")
+    ))
+}
+
+/// Chain IDs of the layers with diff IDs `diff_ids`, base first
+/// (`ChainID(d0..dn) = sha256(ChainID(d0..dn-1) + " " + dn)`).
+pub(super) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff in diff_ids {
+        let next = match out.last() {
+            None => diff.clone(),
+            Some(parent) => {
+                let sum = Sha256::digest(format!("{parent} {diff}").as_bytes());
+                format!("sha256:{}", hex(&sum))
+            }
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` is a `sha256:<64 hex>` digest (CRI's image-ID name).
+pub(super) fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// When an image record last changed.
+fn last_change(image: &Image) -> Option<SystemTime> {
+    [&image.created_at, &image.updated_at]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let secs = u64::try_from(t.seconds).ok()?;
+            let nanos = u32::try_from(t.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+            UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+        })
+        .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(digest: &str, labels: &[(&str, &str)]) -> (String, ContentInfo) {
+        let info = ContentInfo {
+            digest: digest.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        (digest.to_string(), info)
+    }
+
+    #[test]
+    fn chain_ids_match_containerd_snapshot_names() {
+        // diff_ids from the config of `demo/app:1`; the expected chain IDs are
+        // the names containerd gave the committed snapshots after unpacking.
+        let diff_ids = [
+            "sha256:3ecd282e59e706da6453f36af6108e245ecfc3661123c308b433472b1e47699a",
+            "sha256:6a136e8a2b6c7472a002dccc92910c2f68e6a043b34fdfe7c30f796c8d88bcce",
+        ]
+        .map(String::from);
+        assert_eq!(
+            chain_ids(&diff_ids),
+            [
+                "sha256:3ecd282e59e706da6453f36af6108e245ecfc3661123c308b433472b1e47699a",
+                "sha256:a3fafea22fad8bf2dd22c17d94518353b00760be800b57c31fe8e3fc1e3e6767",
+            ]
+        );
+        assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn picks_the_unpacked_manifest_then_the_host_platform() {
+        let index = format!(
+            r#"{{"manifests": [
+                {{"digest": "sha256:m1", "platform": {{"os": "linux", "architecture": "s390x"}}}},
+                {{"digest": "sha256:m2", "platform": {{"os": "linux", "architecture": "{}"}}}}
+            ]}}"#,
+            host_arch()
+        );
+        let doc: Document = parse(index.as_bytes(), "sha256:i").unwrap();
+        let mut content = Content::new();
+        assert_eq!(
+            pick_manifest(&doc.manifests, &content).as_deref(),
+            Some("sha256:m2")
+        );
+        content.extend([
+            info(
+                "sha256:m1",
+                &[("containerd.io/gc.ref.content.config", "sha256:c1")],
+            ),
+            info(
+                "sha256:c1",
+                &[("containerd.io/gc.ref.snapshot.overlayfs", "sha256:x")],
+            ),
+        ]);
+        assert_eq!(
+            pick_manifest(&doc.manifests, &content).as_deref(),
+            Some("sha256:m1")
+        );
+        let other: Document = parse(
+            br#"{"manifests": [{"digest": "sha256:a"}, {"digest": "sha256:b"}]}"#,
+            "i",
+        )
+        .unwrap();
+        assert_eq!(pick_manifest(&other.manifests, &Content::new()), None);
+    }
+
+    #[test]
+    fn gc_labels_are_followed_once() {
+        let content: Content = [
+            info(
+                "sha256:i",
+                &[("containerd.io/gc.ref.content.m.0", "sha256:m")],
+            ),
+            info(
+                "sha256:m",
+                &[
+                    ("containerd.io/gc.ref.content.config", "sha256:c"),
+                    ("containerd.io/gc.ref.content.l.0", "sha256:l"),
+                    ("containerd.io/distribution.source.x", "repo"),
+                ],
+            ),
+            info(
+                "sha256:l",
+                &[("containerd.io/gc.ref.content.loop", "sha256:i")],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let all: Vec<_> = gc_children("sha256:i", &content).into_iter().collect();
+        assert_eq!(all, ["sha256:c", "sha256:i", "sha256:l", "sha256:m"]);
+    }
+
+    #[test]
+    fn other_snapshotters_are_named() {
+        let (_, native) = info("c", &[("containerd.io/gc.ref.snapshot.native", "x")]);
+        assert!(unsupported_snapshotter(Some(&native))
+            .unwrap()
+            .contains("native"));
+        let (_, both) = info(
+            "c",
+            &[
+                ("containerd.io/gc.ref.snapshot.native", "x"),
+                ("containerd.io/gc.ref.snapshot.overlayfs", "x"),
+            ],
+        );
+        assert_eq!(unsupported_snapshotter(Some(&both)), None);
+        let (_, packed) = info("c", &[]);
+        assert_eq!(unsupported_snapshotter(Some(&packed)), None);
+    }
+
+    #[test]
+    fn digest_names_are_recognised() {
+        assert!(is_digest(&format!("sha256:{}", "a".repeat(64))));
+        assert!(!is_digest("sha256:abc"));
+        assert!(!is_digest("docker.io/library/busybox:1"));
+    }
+}

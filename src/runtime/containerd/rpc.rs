@@ -1,0 +1,264 @@
+//! The gRPC calls the containerd reader makes, each bounded by one timeout.
+//!
+//! Every call takes the namespace explicitly and returns a message naming
+//! what was asked on failure, so the caller can turn it into a
+//! [`Problem`](crate::runtime::Problem) and carry on.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::introspection_client::IntrospectionClient;
+use containerd_client::services::v1::namespaces_client::NamespacesClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    Info as SnapshotInfo, ListSnapshotsRequest, MountsRequest,
+};
+use containerd_client::services::v1::Container;
+use containerd_client::services::v1::{
+    Image, Info as ContentInfo, ListContainersRequest, ListContentRequest, ListImagesRequest,
+    ListNamespacesRequest, Plugin, PluginsRequest, ReadContentRequest,
+};
+use containerd_client::types::Mount;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use super::ContainerdError;
+
+/// gRPC metadata key that selects the containerd namespace.
+const NAMESPACE_KEY: &str = "containerd-namespace";
+
+/// A connection to containerd with the timeout every call must meet.
+pub(super) struct Rpc {
+    channel: Channel,
+    timeout: Duration,
+}
+
+impl Rpc {
+    /// Connects to the socket, giving up after `timeout`.
+    pub(super) async fn connect(socket: &Path, timeout: Duration) -> Result<Self, ContainerdError> {
+        let unreachable = |reason: String| ContainerdError::Unreachable {
+            socket: socket.to_path_buf(),
+            reason,
+        };
+        if !socket.exists() {
+            return Err(unreachable("no such socket".into()));
+        }
+        let channel = tokio::time::timeout(timeout, containerd_client::connect(socket))
+            .await
+            .map_err(|_| unreachable(format!("no answer within {}", secs(timeout))))?
+            .map_err(|e| unreachable(root_cause(&e)))?;
+        Ok(Rpc { channel, timeout })
+    }
+
+    /// Every namespace; failing here means containerd cannot be read at all.
+    pub(super) async fn namespaces(&self, socket: &Path) -> Result<Vec<String>, ContainerdError> {
+        let mut client = NamespacesClient::new(self.channel.clone());
+        let list = self
+            .bounded("listing namespaces", async move {
+                client.list(ListNamespacesRequest::default()).await
+            })
+            .await
+            .map_err(|reason| ContainerdError::Unreachable {
+                socket: PathBuf::from(socket),
+                reason,
+            })?;
+        Ok(list.namespaces.into_iter().map(|n| n.name).collect())
+    }
+
+    /// Every plugin containerd loaded, with its exports.
+    pub(super) async fn plugins(&self) -> Result<Vec<Plugin>, String> {
+        let mut client = IntrospectionClient::new(self.channel.clone());
+        let resp = self
+            .bounded("listing plugins", async move {
+                client.plugins(PluginsRequest::default()).await
+            })
+            .await?;
+        Ok(resp.plugins)
+    }
+
+    /// Every image record of namespace `ns`.
+    pub(super) async fn images(&self, ns: &str) -> Result<Vec<Image>, String> {
+        let mut client = ImagesClient::new(self.channel.clone());
+        let req = namespaced(ns, ListImagesRequest::default())?;
+        let resp = self
+            .bounded(&format!("listing images of namespace {ns}"), async move {
+                client.list(req).await
+            })
+            .await?;
+        Ok(resp.images)
+    }
+
+    /// Every container of namespace `ns`.
+    pub(super) async fn containers(&self, ns: &str) -> Result<Vec<Container>, String> {
+        let mut client = ContainersClient::new(self.channel.clone());
+        let req = namespaced(ns, ListContainersRequest::default())?;
+        let resp = self
+            .bounded(
+                &format!("listing containers of namespace {ns}"),
+                async move { client.list(req).await },
+            )
+            .await?;
+        Ok(resp.containers)
+    }
+
+    /// Every content blob visible in namespace `ns`, with its labels.
+    pub(super) async fn content(&self, ns: &str) -> Result<Vec<ContentInfo>, String> {
+        let mut client = ContentClient::new(self.channel.clone());
+        let req = namespaced(ns, ListContentRequest::default())?;
+        self.bounded_raw(&format!("listing content of namespace {ns}"), async move {
+            let mut stream = client.list(req).await?.into_inner();
+            let mut out = Vec::new();
+            while let Some(msg) = stream.message().await? {
+                out.extend(msg.info);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Every snapshot of `snapshotter` in namespace `ns`.
+    pub(super) async fn snapshots(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+    ) -> Result<Vec<SnapshotInfo>, String> {
+        let mut client = SnapshotsClient::new(self.channel.clone());
+        let req = namespaced(
+            ns,
+            ListSnapshotsRequest {
+                snapshotter: snapshotter.to_string(),
+                filters: Vec::new(),
+            },
+        )?;
+        self.bounded_raw(
+            &format!("listing {snapshotter} snapshots of namespace {ns}"),
+            async move {
+                let mut stream = client.list(req).await?.into_inner();
+                let mut out = Vec::new();
+                while let Some(msg) = stream.message().await? {
+                    out.extend(msg.info);
+                }
+                Ok(out)
+            },
+        )
+        .await
+    }
+
+    /// The mounts of active snapshot `key` (read-only query).
+    pub(super) async fn mounts(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+        key: &str,
+    ) -> Result<Vec<Mount>, String> {
+        let mut client = SnapshotsClient::new(self.channel.clone());
+        let req = namespaced(
+            ns,
+            MountsRequest {
+                snapshotter: snapshotter.to_string(),
+                key: key.to_string(),
+            },
+        )?;
+        let resp = self
+            .bounded(
+                &format!("reading mounts of snapshot {key} in namespace {ns}"),
+                async move { client.mounts(req).await },
+            )
+            .await?;
+        Ok(resp.mounts)
+    }
+
+    /// The bytes of blob `digest`, refusing blobs larger than `cap`.
+    pub(super) async fn read(&self, ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, String> {
+        let mut client = ContentClient::new(self.channel.clone());
+        let req = namespaced(
+            ns,
+            ReadContentRequest {
+                digest: digest.to_string(),
+                offset: 0,
+                size: 0,
+            },
+        )?;
+        let what = format!("reading blob {digest} in namespace {ns}");
+        let data = self
+            .bounded_raw(&what, async move {
+                let mut stream = client.read(req).await?.into_inner();
+                let mut data = Vec::new();
+                while let Some(msg) = stream.message().await? {
+                    data.extend_from_slice(&msg.data);
+                    if data.len() > cap {
+                        return Err(Status::out_of_range(format!(
+                            "larger than {cap} bytes, not read"
+                        )));
+                    }
+                }
+                Ok(data)
+            })
+            .await?;
+        Ok(data)
+    }
+
+    /// Runs a unary call within the timeout and unwraps its response.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, String> {
+        self.bounded_raw(
+            what,
+            async move { call.await.map(tonic::Response::into_inner) },
+        )
+        .await
+    }
+
+    /// Runs `call` within the timeout; errors name `what` was being done.
+    async fn bounded_raw<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(status)) => Err(format!("{what}: {}", status_text(&status))),
+            Err(_) => Err(format!("{what}: no answer within {}", secs(self.timeout))),
+        }
+    }
+}
+
+/// A request carrying the namespace header. Unlike `with_namespace!`, this
+/// does not panic on a namespace that is not a valid header value.
+fn namespaced<T>(ns: &str, msg: T) -> Result<Request<T>, String> {
+    let value = MetadataValue::try_from(ns)
+        .map_err(|_| format!("namespace {ns:?} is not a valid gRPC header value"))?;
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert(NAMESPACE_KEY, value);
+    Ok(req)
+}
+
+/// A gRPC status in words: its message, or its code when it has none.
+fn status_text(status: &Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        status.message().to_string()
+    }
+}
+
+/// The innermost cause of an error chain (e.g. "Connection refused (os error 111)").
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// A timeout in words, e.g. "5s" or "0.5s".
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
