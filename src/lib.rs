@@ -9,6 +9,7 @@
 pub mod host;
 pub mod inventory;
 pub mod kubelet;
+pub mod layout;
 pub mod podlogs;
 pub mod report;
 pub mod runtime;

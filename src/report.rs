@@ -24,6 +24,9 @@ pub struct Status {
     pub generated_at: String,
     /// Where the figures came from: `scan` (a one-shot scan by this process).
     pub source: String,
+    /// Where the eviction thresholds came from: the kubelet config file, or
+    /// the kubelet's Linux defaults.
+    pub thresholds_source: String,
     /// One entry per kubelet disk signal with the filesystem behind it.
     pub filesystems: Vec<Filesystem>,
     /// Images, largest first.
@@ -150,6 +153,8 @@ pub struct Container {
     pub pod: Option<String>,
     /// Pod namespace, when under the kubelet.
     pub pod_namespace: Option<String>,
+    /// The writable layer's directory, when the container has one.
+    pub writable_path: Option<String>,
     /// Writable layer, st_blocks × 512.
     pub writable_disk_bytes: u64,
     /// Writable layer, st_size.
@@ -174,6 +179,8 @@ pub struct Pull {
 pub struct Prediction {
     /// Whether the signal is, or is predicted to be, past its threshold.
     pub predicted: bool,
+    /// `ok`, `warning` (image GC due or a soft threshold crossed) or `pressure`.
+    pub state: String,
     /// Seconds until the threshold is crossed; 0 when already crossed, null
     /// when no trend is known.
     pub seconds_until: Option<u64>,
@@ -218,4 +225,9 @@ pub struct ScanErrorSample {
     pub kind: String,
     /// The error in words.
     pub message: String,
+}
+
+/// Bytes for humans, in decimal units as `df -H` and Docker print them.
+pub fn human_bytes(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).display().si().to_string()
 }

@@ -1,0 +1,8 @@
+//! The command-line faces, one file each.
+
+pub mod du;
+mod screen;
+pub mod status;
+
+/// Exit code when Headroom itself failed.
+pub const EXIT_ERROR: u8 = 3;

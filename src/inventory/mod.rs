@@ -1,0 +1,206 @@
+//! The node inventory: one scan from the runtimes' records to the status
+//! document.
+//!
+//! Readers say what exists and where ([`crate::runtime`], [`crate::podlogs`]);
+//! this module measures every named path once with the [`walk`]er (all in one
+//! parallel batch), attributes the bytes ([`attribute`]) and judges each
+//! filesystem against the kubelet's thresholds ([`signals`]).
+
+pub mod attribute;
+pub mod signals;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use crate::kubelet::{self, KubeletConfig};
+use crate::layout::NodeLayout;
+use crate::podlogs::{self, PodLogs};
+use crate::report::{RuntimeState, ScanErrorSample, ScanSummary, Status, SCHEMA};
+use crate::runtime::{containerd, docker, Discovery, Problem, RuntimeKind};
+use crate::walk::{self, Walk, WalkOptions};
+
+/// How many scan errors the document keeps with their paths.
+const ERROR_SAMPLES: usize = 20;
+
+/// Scans the node described by `layout` once and builds the status document.
+/// `progress` is told each phase as it starts (for a spinner on a terminal).
+pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str)) -> Status {
+    let started = Instant::now();
+    let mut problems = Vec::new();
+
+    progress("reading runtime metadata");
+    let (discoveries, runtimes) = discover_runtimes(layout);
+    let (pod_logs, log_problems) = podlogs::discover(&layout.pod_logs);
+    problems.extend(discoveries.iter().flat_map(|d| d.problems.iter().cloned()));
+    problems.extend(log_problems);
+    let kubelet = load_kubelet(&layout.kubelet_config, &mut problems);
+
+    progress("measuring layers, containers and logs");
+    let sizes = measure(measured_paths(&discoveries, &pod_logs), walk_opts);
+    let attributed = attribute::attribute(&discoveries, &pod_logs, &|p: &Path| {
+        sizes.get(p).map(|w| w.usage).unwrap_or_default()
+    });
+
+    progress("reading filesystems");
+    let image_root = imagefs_root(layout, &discoveries);
+    let filesystems =
+        signals::filesystems(&layout.kubelet_root, &image_root, &kubelet, &mut problems);
+    let prediction = signals::predict(&filesystems, &kubelet);
+
+    Status {
+        schema: SCHEMA,
+        node: crate::host::node_name(),
+        generated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        source: "scan".to_string(),
+        thresholds_source: thresholds_source(&kubelet, &layout.kubelet_config),
+        filesystems,
+        images: attributed.images,
+        layers: attributed.layers,
+        containers: attributed.containers,
+        pulls: Vec::new(),
+        reclaimable_bytes: attributed.reclaimable_bytes,
+        prediction,
+        runtimes,
+        problems,
+        scan: summarize(sizes.values(), started.elapsed().as_secs_f64()),
+    }
+}
+
+/// Reads both runtimes; one that is absent is reported, not fatal.
+fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>) {
+    let mut found = Vec::new();
+    let mut states = Vec::new();
+    let docker = docker::discover(&layout.docker_root).map_err(|e| e.to_string());
+    record(
+        RuntimeKind::Docker,
+        &layout.docker_root,
+        docker,
+        &mut found,
+        &mut states,
+    );
+    let containerd = discover_containerd(layout);
+    record(
+        RuntimeKind::Containerd,
+        &layout.containerd_address,
+        containerd,
+        &mut found,
+        &mut states,
+    );
+    (found, states)
+}
+
+fn discover_containerd(layout: &NodeLayout) -> Result<Discovery, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime
+        .block_on(containerd::discover(
+            &layout.containerd_address,
+            &layout.containerd_root,
+            layout.containerd_timeout,
+        ))
+        .map_err(|e| e.to_string())
+}
+
+fn record(
+    runtime: RuntimeKind,
+    location: &Path,
+    result: Result<Discovery, String>,
+    found: &mut Vec<Discovery>,
+    states: &mut Vec<RuntimeState>,
+) {
+    let message = match result {
+        Ok(discovery) => {
+            found.push(discovery);
+            None
+        }
+        Err(message) => Some(message),
+    };
+    states.push(RuntimeState {
+        runtime,
+        found: message.is_none(),
+        location: location.display().to_string(),
+        message,
+    });
+}
+
+fn load_kubelet(path: &Path, problems: &mut Vec<Problem>) -> KubeletConfig {
+    kubelet::load(path).unwrap_or_else(|err| {
+        problems.push(Problem::new(
+            path.display().to_string(),
+            format!("{err}; using the kubelet's Linux defaults"),
+        ));
+        KubeletConfig::defaults()
+    })
+}
+
+fn thresholds_source(kubelet: &KubeletConfig, asked: &Path) -> String {
+    match &kubelet.source {
+        Some(path) => path.display().to_string(),
+        None => format!("kubelet defaults ({} not found)", asked.display()),
+    }
+}
+
+/// The imagefs is the image store of the CRI runtime: containerd's
+/// snapshotter when containerd answered, else Docker's root.
+fn imagefs_root(layout: &NodeLayout, discoveries: &[Discovery]) -> PathBuf {
+    let by = |kind| discoveries.iter().find(|d| d.runtime == kind);
+    by(RuntimeKind::Containerd)
+        .or_else(|| by(RuntimeKind::Docker))
+        .map(|d| d.image_root.clone())
+        .unwrap_or_else(|| layout.containerd_root.clone())
+}
+
+/// Every path the attribution needs a size for, each once.
+fn measured_paths(discoveries: &[Discovery], pod_logs: &[PodLogs]) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for d in discoveries {
+        paths.extend(d.layers.iter().map(|l| l.dir.clone()));
+        paths.extend(d.blobs.iter().map(|b| b.path.clone()));
+        for c in &d.containers {
+            paths.extend(c.writable_dir.iter().cloned());
+            paths.extend(c.log_files.iter().cloned());
+        }
+    }
+    paths.extend(pod_logs.iter().flat_map(|l| l.files.iter().cloned()));
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+fn measure(paths: Vec<PathBuf>, opts: &WalkOptions) -> HashMap<PathBuf, Walk> {
+    let walks = walk::walk_many(&paths, opts);
+    paths.into_iter().zip(walks).collect()
+}
+
+fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f64) -> ScanSummary {
+    let mut summary = ScanSummary {
+        duration_seconds,
+        ..ScanSummary::default()
+    };
+    for w in walks {
+        summary.files += w.entries;
+        for (kind, n) in &w.error_counts {
+            summary.errors += n;
+            *summary.errors_by_kind.entry(kind_name(*kind)).or_default() += n;
+        }
+        let room = ERROR_SAMPLES.saturating_sub(summary.error_samples.len());
+        summary
+            .error_samples
+            .extend(w.errors.iter().take(room).map(|e| ScanErrorSample {
+                path: e.path.display().to_string(),
+                kind: kind_name(e.kind),
+                message: e.message.clone(),
+            }));
+    }
+    summary
+}
+
+fn kind_name(kind: walk::ErrorKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{kind:?}"))
+}
