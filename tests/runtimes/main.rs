@@ -1,2 +1,268 @@
-//! Integration tests against real runtimes (STUB).
-fn main() {}
+//! Integration tests on real runtimes: Headroom's figures against independent
+//! oracles (GNU du/df, `ctr`, the `docker` CLI) on a real containerd, dockerd
+//! (overlay2) and registry, started once for the whole run under one temp dir.
+//!
+//! Without root or the tools, the trials fail loudly when `CI` is set and are
+//! reported as ignored otherwise (with a message naming what is missing).
+
+mod checks;
+mod containers;
+mod docker_df;
+mod document;
+mod filesystems;
+mod images;
+mod layers;
+mod oracle;
+mod reclaim;
+mod robustness;
+mod screen;
+mod services;
+mod subject;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use headroom::report::Status;
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use crate::images::Fixtures;
+use crate::services::Services;
+use crate::subject::Run;
+
+/// Tools the run needs on PATH.
+const TOOLS: &[&str] = &[
+    "containerd",
+    "dockerd",
+    "runc",
+    "ctr",
+    "docker",
+    "skopeo",
+    "umoci",
+    "docker-registry",
+    "busybox",
+    "du",
+    "df",
+    "find",
+    "truncate",
+    "mkfs.ext4",
+    "mount",
+    "umount",
+];
+
+/// A trial body: inspects the fixture node and fails with the evidence.
+type Body = fn(&World) -> Result<()>;
+
+/// Every trial that needs the node, by name.
+const TRIALS: &[(&str, Body)] = &[
+    (
+        "document_is_a_scan_of_both_runtimes",
+        document::scan_of_both_runtimes,
+    ),
+    ("layers_match_du", layers::match_du),
+    (
+        "containerd_layers_match_ctr_usage",
+        layers::containerd_match_ctr_usage,
+    ),
+    (
+        "docker_images_match_system_df",
+        docker_df::images_match_system_df,
+    ),
+    (
+        "docker_containers_match_system_df",
+        docker_df::containers_match_system_df,
+    ),
+    (
+        "containerd_images_match_content_store",
+        reclaim::containerd_images_match_content_store,
+    ),
+    (
+        "containers_match_du_and_labels",
+        containers::match_du_and_labels,
+    ),
+    (
+        "orphaned_pod_logs_are_reported",
+        containers::orphaned_pod_logs,
+    ),
+    (
+        "reclaimable_is_unique_bytes_of_unused_images",
+        reclaim::reclaimable,
+    ),
+    (
+        "filesystems_match_df_and_kubelet_config",
+        filesystems::match_df_and_config,
+    ),
+    (
+        "robust_to_corrupt_docker_metadata",
+        robustness::corrupt_docker_metadata,
+    ),
+    (
+        "containerd_missing_is_reported",
+        robustness::containerd_missing,
+    ),
+    (
+        "screen_mentions_signals_and_top_image",
+        screen::mentions_signals_and_top_image,
+    ),
+];
+
+/// The fixture node as the trials see it (paths only; the daemons stay
+/// owned by `main` so they are torn down after the trials).
+pub struct World {
+    /// The run's temp dir.
+    pub dir: PathBuf,
+    /// containerd's socket.
+    pub containerd_sock: PathBuf,
+    /// containerd's root.
+    pub containerd_root: PathBuf,
+    /// dockerd's data root.
+    pub docker_root: PathBuf,
+    /// `unix://…` of dockerd.
+    pub docker_host: String,
+    /// Mount point standing for the node's root filesystem (kubelet root).
+    pub nodefs: PathBuf,
+    /// Mount point holding the runtimes' roots.
+    pub imagefs: PathBuf,
+    /// What was built and run.
+    pub fixtures: Fixtures,
+    json_run: OnceLock<std::result::Result<Run, String>>,
+}
+
+impl World {
+    fn new(s: &Services, fixtures: Fixtures) -> World {
+        World {
+            dir: s.dir.clone(),
+            containerd_sock: s.containerd_sock.clone(),
+            containerd_root: s.containerd_root.clone(),
+            docker_root: s.docker_root.clone(),
+            docker_host: s.docker_host(),
+            nodefs: s.nodefs.clone(),
+            imagefs: s.imagefs.clone(),
+            fixtures,
+            json_run: OnceLock::new(),
+        }
+    }
+
+    /// `headroom status --json` on the fixture node, run once and shared.
+    pub fn json_run(&self) -> Result<&Run> {
+        self.json_run
+            .get_or_init(|| {
+                subject::status(self, &subject::node_layout(self), true)
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// The shared run and its parsed status document.
+    pub fn report(&self) -> Result<(&Run, Status)> {
+        let run = self.json_run()?;
+        Ok((run, run.status()?))
+    }
+
+    /// `docker -H … ARGS…` against our dockerd.
+    pub fn docker(&self, args: &[&str]) -> Result<String> {
+        let mut all = vec!["-H", self.docker_host.as_str()];
+        all.extend_from_slice(args);
+        oracle::run("docker", &all)
+    }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let started = Instant::now();
+    let missing = missing_prerequisites();
+    if args.list || !missing.is_empty() {
+        if !missing.is_empty() && !args.list {
+            if std::env::var_os("CI").is_some() {
+                eprintln!(
+                    "runtimes: CI is set and prerequisites are missing: {}",
+                    missing.join(", ")
+                );
+                std::process::exit(1);
+            }
+            eprintln!(
+                "runtimes: skipping every trial, missing: {} (these tests need root and the \
+                 packages in ENVIRONMENT.md)",
+                missing.join(", ")
+            );
+        }
+        libtest_mimic::run(
+            &args,
+            trials(None)
+                .into_iter()
+                .map(|t| t.with_ignored_flag(true))
+                .collect(),
+        )
+        .exit();
+    }
+
+    let setup = catch_unwind(AssertUnwindSafe(|| -> Result<(Services, World)> {
+        let services = Services::start()?;
+        let fixtures = images::build(&services)?;
+        let world = World::new(&services, fixtures);
+        Ok((services, world))
+    }));
+    let (services, world) = match setup {
+        Ok(Ok((s, w))) => (Some(s), Ok(Arc::new(w))),
+        Ok(Err(e)) => (None, Err(setup_failed(&format!("{e:#}")))),
+        Err(panic) => (None, Err(setup_failed(&panic_text(&panic)))),
+    };
+    eprintln!("runtimes: setup took {:.1?}", started.elapsed());
+    let conclusion = libtest_mimic::run(&args, trials(Some(world)));
+    drop(services); // Teardown before exit(), which skips destructors.
+    eprintln!("runtimes: whole run took {:.1?}", started.elapsed());
+    conclusion.exit();
+}
+
+/// The trials, bound to the node (or to the reason there is none). `None`
+/// only lists them.
+fn trials(world: Option<std::result::Result<Arc<World>, String>>) -> Vec<Trial> {
+    let mut trials = vec![Trial::test("oracle_humanized_parser", || {
+        oracle::humanized_parser_self_check().map_err(|e| Failed::from(format!("{e:#}")))
+    })];
+    for &(name, body) in TRIALS {
+        let world = world.clone();
+        trials.push(Trial::test(name, move || match &world {
+            Some(Ok(w)) => body(w).map_err(|e| Failed::from(format!("{e:#}"))),
+            Some(Err(setup)) => Err(Failed::from(setup)),
+            None => Err(Failed::from("no fixture node")),
+        }));
+    }
+    trials
+}
+
+/// The prerequisites that are not met: root, and each tool on PATH.
+fn missing_prerequisites() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !rustix::process::geteuid().is_root() {
+        missing.push("root (run as uid 0)".to_owned());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for tool in TOOLS {
+        if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
+            missing.push((*tool).to_owned());
+        }
+    }
+    missing
+}
+
+/// Prints why setup failed (once, in full) and returns the line each trial
+/// fails with.
+fn setup_failed(why: &str) -> String {
+    eprintln!("runtimes: setup failed (everything started was torn down):\n{why}");
+    format!(
+        "setup failed: {} (full error printed above the results)",
+        why.lines().next().unwrap_or("")
+    )
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "non-string panic".to_owned())
+}

@@ -1,0 +1,398 @@
+//! The node the trials look at, built offline: three images made with umoci
+//! from busybox-static (base, and app1/app2 on top of base so base's layers
+//! are shared three ways), pushed to the loopback registry and pulled into
+//! both containerd (namespace `k8s.io`) and dockerd; two Docker containers
+//! and one CRI-labelled containerd container that write into their writable
+//! layers; and pod log dirs in the kubelet layout (the kubelet is not
+//! running, so we write its logs ourselves).
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::oracle::{self, path_str};
+use crate::services::Services;
+
+/// The containerd namespace the CRI plugin (and so the kubelet) uses.
+pub const K8S_NS: &str = "k8s.io";
+
+/// Fixture image names, in build order (`base` first).
+pub const IMAGE_NAMES: [&str; 3] = ["base", "app1", "app2"];
+
+/// One container under Docker.
+#[derive(Debug, Clone)]
+pub struct DockerContainer {
+    /// `--name`.
+    pub name: String,
+    /// Full container ID (`docker inspect`).
+    pub id: String,
+    /// The image reference it was run from.
+    pub image: String,
+}
+
+/// Kubernetes identity plus the log files the kubelet would have written.
+#[derive(Debug, Clone)]
+pub struct PodLogs {
+    /// Pod name.
+    pub pod: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod UID.
+    pub uid: String,
+    /// Container name in the pod.
+    pub container: String,
+    /// The log files, `<pod-logs>/<ns>_<pod>_<uid>/<container>/…`.
+    pub files: Vec<PathBuf>,
+}
+
+/// A container run under containerd with CRI labels.
+#[derive(Debug, Clone)]
+pub struct CriContainer {
+    /// Container ID (also its snapshot key).
+    pub id: String,
+    /// The image reference it was run from.
+    pub image: String,
+    /// Its pod and logs.
+    pub logs: PodLogs,
+}
+
+/// Everything built on top of the services.
+#[derive(Debug, Clone)]
+pub struct Fixtures {
+    /// Image references by fixture name (`base`, `app1`, `app2`).
+    pub images: Vec<(String, String)>,
+    /// Docker containers: `w1` on app1, `w2` on base.
+    pub docker: Vec<DockerContainer>,
+    /// The containerd container, on app2.
+    pub cri: CriContainer,
+    /// Pod logs whose container is gone.
+    pub orphan: PodLogs,
+    /// `--kubelet-root`.
+    pub kubelet_root: PathBuf,
+    /// `--kubelet-config`.
+    pub kubelet_config: PathBuf,
+    /// `--pod-logs`.
+    pub pod_logs: PathBuf,
+}
+
+impl Fixtures {
+    /// The reference of fixture image `name`.
+    pub fn image(&self, name: &str) -> &str {
+        reference_of(&self.images, name)
+    }
+}
+
+/// The reference of fixture image `name` in `images` (empty if unknown).
+fn reference_of<'a>(images: &'a [(String, String)], name: &str) -> &'a str {
+    images
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or("", |(_, r)| r.as_str())
+}
+
+/// The kubelet config the trials hand to Headroom; its figures are checked
+/// against `df` in the filesystems trial. Percentages are exact in binary
+/// (the kubelet parses them as float32).
+pub const KUBELET_CONFIG: &str = "\
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: \"12.5%\"
+  nodefs.inodesFree: \"25%\"
+  imagefs.available: 1Gi
+  imagefs.inodesFree: \"50000\"
+imageGCHighThresholdPercent: 85
+imageGCLowThresholdPercent: 80
+";
+
+/// Builds the images, pulls them into both runtimes, runs the containers
+/// and writes the pod logs and kubelet config.
+pub fn build(s: &Services) -> Result<Fixtures> {
+    let images = build_images(s)?;
+    let reference = |name: &str| reference_of(&images, name).to_owned();
+    for (_, r) in &images {
+        oracle::ctr(
+            &s.containerd_sock,
+            K8S_NS,
+            &["images", "pull", "--plain-http", r],
+        )?;
+        oracle::run("docker", &["-H", &s.docker_host(), "pull", "-q", r])?;
+    }
+    let docker = vec![
+        run_docker(
+            s,
+            "w1",
+            &reference("app1"),
+            "dd if=/dev/urandom of=/data.bin bs=1M count=3; i=0; while [ $i -lt 2000 ]; do echo line $i; i=$((i+1)); done",
+        )?,
+        run_docker(
+            s,
+            "w2",
+            &reference("base"),
+            "mkdir -p /var/cache/w2 && dd if=/dev/urandom of=/var/cache/w2/blob bs=1k count=700 && echo done",
+        )?,
+    ];
+    let kubelet_root = s.nodefs.join("kubelet");
+    let pod_logs = s.nodefs.join("pods");
+    fs::create_dir_all(&kubelet_root)?;
+    let kubelet_config = s.dir.join("kubelet-config.yaml");
+    fs::write(&kubelet_config, KUBELET_CONFIG)?;
+    let cri = run_cri(s, &pod_logs, &reference("app2"))?;
+    let orphan = write_pod_logs(
+        &pod_logs,
+        "gone-0",
+        &uuid_like(&s.dir, "gone"),
+        6_000,
+        false,
+    )?;
+    Ok(Fixtures {
+        images,
+        docker,
+        cri,
+        orphan,
+        kubelet_root,
+        kubelet_config,
+        pod_logs,
+    })
+}
+
+/// Builds base/app1/app2 in an OCI layout and pushes them; returns
+/// (name, reference) pairs.
+fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
+    let work = s.dir.join("build");
+    fs::create_dir(&work)?;
+    let oci = work.join("oci");
+    let image = |tag: &str| format!("{}:{tag}", oci.display());
+    umoci(&["init", "--layout", path_str(&oci)?])?;
+    umoci(&["new", "--image", &image("base")])?;
+
+    // base, layer 1: busybox.
+    let root = unpack(&work, &image("base"), "b1")?;
+    fs::create_dir_all(root.join("bin"))?;
+    fs::create_dir_all(root.join("etc"))?;
+    fs::copy(busybox()?, root.join("bin/busybox"))?;
+    symlink("busybox", root.join("bin/sh"))?;
+    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    umoci(&[
+        "repack",
+        "--image",
+        &image("base"),
+        path_str(&work.join("b1"))?,
+    ])?;
+
+    // base, layer 2: files of awkward sizes, a sparse file, a hard link pair.
+    let root = unpack(&work, &image("base"), "b2")?;
+    let data = root.join("data");
+    fs::create_dir(&data)?;
+    noise(&data.join("odd.bin"), 10_000, 1)?;
+    noise(&data.join("page.bin"), 4096, 2)?;
+    noise(&data.join("mid.bin"), 123_457, 3)?;
+    noise(&data.join("one"), 1, 4)?;
+    fs::write(data.join("empty"), "")?;
+    oracle::run(
+        "truncate",
+        &["-s", "5M", path_str(&data.join("sparse.img"))?],
+    )?;
+    noise(&data.join("hl1"), 7_000, 5)?;
+    fs::hard_link(data.join("hl1"), data.join("hl2"))?;
+    umoci(&[
+        "repack",
+        "--image",
+        &image("base"),
+        path_str(&work.join("b2"))?,
+    ])?;
+    umoci(&[
+        "config",
+        "--image",
+        &image("base"),
+        "--config.cmd",
+        "/bin/sh",
+    ])?;
+
+    // app1: a few MB, and symlinks that point out of the tree.
+    let root = unpack(&work, &image("base"), "a1")?;
+    let app = root.join("app");
+    fs::create_dir(&app)?;
+    noise(&app.join("blob1"), 3_000_000, 6)?;
+    noise(&app.join("blob2"), 1_234_567, 7)?;
+    symlink("/etc/passwd", app.join("passwd-link"))?;
+    symlink("../../../../etc", app.join("escape"))?;
+    umoci(&[
+        "repack",
+        "--image",
+        &image("app1"),
+        path_str(&work.join("a1"))?,
+    ])?;
+
+    // app2: deletes a base file (whiteout) and adds a hard link pair.
+    let root = unpack(&work, &image("base"), "a2")?;
+    fs::remove_file(root.join("data/mid.bin"))?;
+    let srv = root.join("srv");
+    fs::create_dir(&srv)?;
+    noise(&srv.join("h1"), 777_777, 8)?;
+    fs::hard_link(srv.join("h1"), srv.join("h2"))?;
+    umoci(&[
+        "repack",
+        "--image",
+        &image("app2"),
+        path_str(&work.join("a2"))?,
+    ])?;
+
+    let mut refs = Vec::new();
+    for name in IMAGE_NAMES {
+        let reference = format!("{}/hr/{name}:1", s.registry);
+        oracle::run(
+            "skopeo",
+            &[
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                &format!("oci:{}", image(name)),
+                &format!("docker://{reference}"),
+            ],
+        )?;
+        refs.push((name.to_owned(), reference));
+    }
+    Ok(refs)
+}
+
+fn umoci(args: &[&str]) -> Result<String> {
+    oracle::run("umoci", args)
+}
+
+/// `umoci unpack --rootless` of `image` into `work/bundle`; returns its rootfs.
+fn unpack(work: &Path, image: &str, bundle: &str) -> Result<PathBuf> {
+    let dir = work.join(bundle);
+    umoci(&["unpack", "--rootless", "--image", image, path_str(&dir)?])?;
+    Ok(dir.join("rootfs"))
+}
+
+/// The busybox binary (busybox-static installs a static one).
+fn busybox() -> Result<PathBuf> {
+    Ok(PathBuf::from(
+        oracle::run("sh", &["-c", "command -v busybox"])?.trim(),
+    ))
+}
+
+/// Writes `len` incompressible bytes (xorshift64) so layer blobs are as big
+/// as the files in them.
+fn noise(path: &Path, len: usize, seed: u64) -> Result<()> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut buf = Vec::with_capacity(len + 8);
+    while buf.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        buf.extend_from_slice(&x.to_le_bytes());
+    }
+    buf.truncate(len);
+    fs::write(path, buf).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn run_docker(s: &Services, name: &str, image: &str, script: &str) -> Result<DockerContainer> {
+    let host = s.docker_host();
+    oracle::run(
+        "docker",
+        &[
+            "-H",
+            &host,
+            "run",
+            "--network",
+            "none",
+            "--name",
+            name,
+            image,
+            "sh",
+            "-c",
+            script,
+        ],
+    )?;
+    let id = oracle::run("docker", &["-H", &host, "inspect", "-f", "{{.Id}}", name])?;
+    Ok(DockerContainer {
+        name: name.to_owned(),
+        id: id.trim().to_owned(),
+        image: image.to_owned(),
+    })
+}
+
+/// Runs a CRI-labelled container under containerd (left stopped, so its
+/// active snapshot stays) and writes its pod logs as the kubelet would.
+fn run_cri(s: &Services, pod_logs: &Path, image: &str) -> Result<CriContainer> {
+    let id = hex_id(&s.dir, "cri-container");
+    let logs = write_pod_logs(pod_logs, "web-0", &uuid_like(&s.dir, "web-0"), 40_000, true)?;
+    let labels = [
+        format!("io.kubernetes.pod.name={}", logs.pod),
+        format!("io.kubernetes.pod.namespace={}", logs.namespace),
+        format!("io.kubernetes.pod.uid={}", logs.uid),
+        format!("io.kubernetes.container.name={}", logs.container),
+    ];
+    let mut args = vec!["run"];
+    for l in &labels {
+        args.extend(["--label", l.as_str()]);
+    }
+    args.extend([
+        image,
+        id.as_str(),
+        "sh",
+        "-c",
+        "mkdir -p /var/lib/app && dd if=/dev/urandom of=/var/lib/app/state bs=1M count=2 && echo x > /small && echo done",
+    ]);
+    oracle::ctr(&s.containerd_sock, K8S_NS, &args)?;
+    Ok(CriContainer {
+        id,
+        image: image.to_owned(),
+        logs,
+    })
+}
+
+/// Writes `<pod-logs>/shop_<pod>_<uid>/app/0.log` (about `bytes` long), plus
+/// a rotated file when `rotated`.
+fn write_pod_logs(
+    pod_logs: &Path,
+    pod: &str,
+    uid: &str,
+    bytes: usize,
+    rotated: bool,
+) -> Result<PodLogs> {
+    let dir = pod_logs.join(format!("shop_{pod}_{uid}")).join("app");
+    fs::create_dir_all(&dir)?;
+    let line = "2026-11-26T14:00:00.000000000Z stdout F hello from the app\n";
+    let mut files = vec![dir.join("0.log")];
+    fs::write(&files[0], line.repeat(bytes / line.len() + 1))?;
+    if rotated {
+        files.push(dir.join("0.log.20261126-140000"));
+        fs::write(&files[1], line.repeat(200))?;
+    }
+    Ok(PodLogs {
+        pod: pod.to_owned(),
+        namespace: "shop".to_owned(),
+        uid: uid.to_owned(),
+        container: "app".to_owned(),
+        files,
+    })
+}
+
+/// A 64-hex ID unique to this run (like a CRI container ID).
+fn hex_id(dir: &Path, salt: &str) -> String {
+    Sha256::digest(format!("{}/{salt}", dir.display()).as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A UUID-shaped ID unique to this run (like a pod UID).
+fn uuid_like(dir: &Path, salt: &str) -> String {
+    let h = hex_id(dir, salt);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
