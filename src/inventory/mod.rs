@@ -23,37 +23,111 @@ use crate::walk::{self, Walk, WalkOptions};
 /// How many scan errors the document keeps with their paths.
 const ERROR_SAMPLES: usize = 20;
 
-/// Scans the node described by `layout` once and builds the status document.
-/// `progress` is told each phase as it starts (for a spinner on a terminal).
-pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str)) -> Status {
-    let started = Instant::now();
-    let mut problems = Vec::new();
+/// What the readers found, before anything is measured.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// One discovery per runtime that answered.
+    pub discoveries: Vec<Discovery>,
+    /// Which runtimes were found, and why the others were not.
+    pub runtimes: Vec<RuntimeState>,
+    /// Pod log files under the pod-logs root.
+    pub pod_logs: Vec<PodLogs>,
+    /// What the readers could not read.
+    pub problems: Vec<Problem>,
+    /// The kubelet's thresholds (its defaults when the file is missing or bad).
+    pub kubelet: KubeletConfig,
+}
 
-    progress("reading runtime metadata");
+/// Reads the runtimes, pod logs and kubelet config: cheap, measures nothing.
+pub fn discover(layout: &NodeLayout) -> Discovered {
+    let mut problems = Vec::new();
     let (discoveries, runtimes) = discover_runtimes(layout);
     let (pod_logs, log_problems) = podlogs::discover(&layout.pod_logs);
     problems.extend(discoveries.iter().flat_map(|d| d.problems.iter().cloned()));
     problems.extend(log_problems);
     let kubelet = load_kubelet(&layout.kubelet_config, &mut problems);
+    Discovered {
+        discoveries,
+        runtimes,
+        pod_logs,
+        problems,
+        kubelet,
+    }
+}
 
+impl Discovered {
+    /// Paths whose content never changes while they exist: committed image
+    /// layers and content-store blobs. Measure once, keep the figure.
+    pub fn immutable_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for d in &self.discoveries {
+            paths.extend(d.layers.iter().map(|l| l.dir.clone()));
+            paths.extend(d.blobs.iter().map(|b| b.path.clone()));
+        }
+        sorted(paths)
+    }
+
+    /// Paths that change while containers run: writable layers and logs.
+    pub fn mutable_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for c in self.discoveries.iter().flat_map(|d| &d.containers) {
+            paths.extend(c.writable_dir.iter().cloned());
+            paths.extend(c.log_files.iter().cloned());
+        }
+        paths.extend(self.pod_logs.iter().flat_map(|l| l.files.iter().cloned()));
+        sorted(paths)
+    }
+}
+
+fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Scans the node described by `layout` once and builds the status document.
+/// `progress` is told each phase as it starts (for a spinner on a terminal).
+pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str)) -> Status {
+    let started = Instant::now();
+    progress("reading runtime metadata");
+    let discovered = discover(layout);
     progress("measuring layers, containers and logs");
-    let sizes = measure(measured_paths(&discoveries, &pod_logs), walk_opts);
-    let attributed = attribute::attribute(&discoveries, &pod_logs, &|p: &Path| {
-        sizes.get(p).map(|w| w.usage).unwrap_or_default()
-    });
-
+    let mut paths = discovered.immutable_paths();
+    paths.extend(discovered.mutable_paths());
+    let sizes = measure(sorted(paths), walk_opts);
     progress("reading filesystems");
-    let image_root = imagefs_root(layout, &discoveries);
-    let filesystems =
-        signals::filesystems(&layout.kubelet_root, &image_root, &kubelet, &mut problems);
-    let prediction = signals::predict(&filesystems, &kubelet);
+    let summary = summarize(sizes.values(), started.elapsed().as_secs_f64());
+    build(
+        layout,
+        &discovered,
+        &|p| sizes.get(p).map(|w| w.usage),
+        summary,
+    )
+}
 
+/// Attributes measured sizes (`size` of a path; `None` when it was not
+/// measured) and judges the filesystems: the status document.
+pub fn build(
+    layout: &NodeLayout,
+    discovered: &Discovered,
+    size: &dyn Fn(&Path) -> Option<crate::walk::Usage>,
+    scan: ScanSummary,
+) -> Status {
+    let mut problems = discovered.problems.clone();
+    let attributed = attribute::attribute(&discovered.discoveries, &discovered.pod_logs, &|p| {
+        size(p).unwrap_or_default()
+    });
+    let kubelet = &discovered.kubelet;
+    let image_root = imagefs_root(layout, &discovered.discoveries);
+    let filesystems =
+        signals::filesystems(&layout.kubelet_root, &image_root, kubelet, &mut problems);
+    let prediction = signals::predict(&filesystems, kubelet);
     Status {
         schema: SCHEMA,
         node: crate::host::node_name(),
         generated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         source: "scan".to_string(),
-        thresholds_source: thresholds_source(&kubelet, &layout.kubelet_config),
+        thresholds_source: thresholds_source(kubelet, &layout.kubelet_config),
         filesystems,
         images: attributed.images,
         layers: attributed.layers,
@@ -61,9 +135,9 @@ pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str
         pulls: Vec::new(),
         reclaimable_bytes: attributed.reclaimable_bytes,
         prediction,
-        runtimes,
+        runtimes: discovered.runtimes.clone(),
         problems,
-        scan: summarize(sizes.values(), started.elapsed().as_secs_f64()),
+        scan,
     }
 }
 
@@ -153,29 +227,14 @@ fn imagefs_root(layout: &NodeLayout, discoveries: &[Discovery]) -> PathBuf {
         .unwrap_or_else(|| layout.containerd_root.clone())
 }
 
-/// Every path the attribution needs a size for, each once.
-fn measured_paths(discoveries: &[Discovery], pod_logs: &[PodLogs]) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for d in discoveries {
-        paths.extend(d.layers.iter().map(|l| l.dir.clone()));
-        paths.extend(d.blobs.iter().map(|b| b.path.clone()));
-        for c in &d.containers {
-            paths.extend(c.writable_dir.iter().cloned());
-            paths.extend(c.log_files.iter().cloned());
-        }
-    }
-    paths.extend(pod_logs.iter().flat_map(|l| l.files.iter().cloned()));
-    paths.sort();
-    paths.dedup();
-    paths
-}
-
-fn measure(paths: Vec<PathBuf>, opts: &WalkOptions) -> HashMap<PathBuf, Walk> {
+/// Walks every path (in one parallel batch) and keys the result by path.
+pub fn measure(paths: Vec<PathBuf>, opts: &WalkOptions) -> HashMap<PathBuf, Walk> {
     let walks = walk::walk_many(&paths, opts);
     paths.into_iter().zip(walks).collect()
 }
 
-fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f64) -> ScanSummary {
+/// Totals and error samples over the walks of one pass.
+pub fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f64) -> ScanSummary {
     let mut summary = ScanSummary {
         duration_seconds,
         ..ScanSummary::default()
