@@ -6,10 +6,13 @@
 //! [`walk`]er measures those directories; [`inventory`] attributes the bytes
 //! and builds the [`report::Status`] document that every face prints.
 
+pub mod agent;
 pub mod host;
+pub mod http;
 pub mod inventory;
 pub mod kubelet;
 pub mod layout;
+pub mod metrics;
 pub mod podlogs;
 pub mod report;
 pub mod runtime;

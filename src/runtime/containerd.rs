@@ -9,6 +9,7 @@
 //! are reported as problems. Nothing is measured here.
 
 mod containers;
+pub mod events;
 mod images;
 mod rpc;
 mod snapshots;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::introspection_client::IntrospectionClient;
 use containerd_client::services::v1::namespaces_client::NamespacesClient;
@@ -20,9 +21,9 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::Container;
 use containerd_client::services::v1::{
     Image, Info as ContentInfo, ListContainersRequest, ListContentRequest, ListImagesRequest,
-    ListNamespacesRequest, Plugin, PluginsRequest, ReadContentRequest,
+    ListNamespacesRequest, Plugin, PluginsRequest, ReadContentRequest, SubscribeRequest,
 };
-use containerd_client::types::Mount;
+use containerd_client::types::{Envelope, Mount};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -201,6 +202,19 @@ impl Rpc {
             })
             .await?;
         Ok(data)
+    }
+
+    /// Subscribes to the events of every namespace whose topic matches one
+    /// of `filters`; only the subscription itself is bounded by the timeout.
+    pub(super) async fn subscribe(
+        &self,
+        filters: Vec<String>,
+    ) -> Result<tonic::Streaming<Envelope>, String> {
+        let mut client = EventsClient::new(self.channel.clone());
+        self.bounded("subscribing to events", async move {
+            client.subscribe(SubscribeRequest { filters }).await
+        })
+        .await
     }
 
     /// Runs a unary call within the timeout and unwraps its response.

@@ -1,0 +1,54 @@
+//! containerd's event stream, so the agent rereads the runtime when images,
+//! snapshots, containers or content change instead of waiting for its timer.
+//! Garbage collection deletes without events, so the timer stays.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::types::Envelope;
+
+use super::rpc::Rpc;
+use super::ContainerdError;
+
+/// Topics that change what the inventory holds.
+const TOPICS: [&str; 4] = ["/images/", "/snapshot/", "/containers/", "/content/"];
+
+/// A live subscription to containerd's events.
+pub struct EventStream {
+    socket: PathBuf,
+    inner: tonic::Streaming<Envelope>,
+}
+
+/// Subscribes to the inventory-relevant events of every namespace.
+pub async fn subscribe(socket: &Path, timeout: Duration) -> Result<EventStream, ContainerdError> {
+    let rpc = Rpc::connect(socket, timeout).await?;
+    let filters = TOPICS.iter().map(|t| format!("topic~=\"^{t}\"")).collect();
+    let inner = rpc
+        .subscribe(filters)
+        .await
+        .map_err(|reason| unreachable(socket, reason))?;
+    Ok(EventStream {
+        socket: socket.to_path_buf(),
+        inner,
+    })
+}
+
+impl EventStream {
+    /// The topic of the next event; `None` when containerd closed the stream.
+    pub async fn next_topic(&mut self) -> Result<Option<String>, ContainerdError> {
+        match self.inner.message().await {
+            Ok(event) => Ok(event.map(|e| e.topic)),
+            Err(status) => Err(unreachable(
+                &self.socket,
+                format!("event stream broke: {}", status.message()),
+            )),
+        }
+    }
+}
+
+fn unreachable(socket: &Path, reason: String) -> ContainerdError {
+    ContainerdError::Unreachable {
+        socket: socket.to_path_buf(),
+        reason,
+    }
+}
