@@ -1,8 +1,12 @@
-//! The `headroom` command: argument parsing and dispatch to one face each.
+//! The `headroom` command: parses the command line, resolves the
+//! configuration (flags, `HEADROOM_*` variables, config file, defaults),
+//! starts logging and hands over to one face.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use headroom::config::{self, Config, Face, Given};
+use headroom::logging;
 
 mod cli;
 
@@ -13,8 +17,6 @@ mod cli;
 struct Args {
     #[command(subcommand)]
     command: Command,
-    #[command(flatten)]
-    layout: headroom::layout::NodeLayout,
 }
 
 #[derive(Debug, Subcommand)]
@@ -26,16 +28,105 @@ enum Command {
     /// Measures paths the way Headroom measures layers (disk and apparent
     /// bytes, hard links once, no symlinks followed, one filesystem).
     Du(cli::du::DuArgs),
+    /// The node agent: keeps the inventory current and serves /metrics,
+    /// /healthz, /readyz and /api/v1/status.
+    Agent,
+}
+
+impl Command {
+    fn face(&self) -> Face {
+        match self {
+            Command::Status(_) => Face::Status,
+            Command::Du(_) => Face::Du,
+            Command::Agent => Face::Agent,
+        }
+    }
+}
+
+/// `headroom` with every face's configuration flags.
+fn command() -> clap::Command {
+    config::with_flags(Args::command())
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = match command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(err) => return clap_exit(&err),
+    };
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(err) => return clap_exit(&err),
+    };
+    let face = args.command.face();
+    // The configuration flags sit on the face's subcommand.
+    let face_matches = matches.subcommand().map_or(&matches, |(_, m)| m);
+    let config = match Config::load(&Given::new(face_matches, std::env::vars_os()), face) {
+        Ok(config) => config,
+        Err(err) => {
+            for problem in &err.problems {
+                eprintln!("headroom: {problem}");
+            }
+            return ExitCode::from(cli::EXIT_ERROR);
+        }
+    };
+    if let Err(err) = logging::init(&config.log) {
+        eprintln!("headroom: {err}");
+        return ExitCode::from(cli::EXIT_ERROR);
+    }
     let outcome = match args.command {
-        Command::Status(status) => cli::status::run(&status, &args.layout),
+        Command::Status(status) => cli::status::run(&status, &config),
         Command::Du(du) => cli::du::run(&du),
+        Command::Agent => cli::agent::run(&config),
     };
     outcome.unwrap_or_else(|err| {
+        if is_broken_pipe(&err) {
+            // The reader (`| head`) has what it wanted: not an error.
+            return ExitCode::SUCCESS;
+        }
         eprintln!("headroom: {err:#}");
         ExitCode::from(cli::EXIT_ERROR)
     })
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints clap's message: `--help` and `--version` exit 0, a usage error
+/// exits 3 (clap's own 2 would read as "pressure now").
+fn clap_exit(err: &clap::Error) -> ExitCode {
+    // Nothing better to do when stdout/stderr are gone.
+    let _ = err.print();
+    if err.use_stderr() {
+        ExitCode::from(cli::EXIT_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn every_face_is_a_subcommand_with_its_config_flags() {
+        let cmd = command();
+        for face in Face::ALL {
+            let sub = cmd.find_subcommand(face.name()).unwrap();
+            let longs: Vec<&str> = sub.get_arguments().filter_map(|a| a.get_long()).collect();
+            assert!(longs.contains(&"config"), "{}: {longs:?}", face.name());
+            assert!(longs.contains(&"docker-root"), "{}: {longs:?}", face.name());
+            assert_eq!(longs.contains(&"listen"), face == Face::Agent);
+            assert_eq!(longs.contains(&"local"), face == Face::Status);
+        }
+    }
 }
