@@ -44,7 +44,7 @@ pub fn run(args: &DuArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut any_errors = false;
     for (path, w) in args.paths.iter().zip(&walks) {
-        any_errors |= !w.errors.is_empty();
+        any_errors |= !w.error_counts.is_empty();
         print_walk(&mut out, path, w, args.json).context("writing to stdout")?;
         for e in &w.errors {
             eprintln!("headroom du: {}: {}", e.path.display(), e.message);

@@ -1,5 +1,6 @@
 //! The command-line faces, one file each.
 
+pub mod agent;
 pub mod du;
 mod screen;
 pub mod status;

@@ -48,6 +48,7 @@ fn header(out: &mut impl Write, s: &Status) -> io::Result<()> {
 fn source_name(source: &str) -> &str {
     match source {
         "scan" => "one-shot scan",
+        "agent" => "from the agent's last scan",
         other => other,
     }
 }

@@ -4,10 +4,10 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use headroom::inventory;
-use headroom::layout::NodeLayout;
+use headroom::config::Config;
 use headroom::report::Status;
 use headroom::walk::WalkOptions;
+use headroom::{client, inventory};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::screen;
@@ -24,12 +24,12 @@ pub struct StatusArgs {
 }
 
 /// Runs `headroom status`: exit code 0 ok, 1 warning, 2 pressure now.
-pub fn run(args: &StatusArgs, layout: &NodeLayout) -> anyhow::Result<ExitCode> {
-    let spinner = spinner();
-    let status = inventory::scan(layout, &WalkOptions::default(), &|phase| {
-        spinner.set_message(phase.to_string());
-    });
-    spinner.finish_and_clear();
+pub fn run(args: &StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    let status = if config.status.local {
+        scan_here(config)
+    } else {
+        ask_agent_or_scan(config)
+    };
 
     let mut out = anstream::stdout().lock();
     if args.json {
@@ -39,6 +39,32 @@ pub fn run(args: &StatusArgs, layout: &NodeLayout) -> anyhow::Result<ExitCode> {
         screen::render(&mut out, &status, args.top).context("writing to stdout")?;
     }
     Ok(ExitCode::from(exit_code(&status)))
+}
+
+/// The agent's document when one answers; otherwise a scan here, saying why
+/// on stderr (stdout stays the document alone).
+fn ask_agent_or_scan(config: &Config) -> Status {
+    let settings = &config.status;
+    match client::fetch_status(settings.agent_address, settings.agent_timeout) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("headroom: {e}; scanning this node directly");
+            scan_here(config)
+        }
+    }
+}
+
+fn scan_here(config: &Config) -> Status {
+    let spinner = spinner();
+    let walk = WalkOptions {
+        threads: config.agent.walk_threads,
+        ..WalkOptions::default()
+    };
+    let status = inventory::scan(&config.layout, &walk, &|phase| {
+        spinner.set_message(phase.to_string());
+    });
+    spinner.finish_and_clear();
+    status
 }
 
 /// A spinner on stderr when it is a terminal; hidden otherwise.
