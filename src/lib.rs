@@ -7,11 +7,14 @@
 //! and builds the [`report::Status`] document that every face prints.
 
 pub mod agent;
+pub mod client;
+pub mod config;
 pub mod host;
 pub mod http;
 pub mod inventory;
 pub mod kubelet;
 pub mod layout;
+pub mod logging;
 pub mod metrics;
 pub mod podlogs;
 pub mod report;
