@@ -39,6 +39,8 @@ pub struct Status {
     pub pulls: Vec<Pull>,
     /// Bytes that removing every unused, unpinned image would really free.
     pub reclaimable_bytes: u64,
+    /// The same per runtime (`docker`, `containerd`); they add up to the total.
+    pub reclaimable_by_runtime: BTreeMap<String, u64>,
     /// Per signal name: whether pressure is predicted, and why.
     pub prediction: BTreeMap<String, Prediction>,
     /// Which runtimes were found, and why the others were not.
@@ -230,4 +232,31 @@ pub struct ScanErrorSample {
 /// Bytes for humans, in decimal units as `df -H` and Docker print them.
 pub fn human_bytes(bytes: u64) -> String {
     bytesize::ByteSize(bytes).display().si().to_string()
+}
+
+impl Image {
+    /// What people call the image: its first name, else its short ID.
+    pub fn name(&self) -> String {
+        self.refs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| short_id(&self.id))
+    }
+}
+
+impl Container {
+    /// What people call the container: its name, else its short ID.
+    pub fn display_name(&self) -> String {
+        if self.name.is_empty() {
+            short_id(&self.id)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+/// The first 12 hex digits of an ID, as `docker ps` shows it.
+pub fn short_id(id: &str) -> String {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.chars().take(12).collect()
 }

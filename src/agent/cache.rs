@@ -75,7 +75,7 @@ mod tests {
         cache.insert(a.clone(), &walk(10, 0));
         cache.insert(b.clone(), &walk(20, 0));
         assert!(cache.refresh(&[a.clone(), b.clone()]).is_empty());
-        assert!(cache.refresh(&[a.clone()]).is_empty());
+        assert!(cache.refresh(std::slice::from_ref(&a)).is_empty());
         assert_eq!(
             (cache.get(&a).map(|u| u.disk_bytes), cache.get(&b)),
             (Some(10), None)

@@ -158,13 +158,8 @@ fn images(out: &mut impl Write, s: &Status, top: usize) -> io::Result<()> {
         "RUNTIME",
     ]);
     for img in s.images.iter().take(top) {
-        let name = img
-            .refs
-            .first()
-            .cloned()
-            .unwrap_or_else(|| short_id(&img.id));
         t.add_row(vec![
-            name,
+            img.name(),
             human_bytes(img.disk_bytes),
             human_bytes(img.unique_disk_bytes),
             human_bytes(img.shared_disk_bytes),
@@ -188,13 +183,8 @@ fn containers(out: &mut impl Write, s: &Status, top: usize) -> io::Result<()> {
             (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
             _ => "-".to_string(),
         };
-        let name = if c.name.is_empty() {
-            short_id(&c.id)
-        } else {
-            c.name.clone()
-        };
         t.add_row(vec![
-            name,
+            c.display_name(),
             pod,
             human_bytes(c.writable_disk_bytes),
             human_bytes(c.log_bytes),
@@ -224,11 +214,6 @@ fn runtime_label(runtime: &str, namespace: &str) -> String {
     } else {
         format!("{runtime}/{namespace}")
     }
-}
-
-fn short_id(id: &str) -> String {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    hex.chars().take(12).collect()
 }
 
 fn runtimes(out: &mut impl Write, s: &Status) -> io::Result<()> {

@@ -6,7 +6,7 @@
 //! namespace; a content blob is keyed by digest because the content store is
 //! shared by all namespaces.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::podlogs::PodLogs;
@@ -23,8 +23,9 @@ pub struct Attribution {
     pub layers: Vec<Layer>,
     /// Containers (and orphaned pod logs), largest first.
     pub containers: Vec<Container>,
-    /// Disk bytes freed if every unused, unpinned image were removed.
-    pub reclaimable_bytes: u64,
+    /// Per runtime: disk bytes freed if every unused, unpinned image were
+    /// removed (runtimes share no layers or blobs, so these add up).
+    pub reclaimable: BTreeMap<RuntimeKind, u64>,
 }
 
 type LayerKey<'a> = (RuntimeKind, &'a str, &'a str);
@@ -64,7 +65,13 @@ pub fn attribute(
     });
 
     Attribution {
-        reclaimable_bytes: reclaimable(discoveries, &users, &layer_sizes, &blob_sizes),
+        reclaimable: discoveries
+            .iter()
+            .map(|d| {
+                let bytes = reclaimable(std::slice::from_ref(d), &users, &layer_sizes, &blob_sizes);
+                (d.runtime, bytes)
+            })
+            .collect(),
         layers: layers(discoveries, &layer_sizes, &layer_refs),
         containers: containers(discoveries, pod_logs, size),
         images,
@@ -471,20 +478,23 @@ mod tests {
         d.containers = vec![container("c1", "one", None)];
         let a = attribute(&[d.clone()], &[], &size);
         // "two" is unused: its own layer c and blob y go, base a and blob x stay for "one".
-        assert_eq!(a.reclaimable_bytes, 30 + 5000);
+        assert_eq!(a.reclaimable[&RuntimeKind::Containerd], 30 + 5000);
         let one = a.images.iter().find(|i| i.id == "one").unwrap();
         assert!(one.in_use && one.containers == 1);
 
         // With nothing in use, both images' layers go, the shared ones once.
         d.containers.clear();
         assert_eq!(
-            attribute(&[d.clone()], &[], &size).reclaimable_bytes,
+            attribute(&[d.clone()], &[], &size).reclaimable[&RuntimeKind::Containerd],
             1000 + 200 + 30 + 4 + 5000
         );
 
         // A pinned image is never removed, nor what it shares.
         d.images[0].pinned = true;
-        assert_eq!(attribute(&[d], &[], &size).reclaimable_bytes, 30 + 5000);
+        assert_eq!(
+            attribute(&[d], &[], &size).reclaimable[&RuntimeKind::Containerd],
+            30 + 5000
+        );
     }
 
     #[test]

@@ -133,7 +133,12 @@ pub fn build(
         layers: attributed.layers,
         containers: attributed.containers,
         pulls: Vec::new(),
-        reclaimable_bytes: attributed.reclaimable_bytes,
+        reclaimable_bytes: attributed.reclaimable.values().sum(),
+        reclaimable_by_runtime: attributed
+            .reclaimable
+            .iter()
+            .map(|(runtime, bytes)| (runtime.as_str().to_string(), *bytes))
+            .collect(),
         prediction,
         runtimes: discovered.runtimes.clone(),
         problems,

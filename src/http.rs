@@ -1,0 +1,335 @@
+//! The agent's HTTP server: `/metrics`, `/healthz`, `/readyz` and
+//! `/api/v1/status`, all served from a precomputed [`Snapshot`].
+//!
+//! The scanner publishes a new `Arc<Snapshot>` on a `watch` channel after
+//! each scan; handlers only clone the current `Arc` and its bytes, so a
+//! scrape never waits for a scan and costs the same however big the node is.
+//!
+//! The port faces the cluster network, so every resource a client can hold is
+//! bounded (see [`Limits`]): only GET (and HEAD) are routed, bodies are
+//! refused past a small size, headers are capped in size and in the time they
+//! may take to arrive (slowloris), connections are capped in number and age,
+//! and shutdown waits for in-flight requests for a bounded time only. The
+//! server never makes an outbound request.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::metrics::{self, MetricsError, ScanTotals};
+use crate::report::Status;
+
+/// The `Content-Type` of `/metrics` (OpenMetrics 1.0 text).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How many times in a row `accept` may fail (with backoff) before [`serve`]
+/// gives up and returns the error.
+const ACCEPT_ATTEMPTS: u32 = 6;
+
+/// What the handlers serve, rendered once per scan.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The status document as JSON (`/api/v1/status`).
+    pub status_json: Bytes,
+    /// The OpenMetrics text (`/metrics`); empty until the first scan.
+    pub metrics: Bytes,
+    /// Whether the first full inventory is in: `/readyz` and
+    /// `/api/v1/status` answer 503 until it is.
+    pub ready: bool,
+}
+
+/// Why a [`Snapshot`] could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The status document did not serialize.
+    #[error("serializing the status document to JSON")]
+    Json(#[from] serde_json::Error),
+    /// The metrics text did not render.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
+impl Snapshot {
+    /// A ready snapshot of one scan: the status JSON (as `status --json`
+    /// prints it) and the metrics with at most `top_n` series per entity.
+    pub fn from_status(
+        status: &Status,
+        totals: &ScanTotals,
+        top_n: usize,
+    ) -> Result<Snapshot, SnapshotError> {
+        let mut json = serde_json::to_vec_pretty(status)?;
+        json.push(b'\n');
+        Ok(Snapshot {
+            status_json: Bytes::from(json),
+            metrics: Bytes::from(metrics::encode(status, totals, top_n)?),
+            ready: true,
+        })
+    }
+}
+
+/// Bounds on what one client can make the server hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time a client has to send a request's headers, and the longest an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Time a handler may take (they only copy a snapshot: a guard, not a
+    /// budget).
+    pub request_timeout: Duration,
+    /// Age after which a connection is closed once its request is done; this
+    /// also bounds a client that stops reading its response.
+    pub connection_lifetime: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Largest request body accepted (413 above it); no route reads one.
+    pub max_body_bytes: usize,
+    /// Largest request line plus headers (431 above it).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(5),
+            max_connections: 64,
+            max_body_bytes: 1024,
+            max_header_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// Serves the routes on `listener` with the default [`Limits`] until
+/// `shutdown` resolves, then lets in-flight requests finish (bounded).
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with_limits(listener, snapshots, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit [`Limits`].
+///
+/// Returns an error only when `accept` keeps failing after retries with
+/// backoff (after draining the open connections); a bad client only ever
+/// loses its own connection.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = router(snapshots, &limits);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Dropping `stop` tells every connection to finish up.
+    let (stop, stopped) = watch::channel(());
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    let result = loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, permit) = tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            accepted = accept(&listener, &permits) => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => break Err(e),
+            },
+        };
+        let conn = Connection {
+            http: http.clone(),
+            app: app.clone(),
+            stopped: stopped.clone(),
+            limits: limits.clone(),
+            _permit: permit,
+        };
+        connections.spawn(conn.run(stream));
+    };
+    drop(listener);
+    drop(stop);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    // Each connection bounds its own drain; this is a second guard.
+    if tokio::time::timeout(limits.drain_timeout * 2, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the drain timeout; closing them");
+    }
+    result
+}
+
+/// Waits for a connection slot, then for a client; retries failing accepts
+/// (out of file descriptors, say) with exponential backoff.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> io::Result<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = Arc::clone(permits)
+        .acquire_owned()
+        .await
+        .map_err(io::Error::other)?;
+    let mut backoff = Duration::from_millis(100);
+    let mut failures = 0;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => return Ok((stream, permit)),
+            Err(e) => {
+                failures += 1;
+                if failures >= ACCEPT_ATTEMPTS {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "accepting an HTTP connection failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+    }
+}
+
+/// One client connection and what it needs to be served.
+struct Connection {
+    http: http1::Builder,
+    app: Router,
+    stopped: watch::Receiver<()>,
+    limits: Limits,
+    /// Held for the connection's life: frees a slot when it ends.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves requests until the client leaves, the connection grows too old
+    /// or the server stops; then finishes the request in flight, bounded.
+    async fn run(mut self, stream: TcpStream) {
+        let service = TowerToHyperService::new(self.app);
+        let conn = self.http.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => return log_end(result),
+            _ = self.stopped.changed() => {}
+            () = tokio::time::sleep(self.limits.connection_lifetime) => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        match tokio::time::timeout(self.limits.drain_timeout, conn).await {
+            Ok(result) => log_end(result),
+            Err(_) => tracing::debug!("HTTP connection did not finish in time; dropped"),
+        }
+    }
+}
+
+/// Client-side failures (timeouts, garbage, resets) are routine on an open
+/// port: they end that connection only and are logged at debug level.
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+type Snapshots = watch::Receiver<Arc<Snapshot>>;
+
+fn router(snapshots: Snapshots, limits: &Limits) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/status", get(status_json))
+        .with_state(snapshots)
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+}
+
+/// The current snapshot; the channel's lock is held only to clone the `Arc`.
+fn current(snapshots: &Snapshots) -> Arc<Snapshot> {
+    Arc::clone(&snapshots.borrow())
+}
+
+fn not_ready() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not ready: the first full inventory is still running\n",
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(snapshots): State<Snapshots>) -> Response {
+    let snap = current(&snapshots);
+    if snap.metrics.is_empty() {
+        return not_ready();
+    }
+    let content_type = [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)];
+    (content_type, snap.metrics.clone()).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(snapshots): State<Snapshots>) -> Response {
+    if current(&snapshots).ready {
+        "ready\n".into_response()
+    } else {
+        not_ready()
+    }
+}
+
+async fn status_json(State(snapshots): State<Snapshots>) -> Response {
+    let snap = current(&snapshots);
+    if !snap.ready {
+        return not_ready();
+    }
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    (content_type, snap.status_json.clone()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_renders_both_documents_from_one_status() {
+        let status: Status = serde_json::from_str(
+            r#"{"schema": 1, "node": "n", "generated_at": "2026-05-01T12:00:00Z",
+                "source": "scan", "thresholds_source": "defaults",
+                "filesystems": [], "images": [], "layers": [], "containers": [],
+                "pulls": [], "reclaimable_bytes": 77, "prediction": {},
+                "reclaimable_by_runtime": {"docker": 77},
+                "runtimes": [], "problems": [],
+                "scan": {"files": 3, "errors": 0, "errors_by_kind": {},
+                         "error_samples": [], "duration_seconds": 0.25}}"#,
+        )
+        .unwrap();
+        let snap = Snapshot::from_status(&status, &ScanTotals::default(), 5).unwrap();
+        assert!(snap.ready);
+        assert!(snap.status_json.ends_with(b"}\n"));
+        let back: Status = serde_json::from_slice(&snap.status_json).unwrap();
+        assert_eq!(back, status);
+        let text = std::str::from_utf8(&snap.metrics).unwrap();
+        assert!(text.contains("headroom_reclaimable_bytes{runtime=\"docker\"} 77\n"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

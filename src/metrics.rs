@@ -1,0 +1,937 @@
+//! The `/metrics` document: the status snapshot as OpenMetrics text.
+//!
+//! [`encode`] builds a fresh [`Registry`] from one immutable [`Status`] and
+//! renders it once per scan; the HTTP handler then serves the cached text, so
+//! a scrape never waits for (or triggers) work. Names follow `DESIGN.md`
+//! (prefix `headroom_`, units in names).
+//!
+//! Cardinality is bounded: only the `top_n` largest images (by disk bytes),
+//! containers (by writable layer plus logs) and pulls (by bytes left) get
+//! their own series; the rest are summed into one series labelled
+//! `image="other"` / `container="other"` with every other label empty. That
+//! series appears only when something was folded into it.
+//!
+//! `headroom_reclaimable_bytes` has one series per runtime found, from the
+//! document's `reclaimable_by_runtime` (they add up to `reclaimable_bytes`).
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+use std::time::UNIX_EPOCH;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::report::{Container, Filesystem, Image, Pull, ScanSummary, Status};
+
+/// The label value of the series that sums everything past the top N.
+pub const OTHER: &str = "other";
+
+/// Why the metrics text could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The text encoder failed (it only writes to a `String`, so this is a
+    /// bug in a metric's encoding, not bad input).
+    #[error("encoding the OpenMetrics text failed")]
+    Encode(#[from] std::fmt::Error),
+}
+
+/// Counters the agent keeps across scans (the status document describes one
+/// scan only), exported as OpenMetrics counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanTotals {
+    /// Directory entries walked, all scans together.
+    pub files: u64,
+    /// Entries that could not be examined, by kind, all scans together.
+    pub errors: BTreeMap<String, u64>,
+    /// Scans completed.
+    pub scans: u64,
+}
+
+impl ScanTotals {
+    /// Adds one finished scan to the totals.
+    pub fn record(&mut self, scan: &ScanSummary) {
+        self.files = self.files.saturating_add(scan.files);
+        for (kind, n) in &scan.errors_by_kind {
+            let total = self.errors.entry(kind.clone()).or_default();
+            *total = total.saturating_add(*n);
+        }
+        self.scans = self.scans.saturating_add(1);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabels {
+    signal: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FilesystemLabels {
+    signal: String,
+    mountpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    runtime: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ImageLabels {
+    runtime: String,
+    namespace: String,
+    image: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContainerLabels {
+    runtime: String,
+    namespace: String,
+    pod: String,
+    pod_namespace: String,
+    container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PullLabels {
+    image: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// Renders `status` and `totals` as OpenMetrics text (ending in `# EOF`),
+/// with at most `top_n` image, container and pull series each (plus one
+/// `other` series apiece).
+pub fn encode(status: &Status, totals: &ScanTotals, top_n: usize) -> Result<String, MetricsError> {
+    let mut registry = Registry::with_prefix("headroom");
+    filesystems(&mut registry, status);
+    images(&mut registry, &status.images, top_n);
+    containers(&mut registry, &status.containers, top_n);
+    pulls(&mut registry, &status.pulls, top_n);
+    verdicts(&mut registry, status);
+    scans(&mut registry, status, totals);
+    registry.register(
+        "build",
+        "The headroom version serving these metrics",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+fn filesystems(registry: &mut Registry, status: &Status) {
+    let fs = &status.filesystems;
+    let per_mount = |value: fn(&Filesystem) -> u64| {
+        fs.iter().map(move |f| {
+            let labels = FilesystemLabels {
+                signal: f.signal.clone(),
+                mountpoint: f.mountpoint.clone(),
+            };
+            (labels, gauge(value(f)))
+        })
+    };
+    let per_signal = |value: fn(&Filesystem) -> i64| {
+        fs.iter().map(move |f| {
+            let labels = SignalLabels {
+                signal: f.signal.clone(),
+            };
+            (labels, value(f))
+        })
+    };
+    register_gauges(
+        registry,
+        "filesystem_capacity",
+        "Size of the filesystem behind a kubelet disk signal",
+        Some(Unit::Bytes),
+        per_mount(|f| f.capacity_bytes),
+    );
+    register_gauges(
+        registry,
+        "filesystem_available",
+        "Bytes available to unprivileged users (f_bavail), as the kubelet sees",
+        Some(Unit::Bytes),
+        per_mount(|f| f.available_bytes),
+    );
+    register_gauges(
+        registry,
+        "filesystem_inodes",
+        "Total inodes of the filesystem behind a kubelet disk signal",
+        None,
+        per_mount(|f| f.inodes),
+    );
+    register_gauges(
+        registry,
+        "filesystem_inodes_free",
+        "Free inodes of the filesystem behind a kubelet disk signal",
+        None,
+        per_mount(|f| f.inodes_free),
+    );
+    register_gauges(
+        registry,
+        "eviction_threshold",
+        "The kubelet's hard eviction threshold for <signal>.available",
+        Some(Unit::Bytes),
+        per_signal(|f| gauge(f.threshold_bytes)),
+    );
+    register_gauges(
+        registry,
+        "eviction_threshold_inodes",
+        "The kubelet's hard eviction threshold for <signal>.inodesFree",
+        None,
+        per_signal(|f| gauge(f.threshold_inodes)),
+    );
+    register_gauges(
+        registry,
+        "filesystem_bytes_left",
+        "Available bytes minus the eviction threshold; negative once crossed",
+        None,
+        per_signal(|f| f.bytes_left),
+    );
+}
+
+fn images(registry: &mut Registry, images: &[Image], top_n: usize) {
+    let other = ImageLabels {
+        runtime: String::new(),
+        namespace: String::new(),
+        image: OTHER.to_string(),
+    };
+    let rows = fold_top(
+        images,
+        top_n,
+        |i| i.disk_bytes,
+        |i| ImageLabels {
+            runtime: i.runtime.as_str().to_string(),
+            namespace: i.namespace.clone(),
+            image: i.name(),
+        },
+        other,
+        |i| [i.disk_bytes, i.unique_disk_bytes, i.content_bytes],
+    );
+    let column = |n: usize| rows.iter().map(move |(l, v)| (l.clone(), gauge(v[n])));
+    register_gauges(
+        registry,
+        "image_size",
+        "Unpacked size of an image's layers on disk",
+        Some(Unit::Bytes),
+        column(0),
+    );
+    register_gauges(
+        registry,
+        "image_unique",
+        "Disk bytes of an image's layers that no other image uses",
+        Some(Unit::Bytes),
+        column(1),
+    );
+    register_gauges(
+        registry,
+        "image_content",
+        "Disk bytes of the content-store blobs (compressed layers) an image references",
+        Some(Unit::Bytes),
+        column(2),
+    );
+}
+
+fn containers(registry: &mut Registry, containers: &[Container], top_n: usize) {
+    let other = ContainerLabels {
+        runtime: String::new(),
+        namespace: String::new(),
+        pod: String::new(),
+        pod_namespace: String::new(),
+        container: OTHER.to_string(),
+    };
+    let rows = fold_top(
+        containers,
+        top_n,
+        |c| c.writable_disk_bytes.saturating_add(c.log_bytes),
+        |c| ContainerLabels {
+            runtime: c.runtime.clone(),
+            namespace: c.namespace.clone(),
+            pod: c.pod.clone().unwrap_or_default(),
+            pod_namespace: c.pod_namespace.clone().unwrap_or_default(),
+            container: c.display_name(),
+        },
+        other,
+        |c| [c.writable_disk_bytes, c.log_bytes],
+    );
+    let column = |n: usize| rows.iter().map(move |(l, v)| (l.clone(), gauge(v[n])));
+    register_gauges(
+        registry,
+        "container_writable",
+        "Disk bytes of a container's writable layer",
+        Some(Unit::Bytes),
+        column(0),
+    );
+    register_gauges(
+        registry,
+        "container_log",
+        "Disk bytes of a container's log files (runtime and pod logs)",
+        Some(Unit::Bytes),
+        column(1),
+    );
+}
+
+/// Pulls whose total is unknown have no series: their bytes left are unknown.
+fn pulls(registry: &mut Registry, pulls: &[Pull], top_n: usize) {
+    let known: Vec<&Pull> = pulls.iter().filter(|p| p.total_bytes > 0).collect();
+    let remaining = |p: &&Pull| p.total_bytes.saturating_sub(p.offset_bytes);
+    let rows = fold_top(
+        &known,
+        top_n,
+        remaining,
+        |p| PullLabels {
+            image: p.reference.clone(),
+        },
+        PullLabels {
+            image: OTHER.to_string(),
+        },
+        |p| [remaining(p)],
+    );
+    register_gauges(
+        registry,
+        "pull_remaining",
+        "Bytes an image pull in flight still has to download",
+        Some(Unit::Bytes),
+        rows.into_iter().map(|(l, [v])| (l, gauge(v))),
+    );
+}
+
+fn verdicts(registry: &mut Registry, status: &Status) {
+    let signal = |s: &String| SignalLabels { signal: s.clone() };
+    register_gauges(
+        registry,
+        "pressure_predicted",
+        "1 when DiskPressure is reached or predicted for the signal, else 0",
+        None,
+        status
+            .prediction
+            .iter()
+            .map(|(s, p)| (signal(s), i64::from(p.predicted))),
+    );
+    register_gauges(
+        registry,
+        "seconds_until_pressure",
+        "Seconds until the signal's threshold is crossed (absent when no trend is known)",
+        // DESIGN.md's name leads with its unit, so no `_seconds` suffix here.
+        None,
+        status
+            .prediction
+            .iter()
+            .filter_map(|(s, p)| Some((signal(s), gauge(p.seconds_until?)))),
+    );
+    register_gauges(
+        registry,
+        "reclaimable",
+        "Bytes that removing every unused, unpinned image would really free",
+        Some(Unit::Bytes),
+        status
+            .reclaimable_by_runtime
+            .iter()
+            .map(|(runtime, bytes)| {
+                let labels = RuntimeLabels {
+                    runtime: runtime.clone(),
+                };
+                (labels, gauge(*bytes))
+            }),
+    );
+    register_gauges(
+        registry,
+        "runtime_up",
+        "1 when the runtime's store was found and read, else 0",
+        None,
+        status.runtimes.iter().map(|r| {
+            let labels = RuntimeLabels {
+                runtime: r.runtime.as_str().to_string(),
+            };
+            (labels, i64::from(r.found))
+        }),
+    );
+    let problems = Gauge::<i64>::default();
+    problems.set(gauge(
+        u64::try_from(status.problems.len()).unwrap_or(u64::MAX),
+    ));
+    registry.register(
+        "problems",
+        "Metadata that could not be read in the last scan",
+        problems,
+    );
+}
+
+fn scans(registry: &mut Registry, status: &Status, totals: &ScanTotals) {
+    let duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    duration.set(status.scan.duration_seconds);
+    registry.register_with_unit(
+        "scan_duration",
+        "Wall time of the last scan",
+        Unit::Seconds,
+        duration,
+    );
+    // Lets alerts catch a stuck scanner: time() - this grows without bound.
+    if let Ok(at) = humantime::parse_rfc3339(&status.generated_at) {
+        let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let stamp = Gauge::<i64>::default();
+        stamp.set(gauge(secs));
+        registry.register_with_unit(
+            "scan_timestamp",
+            "When the last scan's document was made, in seconds since the epoch",
+            Unit::Seconds,
+            stamp,
+        );
+    }
+    registry.register(
+        "scan_files",
+        "Directory entries examined, all scans",
+        counter(totals.files),
+    );
+    let errors = Family::<KindLabels, Counter>::default();
+    for (kind, n) in &totals.errors {
+        let labels = KindLabels { kind: kind.clone() };
+        errors.get_or_create(&labels).inc_by(*n);
+    }
+    registry.register(
+        "scan_errors",
+        "Entries that could not be examined, by kind, all scans",
+        errors,
+    );
+    registry.register("scans", "Scans completed", counter(totals.scans));
+}
+
+/// Registers a gauge family with one series per distinct label set; samples
+/// with the same labels (two exited containers of one pod, say) add up.
+fn register_gauges<L>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) where
+    L: Clone + std::fmt::Debug + Hash + Eq + EncodeLabelSet + Send + Sync + 'static,
+{
+    let family = Family::<L, Gauge>::default();
+    for (labels, value) in samples {
+        family.get_or_create(&labels).inc_by(value);
+    }
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, family),
+        None => registry.register(name, help, family),
+    }
+}
+
+/// The `top_n` largest `items` by `rank` with their own labels and values,
+/// then (if anything is left) one `other` row holding the sum of the rest.
+fn fold_top<T, L, const N: usize>(
+    items: &[T],
+    top_n: usize,
+    rank: impl Fn(&T) -> u64,
+    labels: impl Fn(&T) -> L,
+    other: L,
+    values: impl Fn(&T) -> [u64; N],
+) -> Vec<(L, [u64; N])> {
+    let mut sorted: Vec<&T> = items.iter().collect();
+    // Stable, so equal sizes keep the document's order.
+    sorted.sort_by_key(|t| std::cmp::Reverse(rank(t)));
+    let rest = sorted.split_off(top_n.min(sorted.len()));
+    let mut rows: Vec<(L, [u64; N])> = sorted.into_iter().map(|t| (labels(t), values(t))).collect();
+    if !rest.is_empty() {
+        let mut sum = [0u64; N];
+        for t in rest {
+            for (s, v) in sum.iter_mut().zip(values(t)) {
+                *s = s.saturating_add(v);
+            }
+        }
+        rows.push((other, sum));
+    }
+    rows
+}
+
+/// A byte or inode count as a gauge value (saturating: no node is 8 EiB).
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn counter(value: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(value);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+    use crate::report::{Prediction, RuntimeState, ScanErrorSample};
+    use crate::runtime::{Problem, RuntimeKind};
+
+    fn filesystem(signal: &str, mountpoint: &str, available: u64, threshold: u64) -> Filesystem {
+        Filesystem {
+            signal: signal.into(),
+            path: format!("{mountpoint}/lib"),
+            mountpoint: mountpoint.into(),
+            fstype: "ext4".into(),
+            capacity_bytes: 100_000_000_000,
+            available_bytes: available,
+            inodes: 6_000_000,
+            inodes_free: 5_000_000,
+            threshold_bytes: threshold,
+            threshold_inodes: 300_000,
+            bytes_left: available as i64 - threshold as i64,
+            inodes_left: 4_700_000,
+        }
+    }
+
+    fn image(refs: &[&str], id: &str, disk: u64) -> Image {
+        Image {
+            runtime: RuntimeKind::Containerd,
+            namespace: "k8s.io".into(),
+            id: id.into(),
+            refs: refs.iter().map(|r| r.to_string()).collect(),
+            disk_bytes: disk,
+            apparent_bytes: disk - 1,
+            unique_disk_bytes: disk / 2,
+            unique_apparent_bytes: disk / 2,
+            shared_disk_bytes: disk - disk / 2,
+            shared_apparent_bytes: disk - disk / 2 - 1,
+            content_bytes: disk / 3,
+            unique_content_bytes: disk / 3,
+            containers: 1,
+            in_use: true,
+            pinned: false,
+            layers: Vec::new(),
+        }
+    }
+
+    fn container(name: &str, pod: Option<&str>, writable: u64, logs: u64) -> Container {
+        Container {
+            runtime: "containerd".into(),
+            namespace: "k8s.io".into(),
+            id: "0123456789abcdef0123".into(),
+            name: name.into(),
+            image: "docker.io/library/nginx:1.25".into(),
+            pod: pod.map(String::from),
+            pod_namespace: pod.map(|_| "default".to_string()),
+            writable_path: None,
+            writable_disk_bytes: writable,
+            writable_apparent_bytes: writable,
+            log_bytes: logs,
+        }
+    }
+
+    fn prediction(predicted: bool, seconds_until: Option<u64>) -> Prediction {
+        Prediction {
+            predicted,
+            state: if predicted { "pressure" } else { "ok" }.into(),
+            seconds_until,
+            reason: "because".into(),
+        }
+    }
+
+    fn status() -> Status {
+        Status {
+            schema: crate::report::SCHEMA,
+            node: "node-1".into(),
+            generated_at: "2026-05-01T12:00:00Z".into(),
+            source: "scan".into(),
+            thresholds_source: "defaults".into(),
+            filesystems: vec![
+                filesystem("nodefs", "/", 20_000_000_000, 10_000_000_000),
+                filesystem("imagefs", "/var/lib/containerd", 1_000, 15_000_000_000),
+            ],
+            images: vec![
+                image(
+                    &["docker.io/library/nginx:1.25"],
+                    "sha256:aaaa",
+                    180_000_000,
+                ),
+                image(&[], "sha256:0123456789abcdef", 60_000_000),
+            ],
+            layers: Vec::new(),
+            containers: vec![
+                container("web", Some("web-0"), 4096, 8192),
+                container("", None, 0, 512),
+            ],
+            pulls: vec![
+                Pull {
+                    reference: "layer-sha256:beef".into(),
+                    offset_bytes: 300,
+                    total_bytes: 1000,
+                },
+                Pull {
+                    reference: "unknown-total".into(),
+                    offset_bytes: 5,
+                    total_bytes: 0,
+                },
+            ],
+            reclaimable_bytes: 42_000,
+            reclaimable_by_runtime: [
+                ("containerd".to_string(), 40_000),
+                ("docker".to_string(), 2_000),
+            ]
+            .into(),
+            prediction: BTreeMap::from([
+                ("imagefs".to_string(), prediction(true, Some(0))),
+                ("nodefs".to_string(), prediction(false, None)),
+            ]),
+            runtimes: vec![
+                RuntimeState {
+                    runtime: RuntimeKind::Containerd,
+                    found: true,
+                    location: "/run/containerd/containerd.sock".into(),
+                    message: None,
+                },
+                RuntimeState {
+                    runtime: RuntimeKind::Docker,
+                    found: false,
+                    location: "/var/lib/docker".into(),
+                    message: Some("not found".into()),
+                },
+            ],
+            problems: vec![Problem::new("/x", "unreadable")],
+            scan: ScanSummary {
+                files: 10,
+                errors: 1,
+                errors_by_kind: BTreeMap::from([("denied".to_string(), 1)]),
+                error_samples: vec![ScanErrorSample {
+                    path: "/x".into(),
+                    kind: "denied".into(),
+                    message: "permission denied".into(),
+                }],
+                duration_seconds: 1.5,
+            },
+        }
+    }
+
+    fn totals() -> ScanTotals {
+        ScanTotals {
+            files: 1234,
+            errors: BTreeMap::from([("denied".to_string(), 2), ("vanished".to_string(), 7)]),
+            scans: 3,
+        }
+    }
+
+    /// The value of the sample line that starts with `series` (name and
+    /// labels exactly as encoded), if there is one.
+    fn sample(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(String::from))
+    }
+
+    /// Every sample of `name` as (label text, value).
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<(&'a str, i64)> {
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let (labels, value) = rest.rsplit_once(' ')?;
+                Some((labels, value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_labels_and_values() {
+        let text = encode(&status(), &totals(), 10).unwrap();
+        let expect = [
+            (
+                r#"headroom_filesystem_capacity_bytes{signal="nodefs",mountpoint="/"}"#,
+                "100000000000",
+            ),
+            (
+                r#"headroom_filesystem_available_bytes{signal="imagefs",mountpoint="/var/lib/containerd"}"#,
+                "1000",
+            ),
+            (
+                r#"headroom_filesystem_inodes{signal="nodefs",mountpoint="/"}"#,
+                "6000000",
+            ),
+            (
+                r#"headroom_filesystem_inodes_free{signal="nodefs",mountpoint="/"}"#,
+                "5000000",
+            ),
+            (
+                r#"headroom_eviction_threshold_bytes{signal="nodefs"}"#,
+                "10000000000",
+            ),
+            (
+                r#"headroom_eviction_threshold_inodes{signal="nodefs"}"#,
+                "300000",
+            ),
+            (
+                r#"headroom_filesystem_bytes_left{signal="imagefs"}"#,
+                "-14999999000",
+            ),
+            (
+                r#"headroom_image_size_bytes{runtime="containerd",namespace="k8s.io",image="docker.io/library/nginx:1.25"}"#,
+                "180000000",
+            ),
+            (
+                r#"headroom_image_unique_bytes{runtime="containerd",namespace="k8s.io",image="0123456789ab"}"#,
+                "30000000",
+            ),
+            (
+                r#"headroom_image_content_bytes{runtime="containerd",namespace="k8s.io",image="0123456789ab"}"#,
+                "20000000",
+            ),
+            (
+                r#"headroom_container_writable_bytes{runtime="containerd",namespace="k8s.io",pod="web-0",pod_namespace="default",container="web"}"#,
+                "4096",
+            ),
+            (
+                r#"headroom_container_log_bytes{runtime="containerd",namespace="k8s.io",pod="",pod_namespace="",container="0123456789ab"}"#,
+                "512",
+            ),
+            (
+                r#"headroom_pull_remaining_bytes{image="layer-sha256:beef"}"#,
+                "700",
+            ),
+            (r#"headroom_pressure_predicted{signal="imagefs"}"#, "1"),
+            (r#"headroom_pressure_predicted{signal="nodefs"}"#, "0"),
+            (r#"headroom_seconds_until_pressure{signal="imagefs"}"#, "0"),
+            (
+                r#"headroom_reclaimable_bytes{runtime="containerd"}"#,
+                "40000",
+            ),
+            (r#"headroom_reclaimable_bytes{runtime="docker"}"#, "2000"),
+            (r#"headroom_runtime_up{runtime="containerd"}"#, "1"),
+            (r#"headroom_runtime_up{runtime="docker"}"#, "0"),
+            ("headroom_problems", "1"),
+            ("headroom_scan_duration_seconds", "1.5"),
+            ("headroom_scan_timestamp_seconds", "1777636800"),
+            ("headroom_scan_files_total", "1234"),
+            (r#"headroom_scan_errors_total{kind="vanished"}"#, "7"),
+            ("headroom_scans_total", "3"),
+            (
+                concat!(
+                    r#"headroom_build_info{version=""#,
+                    env!("CARGO_PKG_VERSION"),
+                    r#""}"#
+                ),
+                "1",
+            ),
+        ];
+        for (series, value) in expect {
+            assert_eq!(
+                sample(&text, series).as_deref(),
+                Some(value),
+                "{series} in\n{text}"
+            );
+        }
+        assert!(text.contains("# TYPE headroom_filesystem_capacity_bytes gauge\n"));
+        assert!(text.contains("# UNIT headroom_filesystem_capacity_bytes bytes\n"));
+        assert!(text.contains("# TYPE headroom_scan_files counter\n"));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // Unknown trend: no series. Unknown pull total: no series.
+        assert!(!text.contains(r#"headroom_seconds_until_pressure{signal="nodefs"}"#));
+        assert!(!text.contains("unknown-total"));
+        // Nothing folded with room to spare: no `other` series.
+        assert!(!text.contains(r#""other""#), "{text}");
+    }
+
+    #[test]
+    fn top_n_folding_sums_exactly() {
+        let mut s = status();
+        s.images = (1..=7u64)
+            .map(|i| {
+                image(
+                    &[&format!("img-{i}")],
+                    &format!("sha256:{i}"),
+                    i * 1_000_003,
+                )
+            })
+            .collect();
+        s.containers = (1..=5u64)
+            .map(|i| container(&format!("c{i}"), Some("p"), i * 10, 100 - i))
+            .collect();
+        let text = encode(&s, &ScanTotals::default(), 2).unwrap();
+        for (name, value) in [
+            (
+                "headroom_image_size_bytes",
+                (|i: &Image| i.disk_bytes) as fn(&Image) -> u64,
+            ),
+            ("headroom_image_unique_bytes", |i| i.unique_disk_bytes),
+            ("headroom_image_content_bytes", |i| i.content_bytes),
+        ] {
+            let got: BTreeMap<&str, i64> = samples(&text, name).into_iter().collect();
+            // The two largest by disk bytes keep their own series.
+            let own = |i: usize| {
+                let labels =
+                    format!(r#"{{runtime="containerd",namespace="k8s.io",image="img-{i}"}}"#);
+                got.get(labels.as_str()).copied()
+            };
+            assert_eq!(own(7), Some(value(&s.images[6]) as i64), "{name}");
+            assert_eq!(own(6), Some(value(&s.images[5]) as i64), "{name}");
+            let other = r#"{runtime="",namespace="",image="other"}"#;
+            let rest: u64 = s.images[..5].iter().map(value).sum();
+            assert_eq!(got.get(other), Some(&(rest as i64)), "{name}");
+            assert_eq!(got.len(), 3, "{name}: top 2 and other in\n{text}");
+            let all: u64 = s.images.iter().map(value).sum();
+            assert_eq!(got.iter().map(|g| g.1).sum::<i64>(), all as i64, "{name}");
+        }
+        // Containers rank by writable + logs: c5 (50+95) and c4 (40+96).
+        let writable: BTreeMap<&str, i64> = samples(&text, "headroom_container_writable_bytes")
+            .into_iter()
+            .collect();
+        let logs: BTreeMap<&str, i64> = samples(&text, "headroom_container_log_bytes")
+            .into_iter()
+            .collect();
+        let labels = |c: &str| {
+            format!(
+                r#"{{runtime="containerd",namespace="k8s.io",pod="p",pod_namespace="default",container="{c}"}}"#
+            )
+        };
+        let other = r#"{runtime="",namespace="",pod="",pod_namespace="",container="other"}"#;
+        assert_eq!(writable.get(labels("c5").as_str()), Some(&50));
+        assert_eq!(writable.get(labels("c4").as_str()), Some(&40));
+        assert_eq!(writable.get(other), Some(&(10 + 20 + 30)), "{writable:?}");
+        assert_eq!(logs.get(labels("c5").as_str()), Some(&95));
+        assert_eq!(logs.get(other), Some(&(99 + 98 + 97)), "{logs:?}");
+        assert_eq!((writable.len(), logs.len()), (3, 3));
+    }
+
+    #[test]
+    fn top_zero_folds_everything() {
+        let text = encode(&status(), &ScanTotals::default(), 0).unwrap();
+        let got = samples(&text, "headroom_image_size_bytes");
+        let other = r#"{runtime="",namespace="",image="other"}"#;
+        assert_eq!(got, vec![(other, 240_000_000)]);
+    }
+
+    #[test]
+    fn containers_with_the_same_labels_add_up() {
+        let mut s = status();
+        s.containers = vec![
+            container("web", Some("web-0"), 100, 1),
+            container("web", Some("web-0"), 20, 2),
+        ];
+        let text = encode(&s, &ScanTotals::default(), 10).unwrap();
+        assert_eq!(samples(&text, "headroom_container_writable_bytes").len(), 1);
+        assert_eq!(
+            samples(&text, "headroom_container_writable_bytes")[0].1,
+            120
+        );
+        assert_eq!(samples(&text, "headroom_container_log_bytes")[0].1, 3);
+    }
+
+    #[test]
+    fn totals_accumulate_scans() {
+        let mut t = ScanTotals::default();
+        let scan = status().scan;
+        t.record(&scan);
+        t.record(&scan);
+        assert_eq!(t.files, 20);
+        assert_eq!(t.scans, 2);
+        assert_eq!(t.errors, BTreeMap::from([("denied".to_string(), 2)]));
+    }
+
+    /// One sample as the Python parser reads it: name, labels, value.
+    type ParsedSample = (String, BTreeMap<String, String>, f64);
+
+    /// Parses `text` with the official Python OpenMetrics parser and returns
+    /// every sample as (name, labels, value), or None when the parser is not
+    /// installed (which fails the test under CI).
+    fn python_parse(text: &str) -> Option<Vec<ParsedSample>> {
+        let module = "prometheus_client.openmetrics.parser";
+        let probe = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "python3 with {module} is needed (pip install prometheus_client)"
+            );
+            eprintln!("skipping: python3 with {module} is not installed");
+            return None;
+        }
+        let script = "import sys, json\n\
+            from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+            print(json.dumps([[s.name, s.labels, s.value]\n\
+                for f in text_string_to_metric_families(sys.stdin.read())\n\
+                for s in f.samples]))\n";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "the OpenMetrics parser rejected the text: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    #[test]
+    fn the_official_parser_reads_every_sample() {
+        let text = encode(&status(), &totals(), 1).unwrap();
+        let Some(parsed) = python_parse(&text) else {
+            return;
+        };
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            let labels: BTreeMap<String, String> = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            parsed
+                .iter()
+                .find(|(n, l, _)| n == name && *l == labels)
+                .map(|s| s.2)
+        };
+        assert_eq!(
+            value("headroom_filesystem_bytes_left", &[("signal", "imagefs")]),
+            Some(-14_999_999_000.0)
+        );
+        assert_eq!(
+            value(
+                "headroom_image_size_bytes",
+                &[("runtime", ""), ("namespace", ""), ("image", "other")]
+            ),
+            Some(60_000_000.0)
+        );
+        assert_eq!(value("headroom_scans_total", &[]), Some(3.0));
+        assert_eq!(value("headroom_scan_duration_seconds", &[]), Some(1.5));
+        // The parser saw as many samples as there are sample lines.
+        let lines = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(parsed.len(), lines, "{text}");
+    }
+
+    #[test]
+    fn hostile_label_values_are_escaped() {
+        let hostile = "evil\"} 1\nheadroom_fake 2\\\"\n# EOF\n";
+        let mut s = status();
+        s.images[0].refs = vec![hostile.to_string()];
+        s.containers[0].pod = Some(hostile.to_string());
+        let text = encode(&s, &ScanTotals::default(), 10).unwrap();
+        // One sample per line: no value may break out of its quotes.
+        assert_eq!(text.lines().filter(|l| *l == "# EOF").count(), 1, "{text}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("headroom_fake")),
+            "{text}"
+        );
+        let Some(parsed) = python_parse(&text) else {
+            return;
+        };
+        let image = parsed
+            .iter()
+            .find(|(n, l, _)| n == "headroom_image_size_bytes" && l["image"] == hostile);
+        assert_eq!(image.map(|s| s.2), Some(180_000_000.0), "{parsed:?}");
+        assert!(parsed
+            .iter()
+            .any(|(n, l, _)| n == "headroom_container_log_bytes" && l["pod"] == hostile));
+        assert!(!parsed.iter().any(|(n, _, _)| n == "headroom_fake"));
+    }
+}

@@ -1,0 +1,364 @@
+//! The agent's HTTP server over real sockets on 127.0.0.1: routes, readiness,
+//! method and size limits, hostile clients and graceful shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use headroom::http::{serve_with_limits, Limits, Snapshot, METRICS_CONTENT_TYPE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// A server on an ephemeral port with the handles a test needs.
+struct Server {
+    addr: SocketAddr,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+async fn start(limits: Limits) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (snapshots, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(serve_with_limits(listener, rx, limits, shutdown));
+    Server {
+        addr,
+        snapshots,
+        stop,
+        task,
+    }
+}
+
+/// A parsed response: status code, header block (lowercased) and body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+/// Sends `raw` as is and reads until the server closes the connection.
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> io::Result<Vec<u8>> {
+    let mut conn = TcpStream::connect(addr).await?;
+    conn.write_all(raw).await?;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out));
+    read.await
+        .map_err(|_| io::Error::other("no reply within 5 s"))??;
+    Ok(out)
+}
+
+fn parse(raw: &[u8]) -> Reply {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header block in {text:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    Reply {
+        status,
+        headers: head.to_ascii_lowercase(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
+    let raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    parse(&exchange(addr, raw.as_bytes()).await.unwrap())
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path).await
+}
+
+fn ready_snapshot() -> Snapshot {
+    Snapshot {
+        status_json: Bytes::from_static(b"{\"schema\":1}\n"),
+        metrics: Bytes::from_static(b"headroom_problems 0\n# EOF\n"),
+        ready: true,
+    }
+}
+
+#[tokio::test]
+async fn before_the_first_scan_only_health_answers() {
+    let s = start(Limits::default()).await;
+    let health = get(s.addr, "/healthz").await;
+    assert_eq!((health.status, health.body.as_slice()), (200, &b"ok\n"[..]));
+    for path in ["/readyz", "/api/v1/status", "/metrics"] {
+        let r = get(s.addr, path).await;
+        assert_eq!(r.status, 503, "{path}: {r:?}");
+        assert!(String::from_utf8_lossy(&r.body).contains("not ready"));
+    }
+}
+
+#[tokio::test]
+async fn a_ready_snapshot_turns_readyz_green_and_is_served_verbatim() {
+    let s = start(Limits::default()).await;
+    assert_eq!(get(s.addr, "/readyz").await.status, 503);
+    let snap = ready_snapshot();
+    s.snapshots.send(Arc::new(snap.clone())).unwrap();
+    assert_eq!(get(s.addr, "/readyz").await.status, 200);
+
+    let status = get(s.addr, "/api/v1/status").await;
+    assert_eq!(status.status, 200);
+    assert!(status
+        .headers
+        .contains("content-type: application/json\r\n"));
+    assert_eq!(status.body, snap.status_json);
+
+    let metrics = get(s.addr, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    let content_type = format!("content-type: {METRICS_CONTENT_TYPE}\r\n");
+    assert!(metrics.headers.contains(&content_type), "{metrics:?}");
+    assert_eq!(metrics.body, snap.metrics);
+
+    // A later not-ready snapshot (the agent lost its runtime, say) turns it red.
+    s.snapshots.send(Arc::new(Snapshot::default())).unwrap();
+    assert_eq!(get(s.addr, "/readyz").await.status, 503);
+}
+
+#[tokio::test]
+async fn scrapes_never_wait_while_the_sender_is_held() {
+    let s = start(Limits::default()).await;
+    s.snapshots.send(Arc::new(ready_snapshot())).unwrap();
+    // The sender stays alive and borrowed (a scan "in progress"); every
+    // scrape still answers at once with the last snapshot.
+    let _held = s.snapshots.borrow();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let r = tokio::time::timeout(Duration::from_secs(1), get(s.addr, "/metrics"))
+            .await
+            .expect("a scrape waited");
+        assert_eq!(r.body, ready_snapshot().metrics);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn only_get_and_head_are_allowed() {
+    let s = start(Limits::default()).await;
+    s.snapshots.send(Arc::new(ready_snapshot())).unwrap();
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        for path in ["/metrics", "/healthz", "/readyz", "/api/v1/status"] {
+            let r = request(s.addr, method, path).await;
+            assert_eq!(r.status, 405, "{method} {path}");
+            assert!(r.headers.contains("allow: get,head"), "{r:?}");
+        }
+    }
+    let head = request(s.addr, "HEAD", "/metrics").await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404() {
+    let s = start(Limits::default()).await;
+    for path in [
+        "/",
+        "/metrics/",
+        "/api/v1/status/x",
+        "/../etc/passwd",
+        "/%00",
+    ] {
+        assert_eq!(get(s.addr, path).await.status, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_headers_are_refused() {
+    let s = start(Limits::default()).await;
+    s.snapshots.send(Arc::new(ready_snapshot())).unwrap();
+    let body = vec![b'x'; 4096];
+    let mut raw = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n".to_vec();
+    raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    raw.extend_from_slice(&body);
+    let reply = parse(&exchange(s.addr, &raw).await.unwrap());
+    assert_eq!(reply.status, 413, "{reply:?}");
+
+    let big = "a".repeat(16 * 1024);
+    let raw = format!("GET /metrics HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n");
+    // hyper answers 431; a reset while we still write is fine too.
+    if let Ok(out) = exchange(s.addr, raw.as_bytes()).await {
+        assert!(out.is_empty() || parse(&out).status == 431, "{out:?}");
+    }
+    assert_eq!(get(s.addr, "/metrics").await.status, 200);
+}
+
+#[tokio::test]
+async fn malformed_requests_cost_only_their_connection() {
+    let s = start(Limits::default()).await;
+    let junk: [&[u8]; 5] = [
+        b"GARBAGE\r\n\r\n",
+        b"GET /metrics HTTP/9.9\r\n\r\n",
+        b"GET /metrics\r\n\r\n",
+        b"\x00\xff\xfe\x16\x03\x01\x02\x00\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n",
+    ];
+    for raw in junk {
+        let out = exchange(s.addr, raw).await.unwrap();
+        assert!(
+            out.is_empty() || parse(&out).status == 400,
+            "{raw:?} -> {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    assert_eq!(get(s.addr, "/healthz").await.status, 200);
+    assert!(!s.task.is_finished());
+}
+
+#[tokio::test]
+async fn slowloris_clients_are_cut_off_and_others_are_served() {
+    let timeout = Duration::from_millis(800);
+    let s = start(Limits {
+        header_read_timeout: timeout,
+        ..Limits::default()
+    })
+    .await;
+    let mut slow = TcpStream::connect(s.addr).await.unwrap();
+    let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let (mut slow_rd, mut slow_wr) = slow.split();
+    let trickle = async {
+        // One header line every 100 ms, never the blank line that ends them.
+        for i in 0..50 {
+            if slow_wr
+                .write_all(format!("X-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let cut_off = async {
+        let mut buf = Vec::new();
+        let _ = slow_rd.read_to_end(&mut buf).await;
+        started.elapsed()
+    };
+    let others = async {
+        for _ in 0..3 {
+            assert_eq!(get(s.addr, "/healthz").await.status, 200);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let ((), slow_for, ()) = tokio::join!(trickle, cut_off, others);
+    assert!(slow_for >= timeout, "cut off too early: {slow_for:?}");
+    assert!(slow_for < timeout * 3, "not cut off in time: {slow_for:?}");
+    // A client that connects and says nothing is closed as well.
+    let mut buf = Vec::new();
+    let idle_read = tokio::time::timeout(timeout * 3, idle.read_to_end(&mut buf)).await;
+    assert!(idle_read.is_ok(), "idle connection still open");
+    assert_eq!(get(s.addr, "/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn shutdown_returns_after_the_trigger_and_drains_bounded() {
+    let drain = Duration::from_millis(500);
+    let s = start(Limits {
+        drain_timeout: drain,
+        ..Limits::default()
+    })
+    .await;
+    s.snapshots.send(Arc::new(ready_snapshot())).unwrap();
+    // A keep-alive client between requests, and one stuck mid-headers.
+    let mut kept = TcpStream::connect(s.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut stuck = TcpStream::connect(s.addr).await.unwrap();
+    stuck.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!s.task.is_finished(), "served nothing before the trigger");
+    let started = Instant::now();
+    s.stop.send(()).unwrap();
+    let result = tokio::time::timeout(drain * 4, s.task).await;
+    let elapsed = started.elapsed();
+    result.expect("serve did not return").unwrap().unwrap();
+    assert!(elapsed <= drain * 3, "took {elapsed:?}");
+    // The idle keep-alive connection was closed, and nothing listens now.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(1), kept.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "keep-alive connection left open");
+    assert!(TcpStream::connect(s.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_response_in_flight_finishes_during_shutdown() {
+    let s = start(Limits {
+        drain_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    })
+    .await;
+    // Bigger than loopback socket buffers, so the server is still writing.
+    let big = Bytes::from(vec![b'#'; 32 << 20]);
+    let snap = Snapshot {
+        metrics: big.clone(),
+        ..ready_snapshot()
+    };
+    s.snapshots.send(Arc::new(snap)).unwrap();
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !s.task.is_finished(),
+        "serve returned with a response in flight"
+    );
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).await.unwrap();
+    let reply = parse(&out);
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply.body == big,
+        "body cut short: {} bytes",
+        reply.body.len()
+    );
+    tokio::time::timeout(Duration::from_secs(1), s.task)
+        .await
+        .expect("serve did not return after the drain")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn old_connections_are_closed_between_requests() {
+    let lifetime = Duration::from_millis(300);
+    let s = start(Limits {
+        connection_lifetime: lifetime,
+        ..Limits::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(lifetime * 5, conn.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "keep-alive connection outlived its lifetime");
+    assert!(started.elapsed() >= lifetime);
+    assert_eq!(parse(&out).status, 200);
+}
