@@ -76,7 +76,10 @@ impl Scanner {
         let Some((discovered, _)) = &self.discovered else {
             unreachable!("discovered just above")
         };
-        let walk = self.settings.walk.clone(); // DEADLINE: wire once the walker takes one
+        let walk = WalkOptions {
+            deadline: Some(started + self.settings.scan_deadline),
+            ..self.settings.walk.clone()
+        };
         let fresh = self.cache.refresh(&discovered.immutable_paths());
         let mut walked = inventory::measure(fresh, &walk);
         for (path, w) in &walked {

@@ -248,23 +248,19 @@ pub fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f6
         summary.files += w.entries;
         for (kind, n) in &w.error_counts {
             summary.errors += n;
-            *summary.errors_by_kind.entry(kind_name(*kind)).or_default() += n;
+            *summary
+                .errors_by_kind
+                .entry(kind.as_str().to_string())
+                .or_default() += n;
         }
         let room = ERROR_SAMPLES.saturating_sub(summary.error_samples.len());
         summary
             .error_samples
             .extend(w.errors.iter().take(room).map(|e| ScanErrorSample {
                 path: e.path.display().to_string(),
-                kind: kind_name(e.kind),
+                kind: e.kind.as_str().to_string(),
                 message: e.message.clone(),
             }));
     }
     summary
-}
-
-fn kind_name(kind: walk::ErrorKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{kind:?}"))
 }
