@@ -199,7 +199,8 @@ pub struct RuntimeState {
     pub found: bool,
     /// The root, socket or file it was looked for at.
     pub location: String,
-    /// Why it was not found or read, when it was not.
+    /// Why it was not found or read; or, when it was read another way than
+    /// usual (containerd from its files), why and how.
     pub message: Option<String>,
 }
 

@@ -218,14 +218,11 @@ fn runtime_label(runtime: &str, namespace: &str) -> String {
 
 fn runtimes(out: &mut impl Write, s: &Status) -> io::Result<()> {
     for r in &s.runtimes {
-        match &r.message {
-            None => writeln!(
-                out,
-                "{GREEN}{}{GREEN:#}: read at {}",
-                r.runtime.as_str(),
-                r.location
-            )?,
-            Some(m) => writeln!(out, "{DIM}{}: not read: {m}{DIM:#}", r.runtime.as_str())?,
+        let name = r.runtime.as_str();
+        match (&r.message, r.found) {
+            (None, _) => writeln!(out, "{GREEN}{name}{GREEN:#}: read at {}", r.location)?,
+            (Some(m), true) => writeln!(out, "{YELLOW}{name}{YELLOW:#}: {m}")?,
+            (Some(m), false) => writeln!(out, "{DIM}{name}: not read: {m}{DIM:#}")?,
         }
     }
     Ok(())

@@ -150,7 +150,9 @@ pub fn build(
 fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>) {
     let mut found = Vec::new();
     let mut states = Vec::new();
-    let docker = docker::discover(&layout.docker_root).map_err(|e| e.to_string());
+    let docker = docker::discover(&layout.docker_root)
+        .map(|d| (d, None))
+        .map_err(|e| e.to_string());
     record(
         RuntimeKind::Docker,
         &layout.docker_root,
@@ -169,7 +171,26 @@ fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>)
     (found, states)
 }
 
-fn discover_containerd(layout: &NodeLayout) -> Result<Discovery, String> {
+/// containerd over gRPC; when it does not answer (it is often the first
+/// victim of a full disk), its files, with a note saying so.
+fn discover_containerd(layout: &NodeLayout) -> Result<(Discovery, Option<String>), String> {
+    let unanswered = match grpc_discover(layout) {
+        Ok(discovery) => return Ok((discovery, None)),
+        Err(reason) => reason,
+    };
+    match containerd::discover_from_files(&layout.containerd_root) {
+        Ok(discovery) => Ok((
+            discovery,
+            Some(format!(
+                "{unanswered}; read from its files under {} instead",
+                layout.containerd_root.display()
+            )),
+        )),
+        Err(files) => Err(format!("{unanswered}; and from its files: {files}")),
+    }
+}
+
+fn grpc_discover(layout: &NodeLayout) -> Result<Discovery, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -183,23 +204,25 @@ fn discover_containerd(layout: &NodeLayout) -> Result<Discovery, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Keeps what a reader found and says how it went: found (with a note when
+/// it had to fall back), or not found and why.
 fn record(
     runtime: RuntimeKind,
     location: &Path,
-    result: Result<Discovery, String>,
+    result: Result<(Discovery, Option<String>), String>,
     found: &mut Vec<Discovery>,
     states: &mut Vec<RuntimeState>,
 ) {
-    let message = match result {
-        Ok(discovery) => {
+    let (read, message) = match result {
+        Ok((discovery, note)) => {
             found.push(discovery);
-            None
+            (true, note)
         }
-        Err(message) => Some(message),
+        Err(message) => (false, Some(message)),
     };
     states.push(RuntimeState {
         runtime,
-        found: message.is_none(),
+        found: read,
         location: location.display().to_string(),
         message,
     });

@@ -9,8 +9,10 @@
 //! are reported as problems. Nothing is measured here.
 
 mod containers;
+mod files;
 pub mod events;
 mod images;
+mod meta_db;
 mod rpc;
 mod snapshots;
 
@@ -22,6 +24,7 @@ use containerd_client::services::v1::snapshots::{Info as SnapshotInfo, Kind};
 use containerd_client::services::v1::Container;
 use containerd_client::services::v1::Image;
 
+pub use self::files::{discover_from_files, FilesError};
 use self::images::Content;
 use self::rpc::Rpc;
 use self::snapshots::Backend;

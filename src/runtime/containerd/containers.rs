@@ -1,7 +1,7 @@
 //! From containerd containers to [`ContainerRecord`]s.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use containerd_client::services::v1::Container;
 use containerd_client::types::Mount;
@@ -31,32 +31,94 @@ pub(super) async fn record(
     c: &Container,
     image_ids: &HashMap<&str, &str>,
     backend: Option<&Backend>,
-    snapshot_root: &std::path::Path,
+    snapshot_root: &Path,
 ) -> (Option<ContainerRecord>, Vec<String>) {
-    if c.snapshot_key.is_empty() || c.labels.get(KIND_LABEL).is_some_and(|k| k == "sandbox") {
+    if skipped(c) {
         return (None, Vec::new());
     }
     let mut problems = Vec::new();
+    let mut from_mounts = None;
+    if on_overlayfs(c) {
+        match rpc.mounts(ns, OVERLAYFS, &c.snapshot_key).await {
+            Ok(mounts) => from_mounts = upper_dir(&mounts),
+            Err(e) => problems.push(e),
+        }
+    }
+    let found = Writable {
+        from_mounts,
+        backend,
+        snapshot_root,
+    };
+    let (record, more) = assemble(ns, c, image_ids, found);
+    problems.extend(more);
+    (Some(record), problems)
+}
+
+/// The record for `c` from containerd's files alone: its writable layer
+/// comes from `metadata.db` via the backend key `meta.db` gives for its
+/// snapshot. `None` for the containers [`record`] skips.
+pub(super) fn record_from_files(
+    ns: &str,
+    c: &Container,
+    image_ids: &HashMap<&str, &str>,
+    backend: Option<&Backend>,
+    snapshot_root: &Path,
+) -> (Option<ContainerRecord>, Vec<String>) {
+    if skipped(c) {
+        return (None, Vec::new());
+    }
+    let found = Writable {
+        from_mounts: None,
+        backend,
+        snapshot_root,
+    };
+    let (record, problems) = assemble(ns, c, image_ids, found);
+    (Some(record), problems)
+}
+
+/// Containers that get no record: no snapshot, or a CRI pod sandbox.
+fn skipped(c: &Container) -> bool {
+    c.snapshot_key.is_empty() || c.labels.get(KIND_LABEL).is_some_and(|k| k == "sandbox")
+}
+
+/// Whether the container's snapshot is one the reader can place.
+fn on_overlayfs(c: &Container) -> bool {
+    c.snapshotter.is_empty() || c.snapshotter == OVERLAYFS
+}
+
+/// What is known about where a container's writable layer lives.
+struct Writable<'a> {
+    /// The upper directory its mounts name, when they were read.
+    from_mounts: Option<PathBuf>,
+    /// The snapshotter's own records, when `metadata.db` was read.
+    backend: Option<&'a Backend>,
+    /// The overlayfs snapshotter's root.
+    snapshot_root: &'a Path,
+}
+
+/// Builds the record of a container that is not skipped.
+fn assemble(
+    ns: &str,
+    c: &Container,
+    image_ids: &HashMap<&str, &str>,
+    found: Writable<'_>,
+) -> (ContainerRecord, Vec<String>) {
+    let mut problems = Vec::new();
     let what = format!("container {} in namespace {ns}", c.id);
-    let writable_dir = if !c.snapshotter.is_empty() && c.snapshotter != OVERLAYFS {
+    let writable_dir = if !on_overlayfs(c) {
         problems.push(format!(
             "{what} uses snapshotter {}; only overlayfs is supported, its writable layer is not counted",
             c.snapshotter
         ));
         None
     } else {
-        let from_mounts = match rpc.mounts(ns, OVERLAYFS, &c.snapshot_key).await {
-            Ok(mounts) => upper_dir(&mounts),
-            Err(e) => {
-                problems.push(e);
-                None
-            }
-        };
         let from_db = || {
-            let snap = backend?.get(&(ns.to_string(), c.snapshot_key.clone()))?;
-            Some(snapshot_dir(snapshot_root, snap.id))
+            let snap = found
+                .backend?
+                .get(&(ns.to_string(), c.snapshot_key.clone()))?;
+            Some(snapshot_dir(found.snapshot_root, snap.id))
         };
-        let dir = from_mounts.or_else(from_db);
+        let dir = found.from_mounts.or_else(from_db);
         if dir.is_none() {
             problems.push(format!("{what}: writable layer directory not found"));
         }
@@ -72,7 +134,7 @@ pub(super) async fn record(
         writable_dir,
         log_files: Vec::new(),
     };
-    (Some(record), problems)
+    (record, problems)
 }
 
 /// The kubelet's identity of a container, when it has the pod labels.

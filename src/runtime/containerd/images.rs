@@ -4,6 +4,8 @@
 //! so records are grouped by target digest. The layers are found the way
 //! containerd unpacks them: target → (index → manifest) → config →
 //! `rootfs.diff_ids` → chain IDs, which name the committed snapshots.
+//! The documents come from a [`BlobSource`]: containerd's Content API, or
+//! the content store's files when containerd does not answer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +31,19 @@ const PINNED_LABEL: &str = "io.cri-containerd.pinned";
 
 /// The content store as one namespace sees it, keyed by digest.
 pub(super) type Content = HashMap<String, ContentInfo>;
+
+/// Where the index, manifest and config blobs are read from.
+pub(super) trait BlobSource {
+    /// The bytes of blob `digest` as namespace `ns` sees it; an error, in
+    /// words naming the blob, if it cannot be read or exceeds `cap` bytes.
+    async fn read_blob(&self, ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, String>;
+}
+
+impl BlobSource for Rpc {
+    async fn read_blob(&self, ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, String> {
+        self.read(ns, digest, cap).await
+    }
+}
 
 /// An index or manifest document: the fields used here of either kind.
 #[derive(Debug, Deserialize)]
@@ -86,7 +101,12 @@ pub(super) struct Built {
 }
 
 /// Groups the image records of `ns` by target and resolves each image.
-pub(super) async fn build(rpc: &Rpc, ns: &str, images: &[Image], content: &Content) -> Vec<Built> {
+pub(super) async fn build(
+    source: &impl BlobSource,
+    ns: &str,
+    images: &[Image],
+    content: &Content,
+) -> Vec<Built> {
     let mut groups: BTreeMap<&str, Vec<&Image>> = BTreeMap::new();
     for image in images {
         let target = image.target.as_ref().map_or("", |t| t.digest.as_str());
@@ -94,14 +114,14 @@ pub(super) async fn build(rpc: &Rpc, ns: &str, images: &[Image], content: &Conte
     }
     let mut out = Vec::new();
     for (target, group) in groups {
-        out.push(build_one(rpc, ns, target, &group, content).await);
+        out.push(build_one(source, ns, target, &group, content).await);
     }
     out
 }
 
 /// Builds the record for the images `group` that share `target`.
 async fn build_one(
-    rpc: &Rpc,
+    source: &impl BlobSource,
     ns: &str,
     target: &str,
     group: &[&Image],
@@ -111,7 +131,7 @@ async fn build_one(
     refs.sort();
     let name = refs.first().cloned().unwrap_or_default();
     let mut problems = Vec::new();
-    let resolved = match resolve(rpc, ns, target, content).await {
+    let resolved = match resolve(source, ns, target, content).await {
         Ok(r) => Some(r),
         Err(e) => {
             problems.push(format!("image {name} in namespace {ns}: {e}"));
@@ -149,8 +169,22 @@ async fn build_one(
     Built { record, problems }
 }
 
+/// The image ID of every name of the images of namespace `ns`.
+pub(super) fn ids_by_name<'a>(images: &'a [ImageRecord], ns: &str) -> HashMap<&'a str, &'a str> {
+    images
+        .iter()
+        .filter(|i| i.namespace == ns)
+        .flat_map(|i| i.refs.iter().map(|r| (r.as_str(), i.id.as_str())))
+        .collect()
+}
+
 /// Follows `target` through an index to a manifest, then to its config.
-async fn resolve(rpc: &Rpc, ns: &str, target: &str, content: &Content) -> Result<Resolved, String> {
+async fn resolve(
+    source: &impl BlobSource,
+    ns: &str,
+    target: &str,
+    content: &Content,
+) -> Result<Resolved, String> {
     if target.is_empty() {
         return Err("the image record has no target".into());
     }
@@ -158,7 +192,7 @@ async fn resolve(rpc: &Rpc, ns: &str, target: &str, content: &Content) -> Result
     let mut digest = target.to_string();
     for _ in 0..MAX_NESTING {
         blobs.insert(digest.clone());
-        let doc: Document = parse(&read(rpc, ns, &digest, content).await?, &digest)?;
+        let doc: Document = parse(&read(source, ns, &digest, content).await?, &digest)?;
         if !doc.manifests.is_empty() {
             blobs.extend(doc.manifests.iter().map(|m| m.digest.clone()));
             digest = pick_manifest(&doc.manifests, content)
@@ -170,7 +204,7 @@ async fn resolve(rpc: &Rpc, ns: &str, target: &str, content: &Content) -> Result
             .ok_or_else(|| format!("manifest {digest} has no config"))?
             .digest;
         blobs.extend(doc.layers.into_iter().map(|l| l.digest));
-        let image_config: ImageConfig = parse(&read(rpc, ns, &config, content).await?, &config)?;
+        let image_config: ImageConfig = parse(&read(source, ns, &config, content).await?, &config)?;
         blobs.insert(config.clone());
         return Ok(Resolved {
             config,
@@ -182,7 +216,12 @@ async fn resolve(rpc: &Rpc, ns: &str, target: &str, content: &Content) -> Result
 }
 
 /// Reads a document blob after checking it is present and small.
-async fn read(rpc: &Rpc, ns: &str, digest: &str, content: &Content) -> Result<Vec<u8>, String> {
+async fn read(
+    source: &impl BlobSource,
+    ns: &str,
+    digest: &str,
+    content: &Content,
+) -> Result<Vec<u8>, String> {
     let info = content
         .get(digest)
         .ok_or_else(|| format!("blob {digest} is not in the content store"))?;
@@ -192,7 +231,7 @@ async fn read(rpc: &Rpc, ns: &str, digest: &str, content: &Content) -> Result<Ve
             info.size
         ));
     }
-    rpc.read(ns, digest, MAX_DOCUMENT).await
+    source.read_blob(ns, digest, MAX_DOCUMENT).await
 }
 
 /// Parses a JSON document, naming its digest on failure.

@@ -14,7 +14,7 @@ use crate::runtime::bolt::{BoltError, Bucket, Db, Value};
 use crate::runtime::Problem;
 
 /// Attempts at reading a consistent copy before giving up.
-const ATTEMPTS: usize = 4;
+pub(super) const ATTEMPTS: usize = 4;
 /// Pause between attempts, letting a writer finish its transaction.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -63,24 +63,60 @@ pub(super) enum MetadataDbError {
 }
 
 /// Reads `path` into memory (taking no lock) and parses it, retrying
-/// copies torn by a concurrent writer.
+/// copies torn by a concurrent writer, off the async threads.
 pub(super) async fn read(path: &Path) -> Result<Backend, Problem> {
-    let problem = |msg: String| Problem::new(path.display().to_string(), msg);
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || read_blocking(&owned))
+        .await
+        .unwrap_or_else(|e| {
+            Err(Problem::new(
+                path.display().to_string(),
+                format!("reading the overlayfs snapshot database failed: {e}"),
+            ))
+        })
+}
+
+/// [`read`] for callers outside an async runtime.
+pub(super) fn read_blocking(path: &Path) -> Result<Backend, Problem> {
+    read_consistent(path, parse).map_err(|e| {
+        let msg = match e {
+            CopyError::Io(e) => format!("cannot read the overlayfs snapshot database: {e}"),
+            CopyError::Inconsistent(last) => format!(
+                "overlayfs snapshot database unreadable after {ATTEMPTS} attempts ({last}); snapshot directories unknown"
+            ),
+        };
+        Problem::new(path.display().to_string(), msg)
+    })
+}
+
+/// Why no consistent copy of a bbolt file could be read.
+#[derive(Debug)]
+pub(super) enum CopyError {
+    /// The file itself could not be read.
+    Io(std::io::Error),
+    /// Every copy failed to parse; the last failure, in words.
+    Inconsistent(String),
+}
+
+/// Copies the bbolt file at `path` into memory without locking it and
+/// parses the copy with `parse`, up to [`ATTEMPTS`] times: containerd
+/// rewrites pages while it runs, so a copy can be torn.
+pub(super) fn read_consistent<T, E: std::fmt::Display>(
+    path: &Path,
+    parse: impl Fn(&[u8]) -> Result<T, E>,
+) -> Result<T, CopyError> {
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
-            tokio::time::sleep(RETRY_PAUSE).await;
+            std::thread::sleep(RETRY_PAUSE);
         }
-        let bytes = std::fs::read(path)
-            .map_err(|e| problem(format!("cannot read the overlayfs snapshot database: {e}")))?;
+        let bytes = std::fs::read(path).map_err(CopyError::Io)?;
         match parse(&bytes) {
-            Ok(backend) => return Ok(backend),
+            Ok(value) => return Ok(value),
             Err(e) => last = e.to_string(),
         }
     }
-    Err(problem(format!(
-        "overlayfs snapshot database unreadable after {ATTEMPTS} attempts ({last}); snapshot directories unknown"
-    )))
+    Err(CopyError::Inconsistent(last))
 }
 
 /// Parses the bytes of a `metadata.db`.
@@ -111,12 +147,8 @@ pub(super) fn parse(data: &[u8]) -> Result<Backend, MetadataDbError> {
 
 /// The id and kind of one snapshot bucket, `None` if either is missing.
 fn read_snapshot(bucket: &Bucket<'_>) -> Result<Option<Snapshot>, BoltError> {
-    let data = |v: Option<Value<'_>>| match v {
-        Some(Value::Data(d)) => Some(d.to_vec()),
-        _ => None,
-    };
-    let id = data(bucket.get(b"id")?).and_then(|d| uvarint(&d));
-    let kind = data(bucket.get(b"kind")?).and_then(|d| d.first().copied());
+    let id = data(bucket, b"id")?.and_then(uvarint);
+    let kind = data(bucket, b"kind")?.and_then(|d| d.first().copied());
     Ok(id.zip(kind).map(|(id, kind)| Snapshot {
         id,
         kind: match kind {
@@ -128,8 +160,16 @@ fn read_snapshot(bucket: &Bucket<'_>) -> Result<Option<Snapshot>, BoltError> {
     }))
 }
 
+/// The plain value under `key` in `bucket`; `None` if absent or a bucket.
+pub(super) fn data<'a>(bucket: &Bucket<'a>, key: &[u8]) -> Result<Option<&'a [u8]>, BoltError> {
+    Ok(match bucket.get(key)? {
+        Some(Value::Data(d)) => Some(d),
+        _ => None,
+    })
+}
+
 /// Splits a backend key `<ns>/<seq>/<name>` into namespace and name.
-fn split_key(key: &str) -> Option<(&str, &str)> {
+pub(super) fn split_key(key: &str) -> Option<(&str, &str)> {
     let (ns, rest) = key.split_once('/')?;
     let (seq, name) = rest.split_once('/')?;
     seq.parse::<u64>().ok()?;
@@ -137,7 +177,7 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
 }
 
 /// Decodes Go's `binary.PutUvarint` encoding; `None` if malformed.
-fn uvarint(bytes: &[u8]) -> Option<u64> {
+pub(super) fn uvarint(bytes: &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for (i, &b) in bytes.iter().enumerate().take(10) {
         let low = u64::from(b & 0x7f);
