@@ -16,7 +16,7 @@ mod meta_db;
 mod rpc;
 mod snapshots;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -158,7 +158,6 @@ async fn add_namespace(
     source: &str,
     disc: &mut Discovery,
 ) {
-    let mut image_ids = HashMap::new();
     for built in images::build(rpc, &l.ns, &l.images, &l.content).await {
         disc.problems
             .extend(built.problems.into_iter().map(|m| Problem::new(source, m)));
@@ -166,11 +165,7 @@ async fn add_namespace(
             disc.images.push(image);
         }
     }
-    for image in disc.images.iter().filter(|i| i.namespace == l.ns) {
-        for name in &image.refs {
-            image_ids.insert(name.as_str(), image.id.as_str());
-        }
-    }
+    let image_ids = images::ids_by_name(&disc.images, &l.ns);
     let committed = l
         .snapshots
         .iter()
