@@ -26,6 +26,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::report::{Container, Filesystem, Image, Pull, ScanSummary, Status};
+use crate::walk::ErrorKind;
 
 /// The label value of the series that sums everything past the top N.
 pub const OTHER: &str = "other";
@@ -390,6 +391,14 @@ fn scans(registry: &mut Registry, status: &Status, totals: &ScanTotals) {
         counter(totals.files),
     );
     let errors = Family::<KindLabels, Counter>::default();
+    // Every kind exists from the first scrape, at 0, so rate() and
+    // increase() work before the first error (and the family is never absent).
+    for kind in ErrorKind::ALL {
+        let labels = KindLabels {
+            kind: kind.as_str().to_string(),
+        };
+        errors.get_or_create(&labels).inc_by(0);
+    }
     for (kind, n) in &totals.errors {
         let labels = KindLabels { kind: kind.clone() };
         errors.get_or_create(&labels).inc_by(*n);
@@ -705,6 +714,7 @@ mod tests {
             ("headroom_scan_timestamp_seconds", "1777636800"),
             ("headroom_scan_files_total", "1234"),
             (r#"headroom_scan_errors_total{kind="vanished"}"#, "7"),
+            (r#"headroom_scan_errors_total{kind="deadline"}"#, "0"),
             ("headroom_scans_total", "3"),
             (
                 concat!(

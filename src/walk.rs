@@ -95,6 +95,14 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, so counters of each can exist (at 0) before one happens.
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Vanished,
+        ErrorKind::Denied,
+        ErrorKind::Io,
+        ErrorKind::Deadline,
+    ];
+
     /// The lowercase name used in JSON and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -9,8 +9,8 @@
 //! are reported as problems. Nothing is measured here.
 
 mod containers;
-mod files;
 pub mod events;
+mod files;
 mod images;
 mod meta_db;
 mod rpc;
