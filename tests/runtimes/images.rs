@@ -260,6 +260,35 @@ fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
     Ok(refs)
 }
 
+/// One more image, `hr/grow:1`: a single layer of busybox and 1 MB of its
+/// own noise (so it shares no layer with the others), built in the layout
+/// [`build`] made and pushed to the registry, not pulled anywhere. Returns
+/// its reference.
+pub fn build_grow_image(s: &Services) -> Result<String> {
+    let work = s.dir.join("build");
+    let image = format!("{}:grow", work.join("oci").display());
+    umoci(&["new", "--image", &image])?;
+    let root = unpack(&work, &image, "g1")?;
+    fs::create_dir_all(root.join("bin"))?;
+    fs::copy(busybox()?, root.join("bin/busybox"))?;
+    symlink("busybox", root.join("bin/sh"))?;
+    noise(&root.join("grow.seed"), 1_000_000, 9)?;
+    umoci(&["repack", "--image", &image, path_str(&work.join("g1"))?])?;
+    umoci(&["config", "--image", &image, "--config.cmd", "/bin/sh"])?;
+    let reference = format!("{}/hr/grow:1", s.registry);
+    oracle::run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            &format!("oci:{image}"),
+            &format!("docker://{reference}"),
+        ],
+    )?;
+    Ok(reference)
+}
+
 fn umoci(args: &[&str]) -> Result<String> {
     oracle::run("umoci", args)
 }

@@ -2,9 +2,15 @@
 //! oracles (GNU du/df, `ctr`, the `docker` CLI) on a real containerd, dockerd
 //! (overlay2) and registry, started once for the whole run under one temp dir.
 //!
+//! `headroom agent` runs on the same node for the whole run, scraped by a
+//! real Prometheus (see `agent.rs`, `scrape.rs`). Trials that change the
+//! node hold [`World::changing`] (and undo their change); every other trial
+//! holds [`World::reading`], so none of them sees a change half-made.
+//!
 //! Without root or the tools, the trials fail loudly when `CI` is set and are
 //! reported as ignored otherwise (with a message naming what is missing).
 
+mod agent;
 mod checks;
 mod containers;
 mod docker_df;
@@ -13,21 +19,25 @@ mod filesystems;
 mod images;
 mod layers;
 mod oracle;
+mod prometheus;
 mod reclaim;
 mod robustness;
+mod scrape;
 mod screen;
 mod services;
 mod subject;
+mod web;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use headroom::report::Status;
 use libtest_mimic::{Arguments, Failed, Trial};
 
+use crate::agent::Live;
 use crate::images::Fixtures;
 use crate::services::Services;
 use crate::subject::Run;
@@ -50,7 +60,12 @@ const TOOLS: &[&str] = &[
     "mkfs.ext4",
     "mount",
     "umount",
+    "prometheus",
+    "python3",
 ];
+
+/// Python modules the run needs (the official OpenMetrics parser).
+const PYTHON_MODULES: &[&str] = &["prometheus_client.openmetrics.parser"];
 
 /// A trial body: inspects the fixture node and fails with the evidence.
 type Body = fn(&World) -> Result<()>;
@@ -108,6 +123,36 @@ const TRIALS: &[(&str, Body)] = &[
     ),
 ];
 
+/// The agent trials: each takes [`World::reading`] or [`World::changing`]
+/// itself (trial f starts its own containerd and touches nothing shared).
+const AGENT_TRIALS: &[(&str, Body)] = &[
+    (
+        "agent_scraped_by_prometheus_matches_du",
+        scrape::prometheus_stores_what_du_measures,
+    ),
+    (
+        "agent_metrics_parse_as_openmetrics",
+        scrape::metrics_parse_as_openmetrics,
+    ),
+    (
+        "agent_metrics_follow_a_new_image_and_container",
+        scrape::metrics_follow_changes,
+    ),
+    (
+        "agent_rescans_walk_only_mutable_paths",
+        scrape::rescans_walk_only_mutable_paths,
+    ),
+    ("agent_exits_0_on_sigterm", agent::sigterm_exits_cleanly),
+    (
+        "agent_survives_containerd_restart",
+        agent::survives_containerd_restart,
+    ),
+    (
+        "agent_refuses_malformed_requests",
+        agent::refuses_malformed_requests,
+    ),
+];
+
 /// The fixture node as the trials see it (paths only; the daemons stay
 /// owned by `main` so they are torn down after the trials).
 pub struct World {
@@ -127,11 +172,15 @@ pub struct World {
     pub imagefs: PathBuf,
     /// What was built and run.
     pub fixtures: Fixtures,
+    /// The run's agent and Prometheus, or why they did not start.
+    agent: std::result::Result<Live, String>,
+    /// Readers: trials that only look; writer: a trial that changes the node.
+    node: RwLock<()>,
     json_run: OnceLock<std::result::Result<Run, String>>,
 }
 
 impl World {
-    fn new(s: &Services, fixtures: Fixtures) -> World {
+    fn new(s: &Services, fixtures: Fixtures, agent: std::result::Result<Live, String>) -> World {
         World {
             dir: s.dir.clone(),
             containerd_sock: s.containerd_sock.clone(),
@@ -141,8 +190,27 @@ impl World {
             nodefs: s.nodefs.clone(),
             imagefs: s.imagefs.clone(),
             fixtures,
+            agent,
+            node: RwLock::new(()),
             json_run: OnceLock::new(),
         }
+    }
+
+    /// The run's agent, or why it is not there.
+    pub fn live(&self) -> Result<&Live> {
+        self.agent
+            .as_ref()
+            .map_err(|e| anyhow!("the agent or Prometheus did not start: {e}"))
+    }
+
+    /// Held while a trial looks at the node: no change is made meanwhile.
+    pub fn reading(&self) -> RwLockReadGuard<'_, ()> {
+        self.node.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held while a trial changes the node (and undoes the change).
+    pub fn changing(&self) -> RwLockWriteGuard<'_, ()> {
+        self.node.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `headroom status --json` on the fixture node, run once and shared.
@@ -200,9 +268,14 @@ fn main() {
     }
 
     let setup = catch_unwind(AssertUnwindSafe(|| -> Result<(Services, World)> {
-        let services = Services::start()?;
+        let mut services = Services::start()?;
         let fixtures = images::build(&services)?;
-        let world = World::new(&services, fixtures);
+        // Only the agent trials need these: the others run without them.
+        let live = agent::start(&mut services, &fixtures).map_err(|e| {
+            eprintln!("runtimes: the agent or Prometheus did not start:\n{e:#}");
+            format!("{e:#}")
+        });
+        let world = World::new(&services, fixtures, live);
         Ok((services, world))
     }));
     let (services, world) = match setup {
@@ -223,10 +296,15 @@ fn trials(world: Option<std::result::Result<Arc<World>, String>>) -> Vec<Trial> 
     let mut trials = vec![Trial::test("oracle_humanized_parser", || {
         oracle::humanized_parser_self_check().map_err(|e| Failed::from(format!("{e:#}")))
     })];
-    for &(name, body) in TRIALS {
+    let looking = TRIALS.iter().map(|&(name, body)| (name, body, true));
+    let agent = AGENT_TRIALS.iter().map(|&(name, body)| (name, body, false));
+    for (name, body, read_lock) in looking.chain(agent) {
         let world = world.clone();
         trials.push(Trial::test(name, move || match &world {
-            Some(Ok(w)) => body(w).map_err(|e| Failed::from(format!("{e:#}"))),
+            Some(Ok(w)) => {
+                let _node = read_lock.then(|| w.reading());
+                body(w).map_err(|e| Failed::from(format!("{e:#}")))
+            }
             Some(Err(setup)) => Err(Failed::from(setup)),
             None => Err(Failed::from("no fixture node")),
         }));
@@ -244,6 +322,17 @@ fn missing_prerequisites() -> Vec<String> {
     for tool in TOOLS {
         if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
             missing.push((*tool).to_owned());
+        }
+    }
+    for module in PYTHON_MODULES {
+        let found = std::process::Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            missing.push(format!(
+                "python3 module {module} (pip install prometheus_client)"
+            ));
         }
     }
     missing

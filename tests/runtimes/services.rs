@@ -2,10 +2,13 @@
 //! containerd on a private config/root/state/socket, and dockerd (overlay2)
 //! on top of that containerd, all under one temp dir.
 //!
+//! Later daemons (the agent and Prometheus) join with
+//! [`Services::start_daemon`].
+//!
 //! [`Services`] is the teardown guard: dropping it (also while unwinding)
-//! stops the daemons by the pids we started (dockerd, then containerd, then
-//! the registry), unmounts everything still mounted under the temp dir,
-//! deepest first, and removes the dir.
+//! stops the daemons by the pids we started, newest first (Prometheus, the
+//! agent, dockerd, containerd, the registry), unmounts everything still
+//! mounted under the temp dir, deepest first, and removes the dir.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -162,17 +165,41 @@ impl Services {
     }
 
     fn spawn(&mut self, name: &'static str, prog: &str, args: &[&str]) -> Result<()> {
+        let mut cmd = Command::new(prog);
+        cmd.args(args);
+        self.spawn_command(name, cmd).map(drop)
+    }
+
+    /// Starts `cmd` as daemon `name` (output to `<dir>/<name>.log`, torn
+    /// down with the others) and waits until `ready` holds; returns its pid
+    /// and log file.
+    pub fn start_daemon(
+        &mut self,
+        name: &'static str,
+        cmd: Command,
+        ready: impl FnMut() -> bool,
+    ) -> Result<(u32, PathBuf)> {
+        let started = self.spawn_command(name, cmd)?;
+        self.wait_ready(name, ready)?;
+        Ok(started)
+    }
+
+    fn spawn_command(&mut self, name: &'static str, mut cmd: Command) -> Result<(u32, PathBuf)> {
         let log = self.dir.join(format!("{name}.log"));
         let out = File::create(&log)?;
-        let child = Command::new(prog)
-            .args(args)
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .with_context(|| format!("cannot start `{}`", oracle::line(prog, args)))?;
-        self.daemons.push(Daemon { name, child, log });
-        Ok(())
+            .with_context(|| format!("cannot start `{cmd:?}`"))?;
+        let pid = child.id();
+        self.daemons.push(Daemon {
+            name,
+            child,
+            log: log.clone(),
+        });
+        Ok((pid, log))
     }
 
     /// Polls `ready` until it holds, the daemon dies, or the timeout passes;
@@ -245,7 +272,7 @@ impl Drop for Services {
 }
 
 /// A port that was free on 127.0.0.1 a moment ago (bind to port 0).
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -267,7 +294,7 @@ fn registry_answers(addr: &str) -> bool {
 }
 
 /// Makes a sparse `size` ext4 image `dir/name.img` and mounts it at `dir/name`.
-fn mount_loop_ext4(dir: &Path, name: &str, size: &str) -> Result<()> {
+pub fn mount_loop_ext4(dir: &Path, name: &str, size: &str) -> Result<()> {
     let img = dir.join(format!("{name}.img"));
     let mnt = dir.join(name);
     fs::create_dir(&mnt)?;

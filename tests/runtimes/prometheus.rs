@@ -1,0 +1,103 @@
+//! A real Prometheus server scraping the agent every second, and the two
+//! parts of its HTTP API the trials read: the scrape targets (was the
+//! scrape clean?) and instant queries (what did it store?).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::oracle::path_str;
+use crate::services::{free_port, Services};
+use crate::web;
+
+/// The scrape job's name.
+pub const JOB: &str = "headroom";
+
+/// One stored series at query time: its labels (without `__name__`, `job`
+/// and `instance`) and value.
+pub type Series = BTreeMap<BTreeMap<String, String>, f64>;
+
+/// Starts Prometheus on a free loopback port, scraping `target`
+/// (`host:port`) every second; returns its `host:port` once it is ready.
+pub fn start(s: &mut Services, target: &str) -> Result<String> {
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let config = s.dir.join("prometheus.yml");
+    fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )?;
+    let mut cmd = Command::new("prometheus");
+    cmd.args([
+        &format!("--config.file={}", path_str(&config)?),
+        &format!(
+            "--storage.tsdb.path={}",
+            path_str(&s.dir.join("prometheus-data"))?
+        ),
+        &format!("--web.listen-address={addr}"),
+        "--log.level=warn",
+    ]);
+    let probe = addr.clone();
+    s.start_daemon("prometheus", cmd, || {
+        web::get(&probe, "/-/ready").is_ok_and(|r| r.code == 200)
+    })?;
+    Ok(addr)
+}
+
+/// A successful API reply's `data`, or an error naming the request.
+fn api(addr: &str, target: &str) -> Result<Value> {
+    let reply = web::get(addr, target)?;
+    let doc: Value = serde_json::from_str(&reply.body).with_context(|| {
+        format!(
+            "GET {target}: not JSON (HTTP {}): {}",
+            reply.code, reply.body
+        )
+    })?;
+    if reply.code != 200 || doc["status"] != "success" {
+        bail!("GET {target}: HTTP {}: {doc}", reply.code);
+    }
+    Ok(doc["data"].clone())
+}
+
+/// The active target whose scrape URL names `target`, as Prometheus
+/// describes it (`health`, `lastError`, `lastScrape`, …).
+pub fn target(addr: &str, target: &str) -> Result<Value> {
+    let data = api(addr, "/api/v1/targets?state=active")?;
+    data["activeTargets"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|t| t["scrapeUrl"].as_str().is_some_and(|u| u.contains(target)))
+        })
+        .cloned()
+        .with_context(|| format!("no active target for {target}: {data}"))
+}
+
+/// The instant-vector result of `promql`, keyed by labels.
+pub fn query(addr: &str, promql: &str) -> Result<Series> {
+    let data = api(
+        addr,
+        &format!("/api/v1/query?query={}", web::encode(promql)),
+    )?;
+    let mut out = Series::new();
+    for r in data["result"].as_array().into_iter().flatten() {
+        let labels: BTreeMap<String, String> = r["metric"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+            .collect();
+        let value = r["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .with_context(|| format!("{promql}: bad sample {r}"))?;
+        out.insert(labels, value);
+    }
+    Ok(out)
+}
