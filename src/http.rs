@@ -320,7 +320,7 @@ mod tests {
                 "reclaimable_by_runtime": {"docker": 77},
                 "runtimes": [], "problems": [],
                 "scan": {"files": 3, "errors": 0, "errors_by_kind": {},
-                         "error_samples": [], "duration_seconds": 0.25}}"#,
+                         "error_samples": [], "duration": 0.25}}"#,
         )
         .unwrap();
         let snap = Snapshot::from_status(&status, &ScanTotals::default(), 5).unwrap();

@@ -215,7 +215,9 @@ pub struct ScanSummary {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// A few errors, with their paths, for on-call.
     pub error_samples: Vec<ScanErrorSample>,
-    /// Wall time of the scan.
+    /// Wall time of the scan, in seconds (JSON key `duration`, as DESIGN.md
+    /// names it).
+    #[serde(rename = "duration", alias = "duration_seconds")]
     pub duration_seconds: f64,
 }
 

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CStr, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -56,6 +56,24 @@ pub struct WalkOptions {
     /// is a [`ErrorKind::Deadline`] error, so a partial figure is never
     /// mistaken for a whole one.
     pub deadline: Option<Instant>,
+    /// Stop as at the deadline once this turns true (the agent shutting down).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Directories that may wait to be listed at once (about 150 bytes
+    /// each): past it, a directory is counted but not descended, as a
+    /// [`ErrorKind::Limit`] error, so a tree of millions of directories
+    /// cannot exhaust memory.
+    pub max_pending_dirs: usize,
+}
+
+impl WalkOptions {
+    /// Whether the walk must stop: deadline passed or cancelled.
+    fn stopped(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+            || self
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 impl Default for WalkOptions {
@@ -65,6 +83,8 @@ impl Default for WalkOptions {
             dedup_hard_links: true,
             same_filesystem: true,
             deadline: None,
+            cancel: None,
+            max_pending_dirs: 250_000,
         }
     }
 }
@@ -90,17 +110,21 @@ pub enum ErrorKind {
     Denied,
     /// Any other I/O error.
     Io,
-    /// Not listed: the walk's deadline had passed.
+    /// Not listed: the walk's deadline had passed or it was cancelled.
     Deadline,
+    /// Not listed: too many directories were already waiting to be listed
+    /// (a hostile tree of millions of directories must not exhaust memory).
+    Limit,
 }
 
 impl ErrorKind {
     /// Every kind, so counters of each can exist (at 0) before one happens.
-    pub const ALL: [ErrorKind; 4] = [
+    pub const ALL: [ErrorKind; 5] = [
         ErrorKind::Vanished,
         ErrorKind::Denied,
         ErrorKind::Io,
         ErrorKind::Deadline,
+        ErrorKind::Limit,
     ];
 
     /// The lowercase name used in JSON and metric labels.
@@ -110,6 +134,7 @@ impl ErrorKind {
             ErrorKind::Denied => "denied",
             ErrorKind::Io => "io",
             ErrorKind::Deadline => "deadline",
+            ErrorKind::Limit => "limit",
         }
     }
 }
@@ -158,6 +183,7 @@ pub fn walk_many(roots: &[PathBuf], opts: &WalkOptions) -> Vec<Walk> {
         opts,
         queue: Queue::new(threads(opts)),
         fds: FdLimits::get(),
+        pending: AtomicUsize::new(0),
     };
     // Roots are stat'ed up front: files need no threads, directories seed the pool.
     let mut main = Worker::new(&ctx);
@@ -264,7 +290,14 @@ struct Ctx<'a> {
     opts: &'a WalkOptions,
     queue: Queue,
     fds: FdLimits,
+    /// Directory jobs waiting, all workers together (bounded by
+    /// [`WalkOptions::max_pending_dirs`]).
+    pending: AtomicUsize,
 }
+
+/// How many entries a worker lists between two looks at the deadline, so
+/// one huge directory cannot outlive it.
+const ENTRIES_BETWEEN_CHECKS: u64 = 1024;
 
 /// Directory fds alive in the process (anchors and directories being read).
 static OPEN_DIRS: AtomicUsize = AtomicUsize::new(0);
@@ -615,7 +648,10 @@ impl<'a> Worker<'a> {
     fn run(&mut self) {
         let queue = &self.ctx.queue;
         while let Some(job) = self.local.pop().or_else(|| queue.take()) {
-            if self.ctx.opts.deadline.is_some_and(|d| Instant::now() >= d) {
+            if let Job::Dir(_) = job {
+                self.ctx.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+            if self.ctx.opts.stopped() {
                 self.skip(&job);
                 continue;
             }
@@ -638,7 +674,7 @@ impl<'a> Worker<'a> {
             Job::Root { root, .. } => (*root, roots[*root].clone()),
             Job::Dir(job) => (job.root, path_of(&roots[job.root], &job.node, None)),
         };
-        let message = "not listed: the scan's deadline had passed".to_string();
+        let message = "not listed: the scan's deadline had passed or it was stopped".to_string();
         self.accs[root].record(ErrorKind::Deadline, || path, message);
     }
 
@@ -725,6 +761,15 @@ impl<'a> Worker<'a> {
                 continue;
             }
             acc.entries += 1;
+            if acc.entries % ENTRIES_BETWEEN_CHECKS == 0 && ctx.opts.stopped() {
+                let message = "listed in part: the scan's deadline had passed or it was stopped";
+                acc.record(
+                    ErrorKind::Deadline,
+                    || path_of(root_path, &node, None),
+                    message.into(),
+                );
+                break;
+            }
             let meta = match stat_at(dir.0.as_fd(), name) {
                 Ok(meta) => meta,
                 Err(e) => {
@@ -737,6 +782,17 @@ impl<'a> Worker<'a> {
             }
             acc.add(&meta, ctx.opts.dedup_hard_links);
             if meta.kind != FileType::Directory {
+                continue;
+            }
+            let cap = ctx.opts.max_pending_dirs;
+            if ctx.pending.fetch_add(1, Ordering::Relaxed) >= cap {
+                ctx.pending.fetch_sub(1, Ordering::Relaxed);
+                let message = format!("not listed: over {cap} directories waiting");
+                acc.record(
+                    ErrorKind::Limit,
+                    || path_of(root_path, &node, Some(name)),
+                    message,
+                );
                 continue;
             }
             let (anchor, hops) = child_anchor
@@ -958,6 +1014,40 @@ mod tests {
         let w = walk(tmp.path(), &later);
         assert!(w.error_counts.is_empty());
         assert_eq!(w.usage.inodes, 4);
+    }
+
+    #[test]
+    fn pending_directories_are_capped_and_the_rest_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            std::fs::create_dir_all(tmp.path().join(format!("d{i}/sub"))).unwrap();
+        }
+        let opts = WalkOptions {
+            threads: 1,
+            max_pending_dirs: 4,
+            ..WalkOptions::default()
+        };
+        let w = walk(tmp.path(), &opts);
+        // All ten d* are counted (stat'ed); only four are queued and listed,
+        // the six others are reported, so their sub/ dirs are not counted.
+        assert_eq!(w.error_counts.get(&ErrorKind::Limit), Some(&6));
+        assert_eq!(w.usage.inodes, 1 + 10 + 4);
+        let whole = walk(tmp.path(), &WalkOptions::default());
+        assert!(whole.error_counts.is_empty());
+        assert_eq!(whole.usage.inodes, 1 + 10 + 10);
+    }
+
+    #[test]
+    fn a_cancelled_walk_stops_and_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("a")).unwrap();
+        let opts = WalkOptions {
+            cancel: Some(Arc::new(AtomicBool::new(true))),
+            ..WalkOptions::default()
+        };
+        let w = walk(tmp.path(), &opts);
+        assert_eq!(w.error_counts.get(&ErrorKind::Deadline), Some(&1));
+        assert_eq!(w.usage.inodes, 1);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! since events may have been missed meanwhile.
 
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub async fn follow(
     socket: PathBuf,
     timeout: Duration,
-    wake: Sender<Wake>,
+    wake: SyncSender<Wake>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF_START;
@@ -38,7 +38,7 @@ pub async fn follow(
                 if had_events {
                     // containerd went away: reread so the status says so.
                     backoff = BACKOFF_START;
-                    if wake.send(Wake::Changed).is_err() {
+                    if scanner_gone(&wake) {
                         return;
                     }
                 }
@@ -61,7 +61,11 @@ enum Outcome {
     Lost { reason: String, had_events: bool },
 }
 
-async fn follow_once(socket: &std::path::Path, timeout: Duration, wake: &Sender<Wake>) -> Outcome {
+async fn follow_once(
+    socket: &std::path::Path,
+    timeout: Duration,
+    wake: &SyncSender<Wake>,
+) -> Outcome {
     let mut stream = match events::subscribe(socket, timeout).await {
         Ok(stream) => stream,
         Err(e) => {
@@ -73,14 +77,14 @@ async fn follow_once(socket: &std::path::Path, timeout: Duration, wake: &Sender<
     };
     tracing::info!(socket = %socket.display(), "following containerd events");
     // Whatever happened while we were not listening, reread now.
-    if wake.send(Wake::Changed).is_err() {
+    if scanner_gone(wake) {
         return Outcome::ScannerGone;
     }
     loop {
         match stream.next_topic().await {
             Ok(Some(topic)) => {
                 tracing::debug!(%topic, "containerd event");
-                if wake.send(Wake::Changed).is_err() {
+                if scanner_gone(wake) {
                     return Outcome::ScannerGone;
                 }
             }
@@ -98,4 +102,13 @@ async fn follow_once(socket: &std::path::Path, timeout: Duration, wake: &Sender<
             }
         }
     }
+}
+
+/// Wakes the scanner; a wake-up already pending is as good as a new one.
+/// True when the scanner is gone.
+fn scanner_gone(wake: &SyncSender<Wake>) -> bool {
+    matches!(
+        wake.try_send(Wake::Changed),
+        Err(TrySendError::Disconnected(_))
+    )
 }

@@ -66,15 +66,10 @@ impl Scanner {
     /// counts only what this pass walked.
     pub fn pass(&mut self, reread: bool) -> Status {
         let started = Instant::now();
-        let due = self
-            .discovered
-            .as_ref()
-            .is_none_or(|(_, at)| at.elapsed() >= self.settings.resync_interval);
-        if reread || due {
-            self.discovered = Some((inventory::discover(&self.layout), Instant::now()));
-        }
-        let Some((discovered, _)) = &self.discovered else {
-            unreachable!("discovered just above")
+        let resync = self.settings.resync_interval;
+        let (discovered, at) = match self.discovered.take() {
+            Some((d, at)) if !reread && at.elapsed() < resync => (d, at),
+            _ => (inventory::discover(&self.layout), Instant::now()),
         };
         let walk = WalkOptions {
             deadline: Some(started + self.settings.scan_deadline),
@@ -89,8 +84,9 @@ impl Scanner {
         let summary = inventory::summarize(walked.values(), started.elapsed().as_secs_f64());
         let cache = &self.cache;
         let size = |p: &std::path::Path| cache.get(p).or_else(|| walked.get(p).map(|w| w.usage));
-        let mut status = inventory::build(&self.layout, discovered, &size, summary);
+        let mut status = inventory::build(&self.layout, &discovered, &size, summary);
         status.source = "agent".to_string();
+        self.discovered = Some((discovered, at));
         status
     }
 

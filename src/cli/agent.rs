@@ -3,9 +3,8 @@
 //! handlers only copy the latest one, so a scrape never waits for a scan.
 
 use std::process::ExitCode;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,23 +13,29 @@ use headroom::agent::{events, priority};
 use headroom::config::Config;
 use headroom::http::{self, Snapshot};
 use headroom::metrics::ScanTotals;
-use headroom::walk::WalkOptions;
+use headroom::walk::{ErrorKind, WalkOptions};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-/// How long shutdown waits for a pass in progress before exiting anyway.
+/// How long shutdown waits for a pass in progress (the walk is cancelled,
+/// so this is reached only on a slow filesystem) before exiting anyway: a
+/// walk only reads, so ending it with the process is safe.
 const SCANNER_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT, or until the scanner dies (then
+/// it exits with an error so the agent gets restarted).
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))?;
-    Ok(ExitCode::SUCCESS)
+    let outcome = runtime.block_on(serve(config));
+    // The scanner is a plain thread, not a runtime task: nothing here waits
+    // for it beyond SCANNER_GRACE.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome.map(|()| ExitCode::SUCCESS)
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
@@ -44,65 +49,106 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
 
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let (stop, stopping) = watch::channel(false);
-    let (wake, woken) = mpsc::channel();
-    let scanner = spawn_scanner(config, publish, woken)?;
+    // One pending wake-up is enough: the scanner rereads everything anyway.
+    let (wake, woken) = mpsc::sync_channel(1);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (ended, mut scanner_ended) = watch::channel(false);
+    spawn_scanner(config, Arc::clone(&cancel), publish, woken, ended)?;
     let follower = tokio::spawn(events::follow(
         config.layout.containerd_address.clone(),
         config.layout.containerd_timeout,
         wake.clone(),
         stopping,
     ));
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+    let scanner_died = Arc::new(AtomicBool::new(false));
+    let shutdown = {
+        let (cancel, died, mut ended) = (
+            Arc::clone(&cancel),
+            Arc::clone(&scanner_died),
+            scanner_ended.clone(),
+        );
+        async move {
+            tokio::select! {
+                _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+                _ = ended.wait_for(|ended| *ended) => {
+                    died.store(true, Ordering::Relaxed);
+                    tracing::error!("the scanner stopped unexpectedly; exiting so the agent is restarted");
+                }
+            }
+            cancel.store(true, Ordering::Relaxed);
+            let _ = stop.send(true);
         }
-        let _ = stop.send(true);
     };
     let served = http::serve(listener, snapshots, shutdown).await;
-    let _ = wake.send(Wake::Shutdown);
+    let _ = wake.try_send(Wake::Shutdown);
     let _ = follower.await;
-    join_scanner(scanner).await;
-    served.context("serving HTTP")
+    let waited = tokio::time::timeout(SCANNER_GRACE, scanner_ended.wait_for(|ended| *ended)).await;
+    if waited.is_err() {
+        tracing::warn!("a scan was still running at shutdown; exiting without it");
+    }
+    served.context("serving HTTP")?;
+    if scanner_died.load(Ordering::Relaxed) {
+        anyhow::bail!("the scanner stopped unexpectedly");
+    }
+    Ok(())
+}
+
+/// Sets `ended` when dropped: when the scanner returns and also when it
+/// panics, so the agent notices a dead scanner.
+struct EndedGuard(watch::Sender<bool>);
+
+impl Drop for EndedGuard {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
 }
 
 fn spawn_scanner(
     config: &Config,
+    cancel: Arc<AtomicBool>,
     publish: watch::Sender<Arc<Snapshot>>,
     woken: mpsc::Receiver<Wake>,
-) -> anyhow::Result<JoinHandle<()>> {
+    ended: watch::Sender<bool>,
+) -> anyhow::Result<()> {
     let layout = config.layout.clone();
-    let settings = scan_settings(config);
+    let settings = scan_settings(config, cancel);
     let top_n = config.agent.top_n;
     std::thread::Builder::new()
         .name("scanner".into())
         .spawn(move || {
+            let _ended = EndedGuard(ended);
             for failure in priority::lower_current_thread() {
                 tracing::warn!(%failure, "scanning at normal priority");
             }
             let mut totals = ScanTotals::default();
+            let mut ready = false;
             Scanner::new(layout, settings).run(&woken, |status| {
                 totals.record(&status.scan);
+                // Ready once a pass measured everything within its deadline.
+                ready |= !status.scan.errors_by_kind.contains_key(ErrorKind::Deadline.as_str());
                 tracing::info!(
                     files = status.scan.files,
                     errors = status.scan.errors,
                     seconds = status.scan.duration_seconds,
+                    ready,
                     "scan done"
                 );
                 match Snapshot::from_status(&status, &totals, top_n) {
                     Ok(snapshot) => {
-                        publish.send_replace(Arc::new(snapshot));
+                        publish.send_replace(Arc::new(Snapshot { ready, ..snapshot }));
                     }
                     Err(e) => tracing::error!(error = %e, "cannot render the status; serving the previous one"),
                 }
             });
         })
-        .context("starting the scanner thread")
+        .context("starting the scanner thread")?;
+    Ok(())
 }
 
 /// Walker threads: `walk_threads` (0: one per core), never more than
 /// `max_concurrent_walks`.
-fn scan_settings(config: &Config) -> ScanSettings {
+fn scan_settings(config: &Config, cancel: Arc<AtomicBool>) -> ScanSettings {
     let agent = &config.agent;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let wanted = if agent.walk_threads == 0 {
@@ -117,16 +163,8 @@ fn scan_settings(config: &Config) -> ScanSettings {
         scan_deadline: agent.scan_deadline,
         walk: WalkOptions {
             threads: wanted.min(agent.max_concurrent_walks),
+            cancel: Some(cancel),
             ..WalkOptions::default()
         },
-    }
-}
-
-/// Waits for the scanner to finish its pass, but not forever: the process
-/// exiting ends a walk safely (it only reads).
-async fn join_scanner(scanner: JoinHandle<()>) {
-    let joined = tokio::task::spawn_blocking(move || scanner.join());
-    if tokio::time::timeout(SCANNER_GRACE, joined).await.is_err() {
-        tracing::warn!("a scan was still running at shutdown; exiting without it");
     }
 }

@@ -80,8 +80,12 @@ fn spinner() -> ProgressBar {
     bar
 }
 
-/// 2 when any signal is past a hard threshold, 1 on a warning, else 0.
+/// 2 when any signal is past a hard threshold, 1 on a warning, else 0;
+/// 3 when no filesystem could be measured (nothing to judge by).
 fn exit_code(status: &Status) -> u8 {
+    if status.filesystems.is_empty() {
+        return super::EXIT_ERROR;
+    }
     let states = status.prediction.values().map(|p| p.state.as_str());
     states
         .map(|s| match s {

@@ -199,20 +199,21 @@ impl ImageSizes<'_, '_> {
         for chain in dedup(&img.layers) {
             let key = (runtime, img.namespace.as_str(), chain);
             let u = self.layers.get(&key).copied().unwrap_or_default();
-            out.disk_bytes += u.disk_bytes;
-            out.apparent_bytes += u.apparent_bytes;
+            out.disk_bytes = out.disk_bytes.saturating_add(u.disk_bytes);
+            out.apparent_bytes = out.apparent_bytes.saturating_add(u.apparent_bytes);
             if self.layer_refs.get(&key).copied().unwrap_or(0) <= 1 {
-                out.unique_disk_bytes += u.disk_bytes;
-                out.unique_apparent_bytes += u.apparent_bytes;
+                out.unique_disk_bytes = out.unique_disk_bytes.saturating_add(u.disk_bytes);
+                out.unique_apparent_bytes =
+                    out.unique_apparent_bytes.saturating_add(u.apparent_bytes);
             }
         }
         out.shared_disk_bytes = out.disk_bytes - out.unique_disk_bytes;
         out.shared_apparent_bytes = out.apparent_bytes - out.unique_apparent_bytes;
         for digest in dedup(&img.blobs) {
             let bytes = self.blobs.get(digest).map_or(0, |u| u.disk_bytes);
-            out.content_bytes += bytes;
+            out.content_bytes = out.content_bytes.saturating_add(bytes);
             if self.blob_refs.get(digest).copied().unwrap_or(0) <= 1 {
-                out.unique_content_bytes += bytes;
+                out.unique_content_bytes = out.unique_content_bytes.saturating_add(bytes);
             }
         }
         out
@@ -250,12 +251,12 @@ fn reclaimable(
     let layer_bytes: u64 = freed_layers
         .difference(&kept_layers)
         .map(|k| layer_sizes.get(k).map_or(0, |u| u.disk_bytes))
-        .sum();
+        .fold(0, u64::saturating_add);
     let blob_bytes: u64 = freed_blobs
         .difference(&kept_blobs)
         .map(|k| blob_sizes.get(k).map_or(0, |u| u.disk_bytes))
-        .sum();
-    layer_bytes + blob_bytes
+        .fold(0, u64::saturating_add);
+    layer_bytes.saturating_add(blob_bytes)
 }
 
 fn layers(
@@ -294,8 +295,12 @@ fn containers(
     pod_logs: &[PodLogs],
     size: &dyn Fn(&Path) -> Usage,
 ) -> Vec<Container> {
-    let log_bytes =
-        |files: &[std::path::PathBuf]| files.iter().map(|f| size(f).disk_bytes).sum::<u64>();
+    let log_bytes = |files: &[std::path::PathBuf]| {
+        files
+            .iter()
+            .map(|f| size(f).disk_bytes)
+            .fold(0, u64::saturating_add)
+    };
     let mut unclaimed: Vec<Option<&PodLogs>> = pod_logs.iter().map(Some).collect();
     let mut out = Vec::new();
     for d in discoveries {
@@ -313,7 +318,8 @@ fn containers(
                 writable_path: c.writable_dir.as_ref().map(|p| p.display().to_string()),
                 writable_disk_bytes: writable.disk_bytes,
                 writable_apparent_bytes: writable.apparent_bytes,
-                log_bytes: log_bytes(&c.log_files) + pod_log.map_or(0, |l| log_bytes(&l.files)),
+                log_bytes: log_bytes(&c.log_files)
+                    .saturating_add(pod_log.map_or(0, |l| log_bytes(&l.files))),
             });
         }
     }
@@ -328,7 +334,7 @@ fn containers(
 }
 
 fn total(c: &Container) -> u64 {
-    c.writable_disk_bytes + c.log_bytes
+    c.writable_disk_bytes.saturating_add(c.log_bytes)
 }
 
 /// Pod logs belong to the first container of that pod UID and name; restarts

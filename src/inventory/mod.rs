@@ -133,7 +133,10 @@ pub fn build(
         layers: attributed.layers,
         containers: attributed.containers,
         pulls: Vec::new(),
-        reclaimable_bytes: attributed.reclaimable.values().sum(),
+        reclaimable_bytes: attributed
+            .reclaimable
+            .values()
+            .fold(0, |a, b| a.saturating_add(*b)),
         reclaimable_by_runtime: attributed
             .reclaimable
             .iter()
@@ -249,8 +252,13 @@ fn thresholds_source(kubelet: &KubeletConfig, asked: &Path) -> String {
 /// snapshotter when containerd answered, else Docker's root.
 fn imagefs_root(layout: &NodeLayout, discoveries: &[Discovery]) -> PathBuf {
     let by = |kind| discoveries.iter().find(|d| d.runtime == kind);
+    // Docker 20.10 (and cri-dockerd nodes) run their own containerd, which
+    // answers but holds no images: then the image store is Docker's.
+    let holds_images = |d: &&Discovery| !d.images.is_empty() || !d.layers.is_empty();
     by(RuntimeKind::Containerd)
+        .filter(holds_images)
         .or_else(|| by(RuntimeKind::Docker))
+        .or_else(|| by(RuntimeKind::Containerd))
         .map(|d| d.image_root.clone())
         .unwrap_or_else(|| layout.containerd_root.clone())
 }
