@@ -17,6 +17,8 @@ pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod podlogs;
+pub mod predict;
+pub mod registry;
 pub mod report;
 pub mod runtime;
 pub mod walk;

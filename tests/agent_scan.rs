@@ -1,0 +1,551 @@
+//! The agent's incremental scanner ([`Scanner`]) on a Docker overlay2 store
+//! written in a temp dir the way dockerd writes it, with containerd pointed
+//! at a socket and root that do not exist. Oracles: `find` counts the
+//! entries a pass should walk, GNU `du -s -B1` (and `--apparent-size`,
+//! `--inodes`) the sizes it should report.
+//!
+//! Some tests need a pass to stall between reading the metadata and walking
+//! (to remove a layer, or to let the deadline pass, at a known moment): they
+//! point containerd's address at a Unix socket that accepts and never
+//! answers. Docker's store is read before containerd is asked, so the accept
+//! says the metadata has been read; the walk starts once containerd's
+//! timeout has run out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use headroom::agent::scanner::{ScanSettings, Scanner};
+use headroom::layout::NodeLayout;
+use headroom::report::Status;
+use headroom::walk::WalkOptions;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// A stable fake 64-hex ID.
+fn hex(label: &str) -> String {
+    format!("{:x}", Sha256::digest(label.as_bytes()))
+}
+
+/// The chain IDs of `diff_ids`, base first: ChainID(d0) = d0,
+/// ChainID(..n) = sha256(ChainID(..n-1) + " " + dn).
+fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut chains: Vec<String> = Vec::new();
+    for d in diff_ids {
+        let chain = match chains.last() {
+            None => d.clone(),
+            Some(parent) => format!("sha256:{:x}", Sha256::digest(format!("{parent} {d}"))),
+        };
+        chains.push(chain);
+    }
+    chains
+}
+
+/// A node: a Docker root, a kubelet root and pod logs in one temp dir.
+struct Node {
+    dir: tempfile::TempDir,
+}
+
+/// One committed layer of the fixture.
+#[derive(Debug, Clone)]
+struct FixtureLayer {
+    chain: String,
+    dir: PathBuf,
+}
+
+impl Node {
+    fn new() -> Node {
+        let node = Node {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for rel in [
+            "docker/image/overlay2/imagedb/content/sha256",
+            "docker/image/overlay2/layerdb/sha256",
+            "docker/image/overlay2/layerdb/mounts",
+            "docker/containers",
+            "kubelet",
+            "pods",
+        ] {
+            fs::create_dir_all(node.path(rel)).unwrap();
+        }
+        node
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn docker(&self, rel: &str) -> PathBuf {
+        self.path("docker").join(rel)
+    }
+
+    fn write(&self, path: &Path, contents: impl AsRef<[u8]>) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+
+    /// Where the node's pieces are; containerd is nowhere unless `containerd`.
+    fn layout(&self, containerd: Option<&Path>, timeout: Duration) -> NodeLayout {
+        NodeLayout {
+            docker_root: self.path("docker"),
+            containerd_address: containerd.map_or_else(
+                || self.path("no-containerd/containerd.sock"),
+                Path::to_path_buf,
+            ),
+            containerd_root: self.path("no-containerd/root"),
+            containerd_timeout: timeout,
+            kubelet_root: self.path("kubelet"),
+            kubelet_config: self.path("kubelet/config.yaml"),
+            pod_logs: self.path("pods"),
+        }
+    }
+
+    /// Layers for `names` stacked base first, each holding `files[i]` files;
+    /// the layer DB entries and overlay2 directories as dockerd writes them.
+    fn layers(&self, names: &[&str], files: &[usize]) -> Vec<FixtureLayer> {
+        let diffs: Vec<String> = names
+            .iter()
+            .map(|n| format!("sha256:{}", hex(&format!("diff {n}"))))
+            .collect();
+        let chains = chain_ids(&diffs);
+        let mut out: Vec<FixtureLayer> = Vec::new();
+        for (i, chain) in chains.iter().enumerate() {
+            let entry = self.docker(&format!("image/overlay2/layerdb/sha256/{}", &chain[7..]));
+            let cache_id = hex(&format!("cache {chain}"));
+            self.write(&entry.join("cache-id"), &cache_id);
+            self.write(&entry.join("diff"), &diffs[i]);
+            self.write(&entry.join("size"), "0");
+            if let Some(parent) = out.last() {
+                self.write(&entry.join("parent"), &parent.chain);
+            }
+            let dir = self.docker(&format!("overlay2/{cache_id}/diff"));
+            fill(&dir, files[i], names[i]);
+            out.push(FixtureLayer {
+                chain: chain.clone(),
+                dir,
+            });
+        }
+        out
+    }
+
+    /// An image config naming the diff IDs of `layers`' chain; returns its ID.
+    fn image(&self, names: &[&str], reference: &str) -> String {
+        let diffs: Vec<String> = names
+            .iter()
+            .map(|n| format!("sha256:{}", hex(&format!("diff {n}"))))
+            .collect();
+        let config = json!({
+            "architecture": "amd64", "os": "linux",
+            "created": "2024-02-03T04:05:06Z",
+            "rootfs": {"type": "layers", "diff_ids": diffs},
+        });
+        let bytes = serde_json::to_vec(&config).unwrap();
+        let id = format!("{:x}", Sha256::digest(&bytes));
+        self.write(
+            &self.docker(&format!("image/overlay2/imagedb/content/sha256/{id}")),
+            bytes,
+        );
+        let repos = self.docker("image/overlay2/repositories.json");
+        let mut all: serde_json::Value = fs::read(&repos)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| json!({"Repositories": {}}));
+        let repo = reference.split(':').next().unwrap();
+        all["Repositories"][repo][reference] = json!(format!("sha256:{id}"));
+        self.write(&repos, serde_json::to_vec(&all).unwrap());
+        format!("sha256:{id}")
+    }
+
+    /// A container with `files` files in its writable layer and `logs`
+    /// json-file logs; returns its writable dir and log files.
+    fn container(
+        &self,
+        label: &str,
+        image_id: &str,
+        files: usize,
+        logs: usize,
+    ) -> (PathBuf, Vec<PathBuf>) {
+        let id = hex(&format!("container {label}"));
+        let dir = self.docker(&format!("containers/{id}"));
+        let config = json!({
+            "ID": id, "Name": format!("/{label}"), "Image": image_id,
+            "Config": {"Image": "demo/app:1", "Labels": {}},
+            "State": {"Running": true}, "Driver": "overlay2",
+        });
+        self.write(
+            &dir.join("config.v2.json"),
+            serde_json::to_vec(&config).unwrap(),
+        );
+        let log_files: Vec<PathBuf> = (0..logs)
+            .map(|i| {
+                let suffix = if i == 0 {
+                    String::new()
+                } else {
+                    format!(".{i}")
+                };
+                let path = dir.join(format!("{id}-json.log{suffix}"));
+                self.write(&path, "{\"log\":\"hello\\n\"}\n".repeat(100 * (i + 1)));
+                path
+            })
+            .collect();
+        let mount_id = hex(&format!("mount {label}"));
+        self.write(
+            &self.docker(&format!("image/overlay2/layerdb/mounts/{id}/mount-id")),
+            &mount_id,
+        );
+        let rw = self.docker(&format!("overlay2/{mount_id}/diff"));
+        fill(&rw, files, label);
+        (rw, log_files)
+    }
+
+    /// A pod log file under the pod-logs root.
+    fn pod_log(&self, rel: &str, bytes: usize) -> PathBuf {
+        let path = self.path("pods").join(rel);
+        self.write(&path, vec![b'l'; bytes]);
+        path
+    }
+}
+
+/// `files` files of assorted sizes in a few nested directories under `dir`.
+fn fill(dir: &Path, files: usize, tag: &str) {
+    fs::create_dir_all(dir).unwrap();
+    for i in 0..files {
+        let sub = dir.join(format!("usr/lib/pkg{}/d{}", i % 7, i % 3));
+        if i < 21 {
+            fs::create_dir_all(&sub).unwrap();
+        }
+        fs::write(sub.join(format!("{tag}-{i}")), vec![b'x'; (i * 37) % 9000]).unwrap();
+    }
+}
+
+/// Entries below and including `path`, as `find` counts them.
+fn find_count(path: &Path) -> u64 {
+    let out = Command::new("find").arg(path).output().unwrap();
+    assert!(out.status.success(), "find {path:?}: {out:?}");
+    out.stdout.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// GNU du's total for `path` with `args`.
+fn du(args: &[&str], path: &Path) -> u64 {
+    let out = Command::new("du").args(args).arg(path).output().unwrap();
+    assert!(out.status.success(), "du {path:?}: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// (disk, apparent, inodes) as du reports them.
+fn du_figures(path: &Path) -> (u64, u64, u64) {
+    (
+        du(&["-s", "-B1"], path),
+        du(&["-s", "-B1", "--apparent-size"], path),
+        du(&["-s", "--inodes"], path),
+    )
+}
+
+fn settings(deadline: Duration) -> ScanSettings {
+    ScanSettings {
+        rescan_interval: Duration::from_secs(60),
+        rescan_jitter: 0.0,
+        // Only `reread` rereads the metadata in these tests.
+        resync_interval: Duration::from_secs(3600),
+        scan_deadline: deadline,
+        walk: WalkOptions {
+            threads: 2,
+            ..WalkOptions::default()
+        },
+    }
+}
+
+fn scanner(layout: NodeLayout, deadline: Duration) -> Scanner {
+    Scanner::new(layout, settings(deadline))
+}
+
+/// Layer path → (disk, apparent, inodes) in the document.
+fn layer_figures(status: &Status) -> BTreeMap<String, (u64, u64, u64)> {
+    status
+        .layers
+        .iter()
+        .map(|l| (l.path.clone(), (l.disk_bytes, l.apparent_bytes, l.inodes)))
+        .collect()
+}
+
+/// Layer path → du's figures, for `layers`.
+fn du_layers(layers: &[&FixtureLayer]) -> BTreeMap<String, (u64, u64, u64)> {
+    layers
+        .iter()
+        .map(|l| (l.dir.display().to_string(), du_figures(&l.dir)))
+        .collect()
+}
+
+fn error_kinds(status: &Status) -> BTreeSet<String> {
+    status.scan.errors_by_kind.keys().cloned().collect()
+}
+
+/// Containerd's stand-in for the stalling tests: accepts one connection,
+/// says so on the returned channel, and holds it unanswered until dropped.
+struct SilentContainerd {
+    path: PathBuf,
+    accepted: mpsc::Receiver<()>,
+    _listener: thread::JoinHandle<()>,
+}
+
+impl SilentContainerd {
+    fn new(path: PathBuf) -> SilentContainerd {
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, accepted) = mpsc::channel();
+        let handle = thread::spawn(move || {
+            let mut held = Vec::new();
+            // Every connection is held open and never answered. The thread
+            // then waits in accept until the test process ends.
+            while let Ok((stream, _)) = listener.accept() {
+                held.push(stream);
+                if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        SilentContainerd {
+            path,
+            accepted,
+            _listener: handle,
+        }
+    }
+
+    /// Blocks until the scanner has connected (Docker's store has been read).
+    fn wait_for_connection(&self) {
+        self.accepted
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the scanner never asked containerd");
+    }
+}
+
+impl Drop for SilentContainerd {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The first pass walks the layers, the writable layers and the logs; later
+/// passes (nothing changed, reread or not) only the writable layers and the
+/// logs, while the document still carries every layer's du-equal figures.
+#[test]
+fn layers_are_walked_once_and_the_rest_every_pass() {
+    let node = Node::new();
+    let layers = node.layers(&["base", "runtime", "app"], &[400, 250, 120]);
+    let other = node.layers(&["base", "tools"], &[400, 90]);
+    let app = node.image(&["base", "runtime", "app"], "demo/app:1");
+    let tools = node.image(&["base", "tools"], "demo/tools:1");
+    let (rw_a, logs_a) = node.container("web", &app, 60, 3);
+    let (rw_b, logs_b) = node.container("job", &tools, 15, 1);
+    let pod_logs = [
+        node.pod_log("shop_web-1_0b0e6c1a-1111/nginx/0.log", 3000),
+        node.pod_log(
+            "shop_web-1_0b0e6c1a-1111/nginx/0.log.20240101-120000.gz",
+            700,
+        ),
+    ];
+    let all_layers: Vec<&FixtureLayer> = layers.iter().chain(&other[1..]).collect();
+
+    // The independent counts: find over what the fixture created.
+    let layer_entries: u64 = all_layers.iter().map(|l| find_count(&l.dir)).sum();
+    let log_entries = (logs_a.len() + logs_b.len() + pod_logs.len()) as u64;
+    assert!(layer_entries > 860 && log_entries == 6);
+    // Read again each time: a writable layer may have grown meanwhile.
+    let mutable_entries = || find_count(&rw_a) + find_count(&rw_b) + log_entries;
+
+    let mut scanner = scanner(
+        node.layout(None, Duration::from_secs(1)),
+        Duration::from_secs(120),
+    );
+    let first = scanner.pass(true);
+    assert_eq!(first.source, "agent");
+    assert_eq!(first.scan.errors, 0, "{:?}", first.scan.error_samples);
+    assert_eq!(first.scan.files, layer_entries + mutable_entries());
+    assert_eq!(layer_figures(&first), du_layers(&all_layers));
+    assert_eq!(first.images.len(), 2);
+    assert_eq!(
+        first.containers.len(),
+        3,
+        "two containers and the pod's logs"
+    );
+
+    for reread in [false, true] {
+        let again = scanner.pass(reread);
+        assert_eq!(again.scan.errors, 0, "{:?}", again.scan.error_samples);
+        assert_eq!(again.scan.files, mutable_entries(), "reread: {reread}");
+        assert_eq!(layer_figures(&again), du_layers(&all_layers));
+    }
+
+    // A writable layer that grew is measured again, the layers still not.
+    fill(&rw_a.join("tmp/cache"), 40, "grown");
+    let grown = scanner.pass(false);
+    assert_eq!(grown.scan.files, mutable_entries());
+    let web = grown
+        .containers
+        .iter()
+        .find(|c| c.writable_path.as_deref() == Some(rw_a.to_str().unwrap()))
+        .unwrap();
+    assert_eq!(web.writable_disk_bytes, du(&["-s", "-B1"], &rw_a));
+    assert_eq!(layer_figures(&grown), du_layers(&all_layers));
+}
+
+/// A layer removed (contents and all) while a pass walks it: the pass
+/// returns, any error is a vanished entry, and once Docker has dropped the
+/// layer from its layer DB the next pass lists the others with du's sizes.
+#[test]
+fn a_layer_removed_during_a_pass_is_harmless() {
+    let node = Node::new();
+    let layers = node.layers(&["base", "big"], &[300, 20_000]);
+    let keep = node.layers(&["base", "small"], &[300, 200]);
+    node.image(&["base", "big"], "demo/big:1");
+    node.image(&["base", "small"], "demo/small:1");
+    let silent = SilentContainerd::new(node.path("containerd.sock"));
+    let layout = node.layout(Some(&silent.path), Duration::from_millis(300));
+    let mut scanner = scanner(layout, Duration::from_secs(120));
+
+    let big = layers[1].clone();
+    let status = thread::scope(|s| {
+        let pass = s.spawn(|| scanner.pass(true));
+        // Docker's store has been read; the walk starts within the timeout,
+        // while the removal runs.
+        silent.wait_for_connection();
+        fs::remove_dir_all(&big.dir).unwrap();
+        pass.join().expect("the pass panicked")
+    });
+    let kinds = error_kinds(&status);
+    assert!(
+        kinds.is_subset(&BTreeSet::from(["vanished".to_string()])),
+        "{:?}",
+        status.scan.error_samples
+    );
+    drop(silent);
+
+    // Docker drops the layer DB entry (and the overlay2 dir, gone already).
+    fs::remove_dir_all(node.docker(&format!(
+        "image/overlay2/layerdb/sha256/{}",
+        &big.chain[7..]
+    )))
+    .unwrap();
+    let after = scanner.pass(true);
+    assert_eq!(after.scan.errors, 0, "{:?}", after.scan.error_samples);
+    assert!(after.layers.iter().all(|l| l.id != big.chain));
+    let rest: Vec<&FixtureLayer> = vec![&layers[0], &keep[1]];
+    assert_eq!(layer_figures(&after), du_layers(&rest));
+}
+
+/// A layer whose directory vanished between the metadata read and the walk
+/// (the metadata still lists it) is not cached: the next pass walks it again
+/// and reports what is there then.
+#[test]
+fn a_layer_that_vanished_mid_pass_is_measured_again() {
+    let node = Node::new();
+    let layers = node.layers(&["base", "app"], &[300, 500]);
+    node.image(&["base", "app"], "demo/app:1");
+    let silent = SilentContainerd::new(node.path("containerd.sock"));
+    let layout = node.layout(Some(&silent.path), Duration::from_millis(300));
+    let mut scanner = scanner(layout, Duration::from_secs(120));
+
+    let app = &layers[1];
+    let moved = node.path("moved-away");
+    let status = thread::scope(|s| {
+        let pass = s.spawn(|| scanner.pass(true));
+        silent.wait_for_connection();
+        fs::rename(&app.dir, &moved).unwrap();
+        pass.join().expect("the pass panicked")
+    });
+    assert_eq!(
+        error_kinds(&status),
+        BTreeSet::from(["vanished".to_string()])
+    );
+    assert!(status
+        .scan
+        .error_samples
+        .iter()
+        .any(|e| e.path == app.dir.display().to_string()));
+    drop(silent);
+
+    // The same directory is back with other content; the metadata never changed.
+    fs::rename(&moved, &app.dir).unwrap();
+    fill(&app.dir.join("opt/more"), 150, "more");
+    let again = scanner.pass(false);
+    assert_eq!(again.scan.errors, 0, "{:?}", again.scan.error_samples);
+    assert_eq!(
+        again.scan.files,
+        find_count(&app.dir),
+        "only the layer that was not measured is walked"
+    );
+    assert_eq!(layer_figures(&again), du_layers(&[&layers[0], app]));
+}
+
+/// With a deadline that has passed before the walk starts, a pass returns
+/// at once with deadline errors only, and the next pass walks the layers
+/// again (the partial walk was not cached).
+#[test]
+fn a_passed_deadline_cuts_the_pass_and_caches_nothing() {
+    let node = Node::new();
+    let layers = node.layers(&["base", "app"], &[2000, 500]);
+    let app = node.image(&["base", "app"], "demo/app:1");
+    let (rw, logs) = node.container("web", &app, 50, 1);
+    let all_entries: u64 = layers.iter().map(|l| find_count(&l.dir)).sum::<u64>()
+        + find_count(&rw)
+        + logs.len() as u64;
+
+    let mut scanner = scanner(
+        node.layout(None, Duration::from_secs(1)),
+        Duration::from_nanos(1),
+    );
+    for _ in 0..2 {
+        let started = Instant::now();
+        let cut = scanner.pass(true);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(error_kinds(&cut), BTreeSet::from(["deadline".to_string()]));
+        // Each directory root is left unlisted; each root (and each log
+        // file) is one entry.
+        let roots = (layers.len() + 1 + logs.len()) as u64;
+        assert_eq!(cut.scan.errors, (layers.len() + 1) as u64);
+        assert_eq!(cut.scan.files, roots);
+        assert!(cut.scan.files < all_entries);
+    }
+}
+
+/// A pass cut by the deadline, then one within it on the same scanner: the
+/// second reports du's sizes, so nothing partial was kept from the first.
+#[test]
+fn after_a_deadline_the_next_pass_reports_whole_sizes() {
+    let node = Node::new();
+    let layers = node.layers(&["base", "app"], &[1500, 600]);
+    node.image(&["base", "app"], "demo/app:1");
+    let silent = SilentContainerd::new(node.path("containerd.sock"));
+    // containerd's timeout (1s) outlasts the deadline (500ms): the first
+    // pass starts walking after its deadline.
+    let layout = node.layout(Some(&silent.path), Duration::from_secs(1));
+    let mut scanner = scanner(layout, Duration::from_millis(500));
+
+    let cut = scanner.pass(true);
+    assert_eq!(error_kinds(&cut), BTreeSet::from(["deadline".to_string()]));
+    let all: Vec<&FixtureLayer> = layers.iter().collect();
+    assert_ne!(
+        layer_figures(&cut),
+        du_layers(&all),
+        "the first pass was cut"
+    );
+
+    // containerd is gone now: the metadata is read at once and the walk
+    // fits in the deadline.
+    drop(silent);
+    let whole = scanner.pass(true);
+    assert_eq!(whole.scan.errors, 0, "{:?}", whole.scan.error_samples);
+    let entries: u64 = layers.iter().map(|l| find_count(&l.dir)).sum();
+    assert_eq!(whole.scan.files, entries);
+    assert_eq!(layer_figures(&whole), du_layers(&all));
+}

@@ -1,0 +1,1052 @@
+//! The registry client against a real `docker-registry` on loopback (images
+//! built offline with umoci and busybox, pushed with skopeo as OCI, as
+//! Docker schema 2 and as a multi-arch index; oracles: `skopeo inspect`,
+//! coreutils `sha256sum`, `gzip -dc`), and against in-process fake
+//! registries for the Bearer/Basic flows, redirects and failures.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::Router;
+use base64::Engine as _;
+use headroom::registry::{
+    resolve, Credentials, Error, Options, Platform, Reference, ResolvedImage,
+};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------- helpers
+
+/// Whether every tool is installed; without one the test is skipped with a
+/// message, except under CI (env `CI` set), where it fails.
+fn have(tools: &[&str]) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = |tool: &str| {
+        Path::new(tool).is_absolute() && Path::new(tool).exists()
+            || std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+    };
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !found(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "missing {} (apt-get install docker-registry skopeo umoci busybox-static)",
+        missing.join(", ")
+    );
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    eprintln!("skipping: {message}");
+    false
+}
+
+/// Runs `program args` in `dir`, asserting success; returns stdout.
+fn run(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `sha256:<hex>` of `bytes` per coreutils `sha256sum` (the oracle).
+fn sha256sum(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+/// Chain IDs of `diff_ids` computed with `sha256sum`.
+fn chain_ids_oracle(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for diff in diff_ids {
+        let next = match out.last() {
+            None => diff.clone(),
+            Some(parent) => sha256sum(format!("{parent} {diff}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// The digest of the uncompressed contents of a gzip file (`gzip -dc | sha256sum`).
+fn gunzipped_digest(path: &Path) -> String {
+    let out = Command::new("gzip").arg("-dc").arg(path).output().unwrap();
+    assert!(out.status.success(), "gzip -dc {}", path.display());
+    sha256sum(&out.stdout)
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the service).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn parse(reference: &str) -> Reference {
+    reference.parse().unwrap()
+}
+
+fn plain() -> Options {
+    Options {
+        insecure_plain_http: true,
+        timeout: Duration::from_secs(10),
+        ..Options::default()
+    }
+}
+
+// ------------------------------------------------- a real docker-registry
+
+/// A `docker-registry` child on loopback, killed by its pid on drop (also
+/// when the test fails).
+struct RealRegistry {
+    child: Child,
+    host: String,
+    log: PathBuf,
+}
+
+impl RealRegistry {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+                dir.join("registry").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("registry.log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("registry.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut registry = RealRegistry {
+            child,
+            host: format!("127.0.0.1:{port}"),
+            log,
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "docker-registry exited ({status}); see {}",
+                    self.log.display()
+                );
+            }
+            if TcpStream::connect(&self.host).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "docker-registry did not listen on {} within 15 s",
+            self.host
+        );
+    }
+}
+
+impl Drop for RealRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds, in the OCI layout `oci`, image `amd` (busybox layer + one file,
+/// linux/amd64), image `arm` (one layer, linux/arm64/v8) and an index
+/// `multi` holding both.
+fn build_images(dir: &Path) {
+    run(dir, "umoci", &["init", "--layout", "oci"]);
+    let layer = |image: &str, edit: &dyn Fn(&Path)| {
+        let bundle = dir.join("bundle");
+        run(
+            dir,
+            "umoci",
+            &["unpack", "--rootless", "--image", image, "bundle"],
+        );
+        edit(&bundle.join("rootfs"));
+        run(dir, "umoci", &["repack", "--image", image, "bundle"]);
+        std::fs::remove_dir_all(&bundle).unwrap();
+    };
+    run(dir, "umoci", &["new", "--image", "oci:amd"]);
+    layer("oci:amd", &|rootfs| {
+        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    });
+    layer("oci:amd", &|rootfs| {
+        std::fs::write(rootfs.join("hello"), "hello\n").unwrap()
+    });
+    run(
+        dir,
+        "umoci",
+        &["config", "--image", "oci:amd", "--config.cmd", "/bin/sh"],
+    );
+    run(dir, "umoci", &["new", "--image", "oci:arm"]);
+    run(
+        dir,
+        "umoci",
+        &["config", "--image", "oci:arm", "--architecture", "arm64"],
+    );
+    layer("oci:arm", &|rootfs| {
+        std::fs::write(rootfs.join("arm"), "arm\n").unwrap()
+    });
+    write_index(&dir.join("oci"));
+}
+
+/// Adds to the layout an OCI index `multi` of `amd` and `arm`.
+fn write_index(layout: &Path) {
+    let index_path = layout.join("index.json");
+    let mut top: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entry = |name: &str| -> Value {
+        let entries = top["manifests"].as_array().unwrap();
+        let found = entries
+            .iter()
+            .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == name)
+            .unwrap();
+        json!({"mediaType": found["mediaType"], "digest": found["digest"], "size": found["size"]})
+    };
+    let (mut amd, mut arm) = (entry("amd"), entry("arm"));
+    amd["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    arm["platform"] = json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [arm, amd],
+    }))
+    .unwrap();
+    let digest = sha256sum(&index);
+    std::fs::write(layout.join("blobs/sha256").join(&digest[7..]), &index).unwrap();
+    top["manifests"].as_array_mut().unwrap().push(json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": digest,
+        "size": index.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"},
+    }));
+    std::fs::write(index_path, serde_json::to_vec(&top).unwrap()).unwrap();
+}
+
+/// `skopeo inspect --raw [--config]` of `reference` over plain HTTP.
+fn skopeo_raw(dir: &Path, reference: &str, config: bool) -> Vec<u8> {
+    let target = format!("docker://{reference}");
+    let mut args = vec!["inspect", "--tls-verify=false", "--raw"];
+    if config {
+        args.push("--config");
+    }
+    args.push(&target);
+    run(dir, "skopeo", &args)
+}
+
+/// Checks `image` against skopeo's view of `reference`, sha256sum, and
+/// the layer blobs of the layout (`gzip -dc | sha256sum` = diff ID).
+fn assert_matches_skopeo(dir: &Path, reference: &str, image: &ResolvedImage) {
+    let raw = skopeo_raw(dir, reference, false);
+    assert_eq!(image.manifest_digest, sha256sum(&raw), "{reference}");
+    let manifest: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        image.config_digest, manifest["config"]["digest"],
+        "{reference}"
+    );
+    let config_raw = skopeo_raw(dir, reference, true);
+    assert_eq!(image.config_digest, sha256sum(&config_raw), "{reference}");
+    let config: Value = serde_json::from_slice(&config_raw).unwrap();
+    let diff_ids: Vec<String> =
+        serde_json::from_value(config["rootfs"]["diff_ids"].clone()).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(image.layers.len(), layers.len(), "{reference}");
+    for ((got, want), diff_id) in image.layers.iter().zip(layers).zip(&diff_ids) {
+        assert_eq!(got.digest, want["digest"]);
+        assert_eq!(got.compressed_size, want["size"].as_u64().unwrap());
+        assert_eq!(got.media_type, want["mediaType"]);
+        assert_eq!(&got.diff_id, diff_id);
+        let blob = dir.join("oci/blobs/sha256").join(&got.digest[7..]);
+        assert_eq!(got.diff_id, gunzipped_digest(&blob), "{}", blob.display());
+    }
+    assert_eq!(image.chain_ids, chain_ids_oracle(&diff_ids), "{reference}");
+    assert_eq!(image.platform.os, config["os"]);
+    assert_eq!(image.platform.architecture, config["architecture"]);
+}
+
+#[test]
+fn a_real_registry_resolves_as_skopeo_sees_it() {
+    if !have(&[
+        "docker-registry",
+        "umoci",
+        "skopeo",
+        "/bin/busybox",
+        "gzip",
+        "sha256sum",
+    ]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let registry = RealRegistry::start(dir);
+    let host = registry.host.as_str();
+    build_images(dir);
+    let push = |source: &str, target: &str, extra: &[&str]| {
+        let dest = format!("docker://{host}/{target}");
+        let mut args = vec!["copy", "--quiet", "--dest-tls-verify=false"];
+        args.extend(extra);
+        args.extend([source, dest.as_str()]);
+        run(dir, "skopeo", &args);
+    };
+    push("oci:oci:amd", "demo/app:oci", &[]);
+    push("oci:oci:amd", "demo/app:v2s2", &["--format", "v2s2"]);
+    push("oci:oci:multi", "demo/multi:1", &["--all"]);
+
+    // One image as an OCI manifest and as Docker schema 2.
+    for (tag, media_type) in [
+        ("oci", "application/vnd.oci.image.manifest.v1+json"),
+        (
+            "v2s2",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        ),
+    ] {
+        let reference = format!("{host}/demo/app:{tag}");
+        let image = resolve(&parse(&reference), &plain()).unwrap();
+        assert_eq!(image.manifest_media_type, media_type);
+        assert_eq!(image.index_digest, None);
+        assert_eq!(image.layers.len(), 2);
+        assert_matches_skopeo(dir, &reference, &image);
+        // Pinned by digest (with and without the tag), the same image.
+        for pinned in [
+            format!("{reference}@{}", image.manifest_digest),
+            format!("{host}/demo/app@{}", image.manifest_digest),
+        ] {
+            let again = resolve(&parse(&pinned), &plain()).unwrap();
+            assert_eq!(
+                (&again.manifest_digest, &again.chain_ids),
+                (&image.manifest_digest, &image.chain_ids)
+            );
+        }
+    }
+
+    // The multi-arch index: linux/amd64 by default, arm64 when asked.
+    let reference = format!("{host}/demo/multi:1");
+    let raw_index = skopeo_raw(dir, &reference, false);
+    let index: Value = serde_json::from_slice(&raw_index).unwrap();
+    let entry_for = |arch: &str| {
+        let entries = index["manifests"].as_array().unwrap();
+        let entry = entries
+            .iter()
+            .find(|e| e["platform"]["architecture"] == arch)
+            .unwrap();
+        entry["digest"].as_str().unwrap().to_string()
+    };
+    let amd = resolve(&parse(&reference), &plain()).unwrap();
+    assert_eq!(
+        amd.index_digest.as_deref(),
+        Some(sha256sum(&raw_index).as_str())
+    );
+    assert_eq!(amd.manifest_digest, entry_for("amd64"));
+    assert_matches_skopeo(
+        dir,
+        &format!("{host}/demo/multi@{}", amd.manifest_digest),
+        &amd,
+    );
+    let arm64 = Options {
+        platform: "linux/arm64".parse().unwrap(),
+        ..plain()
+    };
+    let arm = resolve(&parse(&reference), &arm64).unwrap();
+    assert_eq!(arm.manifest_digest, entry_for("arm64"));
+    assert_eq!(arm.platform.architecture, "arm64");
+    assert_matches_skopeo(
+        dir,
+        &format!("{host}/demo/multi@{}", arm.manifest_digest),
+        &arm,
+    );
+    let by_index = resolve(
+        &parse(&format!("{host}/demo/multi@{}", sha256sum(&raw_index))),
+        &arm64,
+    )
+    .unwrap();
+    assert_eq!(
+        by_index,
+        ResolvedImage {
+            reference: by_index.reference.clone(),
+            ..arm
+        }
+    );
+
+    // What the registry does not have, or cannot offer.
+    let s390x = Options {
+        platform: Platform {
+            os: "linux".into(),
+            architecture: "s390x".into(),
+            variant: None,
+        },
+        ..plain()
+    };
+    let err = resolve(&parse(&reference), &s390x).unwrap_err();
+    assert!(
+        matches!(&err, Error::NoPlatform { offered, .. } if offered == "linux/arm64/v8, linux/amd64"),
+        "{err}"
+    );
+    let err = resolve(&parse(&format!("{host}/demo/app:nope")), &plain()).unwrap_err();
+    let want_url = format!("http://{host}/v2/demo/app/manifests/nope");
+    assert!(
+        matches!(&err, Error::ManifestUnknown { url, reference, .. } if *url == want_url && reference.ends_with("demo/app:nope")),
+        "{err}"
+    );
+    let absent = format!("{host}/demo/app@sha256:{}", "0".repeat(64));
+    assert!(matches!(
+        resolve(&parse(&absent), &plain()),
+        Err(Error::ManifestUnknown { .. })
+    ));
+
+    // HTTPS is the default: this registry speaks plain HTTP only.
+    let err = resolve(&parse(&format!("{host}/demo/app:oci")), &Options::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unreachable { url, .. } if url.starts_with("https://")),
+        "{err}"
+    );
+    drop(registry);
+}
+
+// ------------------------------------------------ in-process fake registries
+
+/// How the fake guards `/v2/`.
+#[derive(Clone, Copy, PartialEq)]
+enum Gate {
+    /// No authentication.
+    Open,
+    /// Bearer tokens from `/token`; `scoped`: the challenge names the scope.
+    Bearer { scoped: bool },
+    /// Basic credentials `user:secret`.
+    Basic,
+}
+
+/// What a fake registry serves and demands.
+struct FakeSpec {
+    gate: Gate,
+    /// The JSON field the token is issued in (`token` or `access_token`).
+    token_field: &'static str,
+    /// Basic credentials the token realm demands, if any.
+    realm_credentials: Option<&'static str>,
+    /// The realm the challenge names; default this fake's `/token`.
+    realm: Option<String>,
+    /// Manifests by tag or digest: (content type, body, Docker-Content-Digest).
+    manifests: HashMap<String, (String, Vec<u8>, Option<String>)>,
+    /// Blobs by digest.
+    blobs: HashMap<String, Vec<u8>>,
+    /// When set, blob requests are redirected to `<base>/storage/<digest>`.
+    redirect_blobs: Option<String>,
+}
+
+impl FakeSpec {
+    fn new(gate: Gate) -> Self {
+        FakeSpec {
+            gate,
+            token_field: "token",
+            realm_credentials: None,
+            realm: None,
+            manifests: HashMap::new(),
+            blobs: HashMap::new(),
+            redirect_blobs: None,
+        }
+    }
+}
+
+/// A request the fake saw.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    query: String,
+    authorization: Option<String>,
+    status: u16,
+}
+
+struct Shared {
+    spec: FakeSpec,
+    base: String,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// A fake registry on `ip`:0, served by its own tokio runtime (dropped,
+/// with its tasks, at the end of the test).
+struct Fake {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+const TOKEN: &str = "tok-3f9a";
+const SERVICE: &str = "fake-registry";
+const SCOPE: &str = "repository:demo/app:pull";
+const USER: &str = "user";
+const SECRET: &str = "secret";
+
+impl Fake {
+    fn start(ip: &str, spec: FakeSpec) -> Self {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            spec,
+            base: format!("http://{addr}"),
+            seen: Mutex::new(Vec::new()),
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = TowerToHyperService::new(app.clone());
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            }
+        });
+        Fake {
+            addr,
+            shared,
+            _runtime: runtime,
+        }
+    }
+
+    fn reference(&self, target: &str) -> Reference {
+        parse(&format!("{}/demo/app{target}", self.addr))
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string());
+    let (status, headers, body) = answer(&shared, &path, &query, authorization.as_deref());
+    shared.seen.lock().unwrap().push(Seen {
+        path,
+        query,
+        authorization,
+        status,
+    });
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(name, value);
+    }
+    response.body(Body::from(body)).unwrap()
+}
+
+type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
+
+fn registry_error(status: u16, code: &str) -> Answer {
+    let body =
+        json!({"errors": [{"code": code, "message": code.to_lowercase().replace('_', " ")}]});
+    (
+        status,
+        vec![("content-type", "application/json".into())],
+        body.to_string().into_bytes(),
+    )
+}
+
+fn basic(credentials: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
+fn answer(shared: &Shared, path: &str, query: &str, authorization: Option<&str>) -> Answer {
+    let spec = &shared.spec;
+    if path == "/token" {
+        return token(spec, query, authorization);
+    }
+    if let Some(digest) = path.strip_prefix("/storage/") {
+        return blob(spec, digest);
+    }
+    let Some(rest) = path.strip_prefix("/v2/demo/app/") else {
+        return registry_error(404, "NAME_UNKNOWN");
+    };
+    let challenge = match spec.gate {
+        Gate::Open => None,
+        Gate::Bearer { .. } if authorization == Some(&format!("Bearer {TOKEN}")) => None,
+        Gate::Basic if authorization == Some(&basic(&format!("{USER}:{SECRET}"))) => None,
+        Gate::Bearer { scoped } => {
+            let realm = spec
+                .realm
+                .clone()
+                .unwrap_or(format!("{}/token", shared.base));
+            let scope = if scoped {
+                format!(",scope=\"{SCOPE}\"")
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "Bearer realm=\"{realm}\",service=\"{SERVICE}\"{scope}"
+            ))
+        }
+        Gate::Basic => Some("Basic realm=\"fake\"".to_string()),
+    };
+    if let Some(challenge) = challenge {
+        let (status, mut headers, body) = registry_error(401, "UNAUTHORIZED");
+        headers.push(("www-authenticate", challenge));
+        return (status, headers, body);
+    }
+    if let Some(target) = rest.strip_prefix("manifests/") {
+        return match spec.manifests.get(target) {
+            Some((content_type, body, digest)) => {
+                let mut headers = vec![("content-type", content_type.clone())];
+                headers.extend(digest.clone().map(|d| ("docker-content-digest", d)));
+                (200, headers, body.clone())
+            }
+            None => registry_error(404, "MANIFEST_UNKNOWN"),
+        };
+    }
+    match (rest.strip_prefix("blobs/"), &spec.redirect_blobs) {
+        (Some(digest), Some(base)) => (
+            307,
+            vec![("location", format!("{base}/storage/{digest}"))],
+            Vec::new(),
+        ),
+        (Some(digest), None) => blob(spec, digest),
+        (None, _) => registry_error(404, "NAME_UNKNOWN"),
+    }
+}
+
+fn blob(spec: &FakeSpec, digest: &str) -> Answer {
+    match spec.blobs.get(digest) {
+        Some(body) => (
+            200,
+            vec![("content-type", "application/octet-stream".into())],
+            body.clone(),
+        ),
+        None => registry_error(404, "BLOB_UNKNOWN"),
+    }
+}
+
+/// The token realm: issues [`TOKEN`] for the right service and scope, with
+/// the right credentials if it demands some.
+fn token(spec: &FakeSpec, query: &str, authorization: Option<&str>) -> Answer {
+    let params: HashMap<String, String> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect();
+    if let Some(credentials) = spec.realm_credentials {
+        if authorization != Some(basic(credentials).as_str()) {
+            return registry_error(401, "UNAUTHORIZED");
+        }
+    }
+    let wanted = (Some(SERVICE), Some(SCOPE));
+    if (
+        params.get("service").map(String::as_str),
+        params.get("scope").map(String::as_str),
+    ) != wanted
+    {
+        return registry_error(400, "DENIED");
+    }
+    let body = json!({ spec.token_field: TOKEN, "expires_in": 300 });
+    (
+        200,
+        vec![("content-type", "application/json".into())],
+        body.to_string().into_bytes(),
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A two-layer image: its manifest, config and the digests, built here
+/// and hashed with `sha256sum`.
+struct Image {
+    manifest: Vec<u8>,
+    manifest_digest: String,
+    config: Vec<u8>,
+    config_digest: String,
+    layers: Vec<(String, u64)>,
+    diff_ids: Vec<String>,
+}
+
+fn image() -> Image {
+    let diff_ids = vec![sha256sum(b"layer one tar"), sha256sum(b"layer two tar")];
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let config_digest = sha256sum(&config);
+    let layers = vec![(sha256sum(b"gz one"), 1234_u64), (sha256sum(b"gz two"), 99)];
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": layers.iter().map(|(d, s)| json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": d, "size": s,
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    Image {
+        manifest_digest: sha256sum(&manifest),
+        manifest,
+        config,
+        config_digest,
+        layers,
+        diff_ids,
+    }
+}
+
+/// A fake behind `gate` serving [`image`] as `demo/app:1` (honest headers).
+fn serving(gate: Gate, image: &Image) -> FakeSpec {
+    let mut spec = FakeSpec::new(gate);
+    let doc = (
+        "application/vnd.oci.image.manifest.v1+json".to_string(),
+        image.manifest.clone(),
+        Some(image.manifest_digest.clone()),
+    );
+    spec.manifests.insert("1".into(), doc.clone());
+    spec.manifests.insert(image.manifest_digest.clone(), doc);
+    spec.blobs
+        .insert(image.config_digest.clone(), image.config.clone());
+    spec
+}
+
+fn assert_is(image: &Image, resolved: &ResolvedImage) {
+    assert_eq!(resolved.manifest_digest, image.manifest_digest);
+    assert_eq!(resolved.config_digest, image.config_digest);
+    let got: Vec<(String, u64, String)> = resolved
+        .layers
+        .iter()
+        .map(|l| (l.digest.clone(), l.compressed_size, l.diff_id.clone()))
+        .collect();
+    let want: Vec<(String, u64, String)> = image
+        .layers
+        .iter()
+        .zip(&image.diff_ids)
+        .map(|((d, s), diff)| (d.clone(), *s, diff.clone()))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(resolved.chain_ids, chain_ids_oracle(&image.diff_ids));
+}
+
+#[test]
+fn bearer_challenge_fetches_one_token_for_the_repository_scope() {
+    let image = image();
+    for (scoped, field) in [(true, "token"), (false, "access_token")] {
+        let mut spec = serving(Gate::Bearer { scoped }, &image);
+        spec.token_field = field;
+        let fake = Fake::start("127.0.0.1", spec);
+        let resolved = resolve(&fake.reference(":1"), &plain()).unwrap();
+        assert_is(&image, &resolved);
+        let seen = fake.seen();
+        let summary: Vec<(&str, u16)> = seen.iter().map(|s| (s.path.as_str(), s.status)).collect();
+        let config = format!("/v2/demo/app/blobs/{}", image.config_digest);
+        assert_eq!(
+            summary,
+            [
+                ("/v2/demo/app/manifests/1", 401),
+                ("/token", 200),
+                ("/v2/demo/app/manifests/1", 200),
+                (config.as_str(), 200)
+            ],
+            "scoped challenge: {scoped}"
+        );
+        // Anonymous at the realm; the token on every later registry call.
+        assert_eq!(seen[1].authorization, None);
+        assert!(
+            seen[1].query.contains("scope=repository"),
+            "{}",
+            seen[1].query
+        );
+        for s in &seen[2..] {
+            assert_eq!(
+                s.authorization.as_deref(),
+                Some(format!("Bearer {TOKEN}").as_str())
+            );
+        }
+    }
+}
+
+#[test]
+fn credentials_go_to_the_token_realm_or_a_basic_challenge() {
+    let image = image();
+    let credentials = Options {
+        credentials: Some(Credentials {
+            username: USER.into(),
+            password: SECRET.into(),
+        }),
+        ..plain()
+    };
+    let mut spec = serving(Gate::Bearer { scoped: true }, &image);
+    spec.realm_credentials = Some("user:secret");
+    let fake = Fake::start("127.0.0.1", spec);
+    let err = resolve(&fake.reference(":1"), &plain()).unwrap_err();
+    let realm = format!("http://{}/token", fake.addr);
+    assert!(
+        matches!(&err, Error::Unauthorized { url, reason } if *url == realm && reason.contains("anonymously") && reason.contains("401")),
+        "{err}"
+    );
+    assert_is(
+        &image,
+        &resolve(&fake.reference(":1"), &credentials).unwrap(),
+    );
+    let seen = fake.seen();
+    let token_calls: Vec<&Seen> = seen.iter().filter(|s| s.path == "/token").collect();
+    assert_eq!(
+        token_calls.last().unwrap().authorization,
+        Some(basic("user:secret"))
+    );
+
+    let fake = Fake::start("127.0.0.1", serving(Gate::Basic, &image));
+    let err = resolve(&fake.reference(":1"), &plain()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unauthorized { reason, .. } if reason.contains("Basic credentials")),
+        "{err}"
+    );
+    assert_is(
+        &image,
+        &resolve(&fake.reference(":1"), &credentials).unwrap(),
+    );
+    let wrong = Options {
+        credentials: Some(Credentials {
+            username: USER.into(),
+            password: "wrong".into(),
+        }),
+        ..plain()
+    };
+    let err = resolve(&fake.reference(":1"), &wrong).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unauthorized { reason, .. } if reason.contains("HTTP 401")),
+        "{err}"
+    );
+}
+
+#[test]
+fn credentials_never_follow_a_redirect_to_another_host() {
+    let image = image();
+    let mut storage_spec = FakeSpec::new(Gate::Open);
+    storage_spec
+        .blobs
+        .insert(image.config_digest.clone(), image.config.clone());
+    let storage = Fake::start("127.0.0.2", storage_spec);
+    let mut spec = serving(Gate::Bearer { scoped: true }, &image);
+    spec.blobs.clear();
+    spec.redirect_blobs = Some(format!("http://{}", storage.addr));
+    let fake = Fake::start("127.0.0.1", spec);
+    assert_is(&image, &resolve(&fake.reference(":1"), &plain()).unwrap());
+    let seen = storage.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, format!("/storage/{}", image.config_digest));
+    assert_eq!(seen[0].authorization, None);
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback_before_any_connection() {
+    // 192.0.2.0/24 (TEST-NET-1) never answers: an error within a second
+    // can only be a refusal made before connecting.
+    let started = Instant::now();
+    let err = resolve(&parse("192.0.2.1:5000/demo/app:1"), &plain()).unwrap_err();
+    assert!(
+        matches!(&err, Error::PlainHttpRefused { url } if url == "http://192.0.2.1:5000/v2/demo/app/"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("loopback"), "{err}");
+    // A loopback registry cannot send the client to a plain-HTTP realm elsewhere.
+    let image = image();
+    let mut spec = serving(Gate::Bearer { scoped: true }, &image);
+    spec.realm = Some("http://192.0.2.1/token".into());
+    let fake = Fake::start("127.0.0.1", spec);
+    let err = resolve(&fake.reference(":1"), &plain()).unwrap_err();
+    assert!(
+        matches!(&err, Error::PlainHttpRefused { url } if url == "http://192.0.2.1/token"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn altered_bytes_are_a_digest_mismatch() {
+    let image = image();
+    let mut altered = image.manifest.clone();
+    altered.extend_from_slice(b" ");
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json".to_string();
+
+    // Asked by digest, served other bytes (no header to give it away).
+    let mut spec = serving(Gate::Open, &image);
+    spec.manifests.insert(
+        image.manifest_digest.clone(),
+        (manifest_type.clone(), altered.clone(), None),
+    );
+    // By tag, with the registry's digest header naming the original.
+    spec.manifests.insert(
+        "1".into(),
+        (
+            manifest_type.clone(),
+            altered.clone(),
+            Some(image.manifest_digest.clone()),
+        ),
+    );
+    // A config blob that is not what its digest says.
+    spec.manifests
+        .insert("2".into(), (manifest_type, image.manifest.clone(), None));
+    spec.blobs
+        .insert(image.config_digest.clone(), b"{}".to_vec());
+    let fake = Fake::start("127.0.0.1", spec);
+    let altered_digest = sha256sum(&altered);
+    for (target, what) in [
+        (format!("@{}", image.manifest_digest), "digest asked for"),
+        (":1".to_string(), "Docker-Content-Digest"),
+    ] {
+        let err = resolve(&fake.reference(&target), &plain()).unwrap_err();
+        assert!(
+            matches!(&err, Error::DigestMismatch { expected, actual, what: w, url }
+                if *expected == image.manifest_digest && *actual == altered_digest && w.contains(what) && url.contains("/manifests/")),
+            "{err}"
+        );
+    }
+    let err = resolve(&fake.reference(":2"), &plain()).unwrap_err();
+    assert!(
+        matches!(&err, Error::DigestMismatch { expected, actual, url, .. }
+            if *expected == image.config_digest && *actual == sha256sum(b"{}") && url.ends_with(&image.config_digest)),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_tags_unsupported_and_oversized_documents_are_named() {
+    let image = image();
+    let mut spec = serving(Gate::Open, &image);
+    let schema1 =
+        br#"{"schemaVersion":1,"name":"demo/app","tag":"old","fsLayers":[],"history":[]}"#.to_vec();
+    let signed = "application/vnd.docker.distribution.manifest.v1+prettyjws".to_string();
+    spec.manifests.insert("old".into(), (signed, schema1, None));
+    let huge = vec![b' '; 5 << 20];
+    spec.manifests.insert(
+        "huge".into(),
+        (
+            "application/vnd.oci.image.manifest.v1+json".into(),
+            huge,
+            None,
+        ),
+    );
+    let fake = Fake::start("127.0.0.1", spec);
+
+    let err = resolve(&fake.reference(":nope"), &plain()).unwrap_err();
+    assert!(
+        matches!(&err, Error::ManifestUnknown { url, detail, .. } if url.ends_with("/manifests/nope") && detail.contains("MANIFEST_UNKNOWN")),
+        "{err}"
+    );
+    let err = resolve(&fake.reference(":old"), &plain()).unwrap_err();
+    assert!(
+        matches!(&err, Error::UnsupportedMediaType { reason, .. } if reason.contains("schema 1")),
+        "{err}"
+    );
+    let err = resolve(&fake.reference(":huge"), &plain()).unwrap_err();
+    assert!(
+        matches!(&err, Error::TooLarge { limit, url, .. } if *limit == 4 << 20 && url.ends_with("/manifests/huge")),
+        "{err}"
+    );
+}
+
+/// A raw TCP server on 127.0.0.1 that answers every connection with `reply`
+/// (then holds it open for `hold`), on a thread of its own.
+fn raw_server(reply: Vec<u8>, hold: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(&reply);
+            std::thread::sleep(hold);
+        }
+    });
+    addr
+}
+
+#[test]
+fn streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly() {
+    // No Content-Length: the cap must stop the read itself.
+    let mut reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n".to_vec();
+    reply.extend(vec![b' '; (4 << 20) + 1]);
+    let addr = raw_server(reply, Duration::ZERO);
+    let err = resolve(&parse(&format!("{addr}/demo/app:1")), &plain()).unwrap_err();
+    assert!(matches!(&err, Error::TooLarge { .. }), "{err}");
+
+    // Accepts, never answers: the deadline ends it.
+    let silent = raw_server(Vec::new(), Duration::from_secs(30));
+    let quick = Options {
+        timeout: Duration::from_secs(1),
+        ..plain()
+    };
+    let started = Instant::now();
+    let err = resolve(&parse(&format!("{silent}/demo/app:1")), &quick).unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(&err, Error::Unreachable { url, .. } if url.contains(&silent.to_string())),
+        "{err}"
+    );
+
+    let closed = free_port();
+    let err = resolve(&parse(&format!("127.0.0.1:{closed}/demo/app:1")), &plain()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Unreachable { url, .. } if *url == format!("http://127.0.0.1:{closed}/v2/demo/app/manifests/1")),
+        "{err}"
+    );
+}
