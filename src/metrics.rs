@@ -70,6 +70,13 @@ struct SignalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    signal: String,
+    /// `pull` (once the pulls in flight land) or `gc` (and after image GC).
+    after: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FilesystemLabels {
     signal: String,
     mountpoint: String,
@@ -317,6 +324,22 @@ fn verdicts(registry: &mut Registry, status: &Status) {
     );
     register_gauges(
         registry,
+        "projected_available",
+        "Available bytes projected once the pulls in flight land (after=pull) and after one image GC pass (after=gc)",
+        Some(Unit::Bytes),
+        status.prediction.iter().flat_map(|(s, p)| {
+            let at = |after: &str| ProjectionLabels {
+                signal: s.clone(),
+                after: after.to_string(),
+            };
+            [
+                (at("pull"), p.projected_available_after_pull),
+                (at("gc"), p.projected_available_after_gc),
+            ]
+        }),
+    );
+    register_gauges(
+        registry,
         "seconds_until_pressure",
         "Seconds until the signal's threshold is crossed (absent when no trend is known)",
         // DESIGN.md's name leads with its unit, so no `_seconds` suffix here.
@@ -500,6 +523,7 @@ mod tests {
         Image {
             runtime: RuntimeKind::Containerd,
             namespace: "k8s.io".into(),
+            created: None,
             id: id.into(),
             refs: refs.iter().map(|r| r.to_string()).collect(),
             disk_bytes: disk,
@@ -538,6 +562,8 @@ mod tests {
             predicted,
             state: if predicted { "pressure" } else { "ok" }.into(),
             seconds_until,
+            projected_available_after_pull: 0,
+            projected_available_after_gc: 0,
             reason: "because".into(),
         }
     }

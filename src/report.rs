@@ -91,6 +91,8 @@ pub struct Image {
     pub id: String,
     /// Tags and digests naming this image.
     pub refs: Vec<String>,
+    /// When the image was created in the local store (RFC 3339), if known.
+    pub created: Option<String>,
     /// Unpacked size of all its layers (st_blocks × 512).
     pub disk_bytes: u64,
     /// Unpacked size of all its layers (st_size).
@@ -186,6 +188,10 @@ pub struct Prediction {
     /// Seconds until the threshold is crossed; 0 when already crossed, null
     /// when no trend is known.
     pub seconds_until: Option<u64>,
+    /// Available bytes once the pulls in flight have landed.
+    pub projected_available_after_pull: i64,
+    /// Available bytes after that and one image GC pass.
+    pub projected_available_after_gc: i64,
     /// One sentence for a human.
     pub reason: String,
 }

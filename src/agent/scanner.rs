@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::cache::ImmutableCache;
 use crate::inventory::{self, Discovered};
 use crate::layout::NodeLayout;
+use crate::predict::history::History;
 use crate::report::Status;
 use crate::walk::WalkOptions;
 
@@ -48,6 +49,7 @@ pub struct Scanner {
     settings: ScanSettings,
     cache: ImmutableCache,
     discovered: Option<(Discovered, Instant)>,
+    history: History,
 }
 
 impl Scanner {
@@ -58,6 +60,7 @@ impl Scanner {
             settings,
             cache: ImmutableCache::default(),
             discovered: None,
+            history: History::default(),
         }
     }
 
@@ -84,7 +87,8 @@ impl Scanner {
         let summary = inventory::summarize(walked.values(), started.elapsed().as_secs_f64());
         let cache = &self.cache;
         let size = |p: &std::path::Path| cache.get(p).or_else(|| walked.get(p).map(|w| w.usage));
-        let mut status = inventory::build(&self.layout, &discovered, &size, summary);
+        let mut status =
+            inventory::build(&self.layout, &discovered, &size, summary, &mut self.history);
         status.source = "agent".to_string();
         self.discovered = Some((discovered, at));
         status

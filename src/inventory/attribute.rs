@@ -183,6 +183,9 @@ impl ImageSizes<'_, '_> {
             namespace: img.namespace.clone(),
             id: img.id.clone(),
             refs: img.refs.clone(),
+            created: img
+                .created
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
             disk_bytes: 0,
             apparent_bytes: 0,
             unique_disk_bytes: 0,

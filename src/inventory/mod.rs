@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 use crate::kubelet::{self, KubeletConfig};
 use crate::layout::NodeLayout;
 use crate::podlogs::{self, PodLogs};
+use crate::predict::history::History;
 use crate::report::{RuntimeState, ScanErrorSample, ScanSummary, Status, SCHEMA};
 use crate::runtime::{containerd, docker, Discovery, Problem, RuntimeKind};
 use crate::walk::{self, Walk, WalkOptions};
@@ -97,21 +98,19 @@ pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str
     let sizes = measure(sorted(paths), walk_opts);
     progress("reading filesystems");
     let summary = summarize(sizes.values(), started.elapsed().as_secs_f64());
-    build(
-        layout,
-        &discovered,
-        &|p| sizes.get(p).map(|w| w.usage),
-        summary,
-    )
+    let size = |p: &Path| sizes.get(p).map(|w| w.usage);
+    build(layout, &discovered, &size, summary, &mut History::default())
 }
 
 /// Attributes measured sizes (`size` of a path; `None` when it was not
-/// measured) and judges the filesystems: the status document.
+/// measured), records the pass in `history` and judges the filesystems:
+/// the status document.
 pub fn build(
     layout: &NodeLayout,
     discovered: &Discovered,
     size: &dyn Fn(&Path) -> Option<crate::walk::Usage>,
     scan: ScanSummary,
+    history: &mut History,
 ) -> Status {
     let mut problems = discovered.problems.clone();
     let attributed = attribute::attribute(&discovered.discoveries, &discovered.pod_logs, &|p| {
@@ -121,11 +120,20 @@ pub fn build(
     let image_root = imagefs_root(layout, &discovered.discoveries);
     let filesystems =
         signals::filesystems(&layout.kubelet_root, &image_root, kubelet, &mut problems);
-    let prediction = signals::predict(&filesystems, kubelet);
+    let now = SystemTime::now();
+    history.observe(&filesystems, &attributed.images, now);
+    let prediction = signals::predict(
+        &filesystems,
+        &attributed.images,
+        &attributed.layers,
+        kubelet,
+        history,
+        now,
+    );
     Status {
         schema: SCHEMA,
         node: crate::host::node_name(),
-        generated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        generated_at: humantime::format_rfc3339_seconds(now).to_string(),
         source: "scan".to_string(),
         thresholds_source: thresholds_source(kubelet, &layout.kubelet_config),
         filesystems,

@@ -5,13 +5,18 @@
 //! runtime's image store (they may be one). Thresholds resolve against the
 //! filesystem's capacity as the kubelet does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::time::SystemTime;
 
 use crate::host;
 use crate::kubelet::{KubeletConfig, Signal};
-use crate::report::{Filesystem, Prediction};
+use crate::predict::gc::{GcImage, GcPolicy, ImageGc, SharedPart};
+use crate::predict::history::{image_key, History};
+use crate::predict::verdict::{verdict, Dimension, FsInput, DEFAULT_HORIZON};
+use crate::report::{Filesystem, Image, Layer, Prediction};
 use crate::runtime::Problem;
+use crate::runtime::RuntimeKind;
 
 /// The filesystems behind nodefs (`kubelet_root`) and imagefs (`image_root`).
 /// One that cannot be described is left out and named in `problems`.
@@ -70,90 +75,119 @@ fn signed_diff(a: u64, b: u64) -> i64 {
     i64::try_from(i128::from(a) - i128::from(b)).unwrap_or(if a > b { i64::MAX } else { i64::MIN })
 }
 
-/// The verdict per signal from one observation: pressure when a hard
-/// threshold is crossed now; a warning when image GC is due (usage at or
-/// above `imageGCHighThresholdPercent` on imagefs) or a soft threshold is
-/// crossed. Without a trend no time-to-pressure is claimed.
+/// The verdict per signal: thresholds crossed now, the trend the `history`
+/// shows, and whether the kubelet's image GC would make room, freeing only
+/// what deleted images do not share. No pull tracking yet: nothing incoming.
 pub fn predict(
     filesystems: &[Filesystem],
+    images: &[Image],
+    layers: &[Layer],
     kubelet: &KubeletConfig,
+    history: &History,
+    now: SystemTime,
 ) -> BTreeMap<String, Prediction> {
+    let gc_images = gc_images(images, layers, history);
+    let gc_mount = filesystems
+        .iter()
+        .find(|fs| fs.signal == "imagefs")
+        .map(|fs| fs.mountpoint.as_str());
     filesystems
         .iter()
-        .map(|fs| (fs.signal.clone(), verdict(fs, kubelet)))
+        .map(|fs| {
+            let (bytes_signal, inodes_signal) = signals_of(&fs.signal);
+            let (bytes_trend, inodes_trend) = history.trends(&fs.signal);
+            let dimension = |signal, capacity, available, trend| Dimension {
+                capacity,
+                available,
+                threshold: kubelet.eviction_hard.get(&signal).copied(),
+                soft_threshold: kubelet.eviction_soft.get(&signal).copied(),
+                trend,
+                incoming: 0,
+            };
+            // Image GC frees space on the image store's filesystem only.
+            let gc = (gc_mount == Some(fs.mountpoint.as_str())).then(|| ImageGc {
+                policy: GcPolicy::of(kubelet),
+                images: &gc_images,
+                now,
+            });
+            let input = FsInput {
+                name: &fs.signal,
+                bytes: dimension(
+                    bytes_signal,
+                    fs.capacity_bytes,
+                    fs.available_bytes,
+                    bytes_trend,
+                ),
+                inodes: dimension(inodes_signal, fs.inodes, fs.inodes_free, inodes_trend),
+                pulls: &[],
+                gc,
+                horizon: DEFAULT_HORIZON,
+            };
+            (fs.signal.clone(), verdict(&input).prediction())
+        })
         .collect()
 }
 
-fn verdict(fs: &Filesystem, kubelet: &KubeletConfig) -> Prediction {
-    let gib = |b: i64| crate::report::human_bytes(b.unsigned_abs());
-    if fs.bytes_left < 0 {
-        return pressure(format!(
-            "{} has {} available, {} below the eviction threshold of {}",
-            fs.signal,
-            crate::report::human_bytes(fs.available_bytes),
-            gib(fs.bytes_left),
-            crate::report::human_bytes(fs.threshold_bytes)
-        ));
+/// The images the kubelet's GC manages, as it sees them: the CRI runtime's
+/// (containerd's `k8s.io` namespace; Docker's on cri-dockerd nodes).
+fn gc_images(images: &[Image], layers: &[Layer], history: &History) -> Vec<GcImage> {
+    let cri = |i: &&Image| i.runtime == RuntimeKind::Containerd && i.namespace == "k8s.io";
+    let mut managed: Vec<&Image> = images.iter().filter(cri).collect();
+    if managed.is_empty() {
+        managed = images
+            .iter()
+            .filter(|i| i.runtime == RuntimeKind::Docker)
+            .collect();
     }
-    if fs.inodes_left < 0 {
-        return pressure(format!(
-            "{} has {} free inodes, below the eviction threshold of {}",
-            fs.signal, fs.inodes_free, fs.threshold_inodes
-        ));
-    }
-    let used_percent = used_percent(fs);
-    let gc_due = fs.signal == "imagefs" && used_percent >= f64::from(kubelet.image_gc_high_percent);
-    let soft = soft_crossed(fs, kubelet);
-    let reason = if gc_due {
-        format!(
-            "{} is {used_percent:.0}% used, at or above imageGCHighThresholdPercent ({}%): the kubelet is deleting images; {} left above the eviction threshold",
-            fs.signal, kubelet.image_gc_high_percent, gib(fs.bytes_left)
-        )
-    } else if soft {
-        format!(
-            "{} is past its soft eviction threshold; {} left above the hard one",
-            fs.signal,
-            gib(fs.bytes_left)
-        )
-    } else {
-        format!(
-            "{} has {} left above the eviction threshold",
-            fs.signal,
-            gib(fs.bytes_left)
-        )
-    };
-    Prediction {
-        predicted: false,
-        state: if gc_due || soft { "warning" } else { "ok" }.to_string(),
-        seconds_until: None,
-        reason,
-    }
+    let layer_of: HashMap<(RuntimeKind, &str, &str), &Layer> = layers
+        .iter()
+        .map(|l| ((l.runtime, l.namespace.as_str(), l.id.as_str()), l))
+        .collect();
+    managed
+        .into_iter()
+        .map(|image| gc_image(image, &layer_of, history))
+        .collect()
 }
 
-fn pressure(reason: String) -> Prediction {
-    Prediction {
-        predicted: true,
-        state: "pressure".to_string(),
-        seconds_until: Some(0),
-        reason,
+fn gc_image(
+    image: &Image,
+    layer_of: &HashMap<(RuntimeKind, &str, &str), &Layer>,
+    history: &History,
+) -> GcImage {
+    let key = image_key(image);
+    let layers = image.layers.iter().filter_map(|chain| {
+        layer_of.get(&(image.runtime, image.namespace.as_str(), chain.as_str()))
+    });
+    let (unique, shared): (Vec<&&Layer>, Vec<&&Layer>) = layers.partition(|l| l.images <= 1);
+    let created = image
+        .created
+        .as_deref()
+        .and_then(|c| humantime::parse_rfc3339(c).ok());
+    GcImage {
+        id: image.id.clone(),
+        // CRI reports containerd images by their compressed size; Docker's
+        // by their unpacked (apparent) size.
+        credited_bytes: match image.runtime {
+            RuntimeKind::Containerd => image.content_bytes,
+            RuntimeKind::Docker => image.apparent_bytes,
+        },
+        unique_bytes: image
+            .unique_disk_bytes
+            .saturating_add(image.unique_content_bytes),
+        unique_inodes: unique.iter().map(|l| l.inodes).fold(0, u64::saturating_add),
+        shared: shared
+            .iter()
+            .map(|l| SharedPart {
+                key: l.id.clone(),
+                bytes: l.disk_bytes,
+                inodes: l.inodes,
+            })
+            .collect(),
+        in_use: image.in_use,
+        pinned: image.pinned,
+        last_used: history.last_used(&key),
+        first_detected: created
+            .or_else(|| history.first_seen(&key))
+            .unwrap_or(SystemTime::now()),
     }
-}
-
-fn used_percent(fs: &Filesystem) -> f64 {
-    if fs.capacity_bytes == 0 {
-        return 0.0;
-    }
-    100.0 - fs.available_bytes as f64 * 100.0 / fs.capacity_bytes as f64
-}
-
-fn soft_crossed(fs: &Filesystem, kubelet: &KubeletConfig) -> bool {
-    let (bytes, inodes) = signals_of(&fs.signal);
-    let crossed = |s, capacity, free| {
-        kubelet
-            .eviction_soft
-            .get(&s)
-            .is_some_and(|t| t.resolve(capacity) > free)
-    };
-    crossed(bytes, fs.capacity_bytes, fs.available_bytes)
-        || crossed(inodes, fs.inodes, fs.inodes_free)
 }
