@@ -10,7 +10,6 @@
 //! registry when asked to.
 
 mod auth;
-mod digest;
 mod error;
 mod manifest;
 mod reference;
@@ -20,8 +19,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::digest::{chain_ids, is_sha256, sha256};
 pub use auth::Credentials;
-pub use digest::{chain_ids, is_sha256, sha256};
 pub use error::Error;
 pub use manifest::Platform;
 pub use reference::{Reference, ReferenceError, DOCKER_HUB};

@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-use super::digest::is_sha256;
+use crate::digest::is_sha256;
 
 /// The registry an unqualified name lives in.
 pub const DOCKER_HUB: &str = "docker.io";

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_client::services::v1::{Image, Info as ContentInfo};
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 
 use super::rpc::Rpc;
 use super::OVERLAYFS;
@@ -146,7 +145,7 @@ async fn build_one(
     // Without the config, CRI's `sha256:<config>` name still gives the ID.
     let id = match &resolved {
         Some(r) => Some(r.config.clone()),
-        None => refs.iter().find(|r| is_digest(r)).cloned(),
+        None => refs.iter().find(|r| crate::digest::is_sha256(r)).cloned(),
     };
     let record = id.map(|id| {
         let mut blobs = gc_children(target, content);
@@ -208,7 +207,7 @@ async fn resolve(
         blobs.insert(config.clone());
         return Ok(Resolved {
             config,
-            layers: chain_ids(&image_config.rootfs.diff_ids),
+            layers: crate::digest::chain_ids(&image_config.rootfs.diff_ids),
             blobs,
         });
     }
@@ -312,34 +311,6 @@ fn unsupported_snapshotter(config: Option<&ContentInfo>) -> Option<String> {
     ))
 }
 
-/// Chain IDs of the layers with diff IDs `diff_ids`, base first
-/// (`ChainID(d0..dn) = sha256(ChainID(d0..dn-1) + " " + dn)`).
-pub(super) fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff in diff_ids {
-        let next = match out.last() {
-            None => diff.clone(),
-            Some(parent) => {
-                let sum = Sha256::digest(format!("{parent} {diff}").as_bytes());
-                format!("sha256:{}", hex(&sum))
-            }
-        };
-        out.push(next);
-    }
-    out
-}
-
-/// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether `s` is a `sha256:<64 hex>` digest (CRI's image-ID name).
-pub(super) fn is_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// When an image record last changed.
 fn last_change(image: &Image) -> Option<SystemTime> {
     [&image.created_at, &image.updated_at]
@@ -379,13 +350,13 @@ mod tests {
         ]
         .map(String::from);
         assert_eq!(
-            chain_ids(&diff_ids),
+            crate::digest::chain_ids(&diff_ids),
             [
                 "sha256:3ecd282e59e706da6453f36af6108e245ecfc3661123c308b433472b1e47699a",
                 "sha256:a3fafea22fad8bf2dd22c17d94518353b00760be800b57c31fe8e3fc1e3e6767",
             ]
         );
-        assert!(chain_ids(&[]).is_empty());
+        assert!(crate::digest::chain_ids(&[]).is_empty());
     }
 
     #[test]
@@ -467,12 +438,5 @@ mod tests {
         assert_eq!(unsupported_snapshotter(Some(&both)), None);
         let (_, packed) = info("c", &[]);
         assert_eq!(unsupported_snapshotter(Some(&packed)), None);
-    }
-
-    #[test]
-    fn digest_names_are_recognised() {
-        assert!(is_digest(&format!("sha256:{}", "a".repeat(64))));
-        assert!(!is_digest("sha256:abc"));
-        assert!(!is_digest("docker.io/library/busybox:1"));
     }
 }

@@ -20,15 +20,8 @@ pub(super) const MAX_JSON_BYTES: u64 = 64 << 20;
 /// Largest one-line file read (`cache-id`, `mount-id`, `lastUpdated`).
 const MAX_LINE_BYTES: u64 = 4096;
 
-/// True when `s` is a lowercase 64-hex ID, the only form used as a path component.
-pub(super) fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// The hex part of a `sha256:<64 hex>` digest, if `s` is one.
-pub(super) fn sha256_hex(s: &str) -> Option<&str> {
-    s.strip_prefix("sha256:").filter(|hex| is_hex64(hex))
-}
+/// IDs are the only names used as path components: lowercase 64-hex only.
+pub(super) use crate::digest::is_hex64;
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
@@ -165,9 +158,6 @@ mod tests {
         assert!(!is_hex64(&"A".repeat(64)));
         assert!(!is_hex64(&"a".repeat(63)));
         assert!(!is_hex64("../../../../etc/passwd"));
-        assert_eq!(sha256_hex(&format!("sha256:{id}")), Some(id.as_str()));
-        assert_eq!(sha256_hex(&format!("sha512:{id}")), None);
-        assert_eq!(sha256_hex("sha256:../x"), None);
     }
 
     #[test]

@@ -6,9 +6,8 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-use super::files::{hex_entries, parse_time, read_json, read_line, sha256_hex};
+use super::files::{hex_entries, parse_time, read_json, read_line};
 use crate::runtime::{ImageRecord, Problem};
 
 /// `repositories.json`: repository → (reference → image ID).
@@ -131,7 +130,7 @@ fn resolve_layers(
     source: &str,
     problems: &mut Vec<Problem>,
 ) -> Vec<String> {
-    let chains = chain_ids(diff_ids);
+    let chains = crate::digest::chain_ids(diff_ids);
     if chains.len() < diff_ids.len() {
         let bad = &diff_ids[chains.len()];
         let message = format!(
@@ -156,27 +155,6 @@ fn resolve_layers(
     found
 }
 
-/// Chain IDs of `diff_ids` (base first), stopping at the first diff ID that
-/// is not a `sha256:` digest: ChainID(d0) = d0, ChainID(..n) =
-/// sha256(ChainID(..n-1) + " " + dn).
-fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut chains: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for diff_id in diff_ids {
-        if sha256_hex(diff_id).is_none() {
-            break;
-        }
-        let chain = match chains.last() {
-            None => diff_id.clone(),
-            Some(parent) => {
-                let digest = Sha256::digest(format!("{parent} {diff_id}"));
-                format!("sha256:{digest:x}")
-            }
-        };
-        chains.push(chain);
-    }
-    chains
-}
-
 /// `imagedb/metadata/sha256/<id>/lastUpdated`, when present and readable.
 fn last_updated(imagedb: &Path, hex: &str, problems: &mut Vec<Problem>) -> Option<SystemTime> {
     let path = imagedb
@@ -198,47 +176,4 @@ fn last_updated(imagedb: &Path, hex: &str, problems: &mut Vec<Problem>) -> Optio
         problems.push(Problem::new(path.display().to_string(), message));
     }
     time
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
-    /// sha256 of `text` as computed by coreutils' sha256sum.
-    fn sha256sum(text: &str) -> String {
-        let mut child = Command::new("sha256sum")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let hex = String::from_utf8(out.stdout).unwrap();
-        format!("sha256:{}", hex.split_whitespace().next().unwrap())
-    }
-
-    #[test]
-    fn chain_ids_match_sha256sum() {
-        let diffs: Vec<String> = ["a1", "b2", "c3"]
-            .iter()
-            .map(|s| format!("sha256:{}", s.repeat(32)))
-            .collect();
-        let c1 = sha256sum(&format!("{} {}", diffs[0], diffs[1]));
-        let c2 = sha256sum(&format!("{c1} {}", diffs[2]));
-        assert_eq!(chain_ids(&diffs), vec![diffs[0].clone(), c1, c2]);
-        assert!(chain_ids(&[]).is_empty());
-    }
-
-    #[test]
-    fn chain_ids_stop_at_a_foreign_digest() {
-        let diffs = vec![format!("sha256:{}", "0".repeat(64)), "md5:abc".to_string()];
-        assert_eq!(chain_ids(&diffs), vec![diffs[0].clone()]);
-    }
 }

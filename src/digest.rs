@@ -1,7 +1,7 @@
-//! sha256 content digests and layer chain IDs.
-//!
-//! Registry documents are addressed by digest, so every byte fetched is
-//! checked against the digest that named it before it is believed.
+//! sha256 content digests and layer chain IDs, for every reader: Docker's
+//! layer DB, containerd's snapshots and the registry all name layers by the
+//! same chain IDs, and registry documents are checked against their digest
+//! before they are believed.
 
 use sha2::{Digest as _, Sha256};
 
@@ -15,8 +15,12 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// Whether `s` is a canonical `sha256:<64 lowercase hex>` digest.
 pub fn is_sha256(s: &str) -> bool {
-    s.strip_prefix(SHA256_PREFIX)
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    s.strip_prefix(SHA256_PREFIX).is_some_and(is_hex64)
+}
+
+/// Whether `s` is 64 lowercase hex digits (a sha256 in hex, an ID).
+pub fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Chain IDs of the layers with diff IDs `diff_ids`, base first, stopping
