@@ -112,12 +112,8 @@ impl Rpc {
         let mut client = ContentClient::new(self.channel.clone());
         let req = namespaced(ns, ListContentRequest::default())?;
         self.bounded_raw(&format!("listing content of namespace {ns}"), async move {
-            let mut stream = client.list(req).await?.into_inner();
-            let mut out = Vec::new();
-            while let Some(msg) = stream.message().await? {
-                out.extend(msg.info);
-            }
-            Ok(out)
+            let stream = client.list(req).await?.into_inner();
+            collect(stream, |msg| msg.info).await
         })
         .await
     }
@@ -139,12 +135,8 @@ impl Rpc {
         self.bounded_raw(
             &format!("listing {snapshotter} snapshots of namespace {ns}"),
             async move {
-                let mut stream = client.list(req).await?.into_inner();
-                let mut out = Vec::new();
-                while let Some(msg) = stream.message().await? {
-                    out.extend(msg.info);
-                }
-                Ok(out)
+                let stream = client.list(req).await?.into_inner();
+                collect(stream, |msg| msg.info).await
             },
         )
         .await
@@ -242,6 +234,18 @@ impl Rpc {
             Err(_) => Err(format!("{what}: no answer within {}", secs(self.timeout))),
         }
     }
+}
+
+/// Every item of a server stream whose messages carry a batch each.
+async fn collect<M, T>(
+    mut stream: tonic::Streaming<M>,
+    items: impl Fn(M) -> Vec<T>,
+) -> Result<Vec<T>, Status> {
+    let mut out = Vec::new();
+    while let Some(msg) = stream.message().await? {
+        out.extend(items(msg));
+    }
+    Ok(out)
 }
 
 /// A request carrying the namespace header. Unlike `with_namespace!`, this
