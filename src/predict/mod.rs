@@ -10,5 +10,6 @@
 
 pub mod gc;
 pub mod history;
+pub mod pull;
 pub mod trend;
 pub mod verdict;

@@ -1,0 +1,102 @@
+//! What a pull costs on disk before it lands: the compressed bytes still to
+//! download (containerd keeps them in its content store) plus the unpacked
+//! size they become, estimated from the compressed size with the ratio the
+//! layers already on the node show. Layers already present cost nothing.
+
+use crate::report::Image;
+
+/// The ratio used when the node has no unpacked layer with a known
+/// compressed size to learn from (gzip on typical image layers).
+pub const DEFAULT_UNPACK_RATIO: f64 = 2.5;
+
+/// Unpacked bytes per compressed byte, learned from containerd images whose
+/// compressed blobs are still in the content store: Σ unpacked layer bytes /
+/// Σ content bytes. Images without blobs (discarded after unpacking) teach
+/// nothing and are skipped.
+pub fn unpack_ratio(images: &[Image]) -> f64 {
+    let (unpacked, compressed) = images
+        .iter()
+        .filter(|i| i.content_bytes > 0 && i.disk_bytes > 0)
+        .fold((0u128, 0u128), |(u, c), i| {
+            (
+                u + u128::from(i.disk_bytes),
+                c + u128::from(i.content_bytes),
+            )
+        });
+    if compressed == 0 {
+        return DEFAULT_UNPACK_RATIO;
+    }
+    unpacked as f64 / compressed as f64
+}
+
+/// The disk a pull still needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PullCost {
+    /// Compressed bytes still to download.
+    pub download_bytes: u64,
+    /// Estimated unpacked bytes still to write.
+    pub unpack_bytes: u64,
+}
+
+impl PullCost {
+    /// The cost of layers of `compressed` bytes not yet on the node, of
+    /// which `downloaded` are already in the content store or an ingest.
+    pub fn of(compressed: u64, downloaded: u64, ratio: f64) -> PullCost {
+        PullCost {
+            download_bytes: compressed.saturating_sub(downloaded),
+            unpack_bytes: (compressed as f64 * ratio).round() as u64,
+        }
+    }
+
+    /// All the bytes the pull adds.
+    pub fn total(&self) -> u64 {
+        self.download_bytes.saturating_add(self.unpack_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeKind;
+
+    fn image(disk: u64, content: u64) -> Image {
+        Image {
+            runtime: RuntimeKind::Containerd,
+            namespace: "k8s.io".into(),
+            id: "sha256:x".into(),
+            refs: vec![],
+            created: None,
+            disk_bytes: disk,
+            apparent_bytes: disk,
+            unique_disk_bytes: disk,
+            unique_apparent_bytes: disk,
+            shared_disk_bytes: 0,
+            shared_apparent_bytes: 0,
+            content_bytes: content,
+            unique_content_bytes: content,
+            containers: 0,
+            in_use: false,
+            pinned: false,
+            layers: vec![],
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_learned_from_images_with_blobs() {
+        // 300 unpacked from 100 compressed, and 100 from 100: 400 / 200.
+        let images = [image(300, 100), image(100, 100), image(5000, 0)];
+        assert_eq!(unpack_ratio(&images), 2.0);
+        assert_eq!(unpack_ratio(&[image(5000, 0)]), DEFAULT_UNPACK_RATIO);
+        assert_eq!(unpack_ratio(&[]), DEFAULT_UNPACK_RATIO);
+    }
+
+    #[test]
+    fn a_pull_costs_what_is_left_to_download_plus_the_unpacked_estimate() {
+        let cost = PullCost::of(1000, 400, 2.5);
+        assert_eq!(
+            (cost.download_bytes, cost.unpack_bytes, cost.total()),
+            (600, 2500, 3100)
+        );
+        assert_eq!(PullCost::of(10, 20, 1.0).download_bytes, 0);
+    }
+}
