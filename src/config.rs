@@ -57,6 +57,8 @@ pub struct Config {
     pub agent: AgentSettings,
     /// How `headroom status` reaches the agent.
     pub status: StatusSettings,
+    /// How `headroom check-pull` reaches registries.
+    pub check_pull: CheckPullSettings,
     /// Where logs go and how many.
     pub log: LogSettings,
 }
@@ -97,6 +99,14 @@ pub struct StatusSettings {
     pub local: bool,
 }
 
+/// Settings of `headroom check-pull`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckPullSettings {
+    /// `plain_http`: speak plain HTTP to the registry. Honoured for a
+    /// loopback registry only; any other is refused before connecting.
+    pub plain_http: bool,
+}
+
 /// Logging settings (logs go to standard error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
@@ -125,11 +135,13 @@ pub enum Face {
     Status,
     /// `headroom du`, the walker on arbitrary paths.
     Du,
+    /// `headroom check-pull`, the verdict on a pull before it starts.
+    CheckPull,
 }
 
 impl Face {
     /// Every face, in the order `--help` lists them.
-    pub const ALL: [Face; 3] = [Face::Agent, Face::Status, Face::Du];
+    pub const ALL: [Face; 4] = [Face::Agent, Face::Status, Face::Du, Face::CheckPull];
 
     /// The subcommand's name.
     pub fn name(self) -> &'static str {
@@ -137,6 +149,7 @@ impl Face {
             Face::Agent => "agent",
             Face::Status => "status",
             Face::Du => "du",
+            Face::CheckPull => "check-pull",
         }
     }
 
@@ -145,7 +158,7 @@ impl Face {
     pub fn default_log_level(self) -> &'static str {
         match self {
             Face::Agent => "info",
-            Face::Status | Face::Du => "warn",
+            Face::Status | Face::Du | Face::CheckPull => "warn",
         }
     }
 
@@ -186,6 +199,7 @@ impl Config {
             layout: NodeLayout::default(),
             agent: AgentSettings::default(),
             status: StatusSettings::default(),
+            check_pull: CheckPullSettings::default(),
             log: LogSettings {
                 format: LogFormat::Text,
                 level: face.default_log_level().to_string(),
@@ -379,6 +393,7 @@ fn resolve(r: &mut Resolver<'_>, face: Face) -> Config {
         layout: resolve_layout(r, d.layout),
         agent: resolve_agent(r, d.agent),
         status: resolve_status(r, d.status),
+        check_pull: resolve_check_pull(r),
         log: resolve_log(r, d.log),
     }
 }
@@ -509,6 +524,20 @@ fn resolve_status(r: &mut Resolver<'_>, d: StatusSettings) -> StatusSettings {
         local: r.get(
             only(Status, "local", "Scan here; do not ask the agent"),
             d.local,
+            any,
+        ),
+    }
+}
+
+fn resolve_check_pull(r: &mut Resolver<'_>) -> CheckPullSettings {
+    CheckPullSettings {
+        plain_http: r.get(
+            only(
+                Face::CheckPull,
+                "plain_http",
+                "Plain HTTP to the registry (loopback registries only)",
+            ),
+            false,
             any,
         ),
     }
@@ -914,7 +943,8 @@ mod tests {
             clap::Command::new("headroom")
                 .subcommand(face(Face::Agent))
                 .subcommand(face(Face::Status))
-                .subcommand(face(Face::Du)),
+                .subcommand(face(Face::Du))
+                .subcommand(face(Face::CheckPull)),
         )
     }
 
@@ -1039,6 +1069,9 @@ mod tests {
                 c.status.agent_timeout = Duration::from_millis(100)
             }),
             s("local", "true", "true", |c| c.status.local = true),
+            s("plain_http", "yes", "true", |c| {
+                c.check_pull.plain_http = true
+            }),
             s("log_format", "json", "\"json\"", |c| {
                 c.log.format = LogFormat::Json
             }),
@@ -1071,7 +1104,7 @@ mod tests {
             let face = face_of(s.key);
             let flag = format!("--{}", s.key.replace('_', "-"));
             let args: Vec<&str> = match s.key {
-                "local" => vec![&flag],
+                "local" | "plain_http" => vec![&flag],
                 _ => vec![&flag, s.text],
             };
             let mut expected = Config::defaults(face);

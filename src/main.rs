@@ -28,6 +28,10 @@ enum Command {
     /// Measures paths the way Headroom measures layers (disk and apparent
     /// bytes, hard links once, no symlinks followed, one filesystem).
     Du(cli::du::DuArgs),
+    /// Before a pull: what pulling IMAGE onto this node would cost after
+    /// the layers already there, and the kubelet's verdict. Exit code: 0 ok,
+    /// 1 warning, 2 pressure now or predicted, 3 error.
+    CheckPull(cli::check_pull::CheckPullArgs),
     /// The node agent: keeps the inventory current and serves /metrics,
     /// /healthz, /readyz and /api/v1/status.
     Agent,
@@ -38,6 +42,7 @@ impl Command {
         match self {
             Command::Status(_) => Face::Status,
             Command::Du(_) => Face::Du,
+            Command::CheckPull(_) => Face::CheckPull,
             Command::Agent => Face::Agent,
         }
     }
@@ -76,6 +81,7 @@ fn main() -> ExitCode {
     let outcome = match args.command {
         Command::Status(status) => cli::status::run(&status, &config),
         Command::Du(du) => cli::du::run(&du),
+        Command::CheckPull(check) => cli::check_pull::run(&check, &config),
         Command::Agent => cli::agent::run(&config),
     };
     outcome.unwrap_or_else(|err| {

@@ -597,11 +597,13 @@ mod tests {
                     reference: "layer-sha256:beef".into(),
                     offset_bytes: 300,
                     total_bytes: 1000,
+                    ..Pull::default()
                 },
                 Pull {
                     reference: "unknown-total".into(),
                     offset_bytes: 5,
                     total_bytes: 0,
+                    ..Pull::default()
                 },
             ],
             reclaimable_bytes: 42_000,

@@ -35,7 +35,7 @@ pub struct Status {
     pub layers: Vec<Layer>,
     /// Containers (and pod logs whose container is gone), largest first.
     pub containers: Vec<Container>,
-    /// Image pulls in flight (filled in once pull tracking exists).
+    /// Image pulls in flight (containerd's; Docker's files do not show them).
     pub pulls: Vec<Pull>,
     /// Bytes that removing every unused, unpinned image would really free.
     pub reclaimable_bytes: u64,
@@ -167,15 +167,43 @@ pub struct Container {
     pub log_bytes: u64,
 }
 
-/// An image pull in flight.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An image pull in flight: a manifest whose layers are still being
+/// downloaded or unpacked, or a lone download (an ingest) no manifest explains.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Pull {
-    /// The ingest reference.
+    /// Unique name of the pull: `<image>@<manifest digest>`, the manifest
+    /// digest when the image is unknown, or the ingest reference of a lone
+    /// download (e.g. `layer-sha256:…`).
     pub reference: String,
-    /// Bytes downloaded so far.
+    /// Bytes of the layers still needed that are downloaded already.
     pub offset_bytes: u64,
-    /// Expected total bytes (0 when unknown).
+    /// Compressed bytes of the layers still needed (0 when unknown).
     pub total_bytes: u64,
+    /// containerd namespace.
+    #[serde(default)]
+    pub namespace: String,
+    /// The image (`registry/repository`, or its name once recorded), when known.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// The manifest being pulled; null for a lone download.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// Compressed bytes still to download (`total_bytes - offset_bytes`).
+    #[serde(default)]
+    pub remaining_download_bytes: u64,
+    /// Estimated unpacked bytes still to write: the compressed size of the
+    /// layers not yet unpacked times the node's unpack ratio.
+    #[serde(default)]
+    pub unpack_bytes: u64,
+    /// Layers in the manifest (1 for a lone download).
+    #[serde(default)]
+    pub layers_total: u64,
+    /// Layers whose compressed blob is fully downloaded.
+    #[serde(default)]
+    pub layers_downloaded: u64,
+    /// Layers already unpacked on the node: they cost nothing.
+    #[serde(default)]
+    pub layers_present: u64,
 }
 
 /// The verdict for one signal.

@@ -71,7 +71,9 @@ impl Scanner {
         let started = Instant::now();
         let resync = self.settings.resync_interval;
         let (discovered, at) = match self.discovered.take() {
-            Some((d, at)) if !reread && at.elapsed() < resync => (d, at),
+            // A pull in flight raises no events while it downloads: reread
+            // every pass until it is done, so its progress is current.
+            Some((d, at)) if !reread && at.elapsed() < resync && !d.pulling() => (d, at),
             _ => (inventory::discover(&self.layout), Instant::now()),
         };
         let walk = WalkOptions {

@@ -14,7 +14,7 @@ const PROBLEMS_SHOWN: usize = 5;
 const RED: Style = AnsiColor::Red.on_default().bold();
 const YELLOW: Style = AnsiColor::Yellow.on_default().bold();
 const GREEN: Style = AnsiColor::Green.on_default();
-const BOLD: Style = Style::new().bold();
+pub(super) const BOLD: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
 
 /// Writes the screen for `status`, listing at most `top` images and containers.
@@ -94,7 +94,8 @@ fn filesystems(out: &mut impl Write, s: &Status) -> io::Result<()> {
     Ok(())
 }
 
-fn state_style(state: &str) -> Style {
+/// The color of a verdict state.
+pub(super) fn state_style(state: &str) -> Style {
     match state {
         "pressure" => RED,
         "warning" => YELLOW,
@@ -111,7 +112,7 @@ fn used_percent(fs: &Filesystem) -> f64 {
 
 /// `[████┃░░░]`: used cells, the eviction line where usage would cross the
 /// hard threshold, and free cells.
-fn bar(fs: &Filesystem) -> String {
+pub(super) fn bar(fs: &Filesystem) -> String {
     let cells = |bytes: u64| -> usize {
         if fs.capacity_bytes == 0 {
             return 0;

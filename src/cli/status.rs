@@ -54,7 +54,8 @@ fn ask_agent_or_scan(config: &Config) -> Status {
     }
 }
 
-fn scan_here(config: &Config) -> Status {
+/// One scan of this node with a spinner on a terminal: what `--local` does.
+pub(super) fn scan_here(config: &Config) -> Status {
     let spinner = spinner();
     let walk = WalkOptions {
         threads: config.agent.walk_threads,
@@ -86,13 +87,5 @@ fn exit_code(status: &Status) -> u8 {
     if status.filesystems.is_empty() {
         return super::EXIT_ERROR;
     }
-    let states = status.prediction.values().map(|p| p.state.as_str());
-    states
-        .map(|s| match s {
-            "pressure" => 2,
-            "warning" => 1,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0)
+    super::exit_code_of(status.prediction.values().map(|p| p.state.as_str()))
 }

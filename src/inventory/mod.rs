@@ -9,16 +9,16 @@
 pub mod attribute;
 pub mod signals;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use crate::kubelet::{self, KubeletConfig};
 use crate::layout::NodeLayout;
 use crate::podlogs::{self, PodLogs};
-use crate::predict::history::History;
-use crate::report::{RuntimeState, ScanErrorSample, ScanSummary, Status, SCHEMA};
-use crate::runtime::{containerd, docker, Discovery, Problem, RuntimeKind};
+use crate::predict::{self, history::History, pull::PullCost};
+use crate::report::{Image, Pull, RuntimeState, ScanErrorSample, ScanSummary, Status, SCHEMA};
+use crate::runtime::{containerd, docker, Discovery, Problem, PullLayer, PullRecord, RuntimeKind};
 use crate::walk::{self, Walk, WalkOptions};
 
 /// How many scan errors the document keeps with their paths.
@@ -66,6 +66,11 @@ impl Discovered {
             paths.extend(d.blobs.iter().map(|b| b.path.clone()));
         }
         sorted(paths)
+    }
+
+    /// Whether some runtime has a pull in flight.
+    pub fn pulling(&self) -> bool {
+        self.discoveries.iter().any(|d| !d.pulls.is_empty())
     }
 
     /// Paths that change while containers run: writable layers and logs.
@@ -122,6 +127,21 @@ pub fn build(
         signals::filesystems(&layout.kubelet_root, &image_root, kubelet, &mut problems);
     let now = SystemTime::now();
     history.observe(&filesystems, &attributed.images, now);
+    let (pulls, incoming_bytes) = pulls(&discovered.discoveries, &attributed.images);
+    let pull_names: Vec<String> = pulls
+        .iter()
+        .map(|p| p.image.clone().unwrap_or_else(|| p.reference.clone()))
+        .collect();
+    // Pulls write into the image store: containerd's content and snapshots.
+    let incoming = signals::Incoming {
+        mountpoint: filesystems
+            .iter()
+            .find(|fs| fs.signal == "imagefs")
+            .map(|fs| fs.mountpoint.as_str())
+            .filter(|_| !pulls.is_empty()),
+        bytes: incoming_bytes,
+        pulls: &pull_names,
+    };
     let prediction = signals::predict(
         &filesystems,
         &attributed.images,
@@ -129,6 +149,7 @@ pub fn build(
         kubelet,
         history,
         now,
+        &incoming,
     );
     Status {
         schema: SCHEMA,
@@ -140,7 +161,7 @@ pub fn build(
         images: attributed.images,
         layers: attributed.layers,
         containers: attributed.containers,
-        pulls: Vec::new(),
+        pulls,
         reclaimable_bytes: attributed
             .reclaimable
             .values()
@@ -154,6 +175,67 @@ pub fn build(
         runtimes: discovered.runtimes.clone(),
         problems,
         scan,
+    }
+}
+
+/// The pulls in flight, and the bytes they will still add to the image
+/// store: per layer not yet unpacked, what is left to download plus its
+/// unpacked size estimated at the compressed-to-unpacked ratio the node's
+/// images show. A layer several pulls share is added once.
+fn pulls(discoveries: &[Discovery], images: &[Image]) -> (Vec<Pull>, u64) {
+    let ratio = predict::pull::unpack_ratio(images);
+    let mut added: HashSet<(&str, &str)> = HashSet::new();
+    let mut incoming = 0u64;
+    let mut out = Vec::new();
+    for record in discoveries.iter().flat_map(|d| &d.pulls) {
+        let mut pull = pull_of(record);
+        for layer in record.layers.iter().filter(|l| !l.unpacked) {
+            let cost = PullCost::of(
+                layer.compressed_bytes,
+                layer.downloaded_bytes,
+                if layer.unpacks { ratio } else { 0.0 },
+            );
+            pull.unpack_bytes = pull.unpack_bytes.saturating_add(cost.unpack_bytes);
+            if added.insert((&record.namespace, &layer.digest)) {
+                incoming = incoming.saturating_add(cost.total());
+            }
+        }
+        out.push(pull);
+    }
+    (out, incoming)
+}
+
+/// The report of one pull, its unpack estimate left to [`pulls`].
+fn pull_of(record: &PullRecord) -> Pull {
+    let waiting = || record.layers.iter().filter(|l| !l.unpacked);
+    let total: u64 = waiting()
+        .map(|l| l.compressed_bytes)
+        .fold(0, u64::saturating_add);
+    let offset: u64 = waiting()
+        .map(|l| l.downloaded_bytes)
+        .fold(0, u64::saturating_add);
+    let count =
+        |f: &dyn Fn(&PullLayer) -> bool| record.layers.iter().filter(|l| f(l)).count() as u64;
+    let reference = match (&record.image, &record.manifest_digest, &record.ingest) {
+        (Some(image), Some(m), _) if !image.contains('@') => format!("{image}@{m}"),
+        (Some(image), Some(_), _) => image.clone(),
+        (None, Some(m), _) => m.clone(),
+        (_, None, ingest) => ingest.clone().unwrap_or_default(),
+    };
+    Pull {
+        reference,
+        offset_bytes: offset,
+        total_bytes: total,
+        namespace: record.namespace.clone(),
+        image: record.image.clone(),
+        manifest: record.manifest_digest.clone(),
+        remaining_download_bytes: total.saturating_sub(offset),
+        unpack_bytes: 0,
+        layers_total: record.layers.len() as u64,
+        layers_downloaded: count(&|l| {
+            l.compressed_bytes > 0 && l.downloaded_bytes >= l.compressed_bytes
+        }),
+        layers_present: count(&|l| l.unpacked),
     }
 }
 
@@ -302,4 +384,103 @@ pub fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f6
             }));
     }
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(digest: &str, compressed: u64, downloaded: u64, unpacked: bool) -> PullLayer {
+        PullLayer {
+            digest: digest.into(),
+            compressed_bytes: compressed,
+            downloaded_bytes: downloaded,
+            chain_id: None,
+            unpacked,
+            unpacks: true,
+        }
+    }
+
+    fn record(image: Option<&str>, manifest: Option<&str>, layers: Vec<PullLayer>) -> PullRecord {
+        PullRecord {
+            namespace: "k8s.io".into(),
+            image: image.map(String::from),
+            manifest_digest: manifest.map(String::from),
+            ingest: None,
+            layers,
+        }
+    }
+
+    /// An image on the node teaching an unpack ratio of 3.
+    fn learned_from() -> Image {
+        Image {
+            runtime: RuntimeKind::Containerd,
+            namespace: "k8s.io".into(),
+            id: "sha256:i".into(),
+            refs: vec![],
+            created: None,
+            disk_bytes: 3000,
+            apparent_bytes: 3000,
+            unique_disk_bytes: 3000,
+            unique_apparent_bytes: 3000,
+            shared_disk_bytes: 0,
+            shared_apparent_bytes: 0,
+            content_bytes: 1000,
+            unique_content_bytes: 1000,
+            containers: 0,
+            in_use: false,
+            pinned: false,
+            layers: vec![],
+        }
+    }
+
+    #[test]
+    fn pulls_cost_what_is_left_to_download_plus_the_unpacked_estimate() {
+        let mut d = Discovery::new(RuntimeKind::Containerd, PathBuf::from("/s"));
+        let mut lone = record(None, None, vec![layer("sha256:m", 500, 100, false)]);
+        lone.ingest = Some("manifest-sha256:m".into());
+        lone.layers[0].unpacks = false;
+        d.pulls = vec![
+            record(
+                Some("reg/app"),
+                Some("sha256:1"),
+                vec![
+                    layer("sha256:base", 900, 900, true),
+                    layer("sha256:a", 1000, 400, false),
+                    layer("sha256:b", 2000, 2000, false),
+                ],
+            ),
+            // Shares layer a with the first: its bytes arrive once.
+            record(
+                None,
+                Some("sha256:2"),
+                vec![layer("sha256:a", 1000, 400, false)],
+            ),
+            lone,
+        ];
+        let (pulls, incoming) = pulls(&[d], &[learned_from()]);
+        let rows: Vec<_> = pulls
+            .iter()
+            .map(|p| {
+                (
+                    p.reference.as_str(),
+                    p.offset_bytes,
+                    p.total_bytes,
+                    p.remaining_download_bytes,
+                    p.unpack_bytes,
+                    (p.layers_total, p.layers_downloaded, p.layers_present),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("reg/app@sha256:1", 2400, 3000, 600, 9000, (3, 2, 1)),
+                ("sha256:2", 400, 1000, 600, 3000, (1, 0, 0)),
+                ("manifest-sha256:m", 100, 500, 400, 0, (1, 0, 0)),
+            ]
+        );
+        // 600 + 9000 for the first, nothing more for layer a, 400 for the manifest.
+        assert_eq!(incoming, 600 + 9000 + 400);
+    }
 }

@@ -75,9 +75,41 @@ fn signed_diff(a: u64, b: u64) -> i64 {
     i64::try_from(i128::from(a) - i128::from(b)).unwrap_or(if a > b { i64::MAX } else { i64::MIN })
 }
 
+/// Bytes on their way to one filesystem: pulls in flight, or one about to
+/// start (`headroom check-pull`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Incoming<'a> {
+    /// Mount point of the filesystem the bytes land on (the image store's);
+    /// `None` when nothing is incoming.
+    pub mountpoint: Option<&'a str>,
+    /// Bytes the pulls will still add.
+    pub bytes: u64,
+    /// The pulls' image names, for the verdict's sentence.
+    pub pulls: &'a [String],
+}
+
+impl Incoming<'_> {
+    /// Nothing on its way.
+    pub const NONE: Incoming<'static> = Incoming {
+        mountpoint: None,
+        bytes: 0,
+        pulls: &[],
+    };
+
+    /// What lands on the filesystem mounted at `mountpoint`.
+    fn onto(&self, mountpoint: &str) -> (u64, &[String]) {
+        if self.mountpoint == Some(mountpoint) {
+            (self.bytes, self.pulls)
+        } else {
+            (0, &[])
+        }
+    }
+}
+
 /// The verdict per signal: thresholds crossed now, the trend the `history`
-/// shows, and whether the kubelet's image GC would make room, freeing only
-/// what deleted images do not share. No pull tracking yet: nothing incoming.
+/// shows, what the `incoming` pulls will add to the filesystem they land on,
+/// and whether the kubelet's image GC would make room, freeing only what
+/// deleted images do not share.
 pub fn predict(
     filesystems: &[Filesystem],
     images: &[Image],
@@ -85,6 +117,7 @@ pub fn predict(
     kubelet: &KubeletConfig,
     history: &History,
     now: SystemTime,
+    incoming: &Incoming<'_>,
 ) -> BTreeMap<String, Prediction> {
     let gc_images = gc_images(images, layers, history);
     let gc_mount = filesystems
@@ -96,6 +129,7 @@ pub fn predict(
         .map(|fs| {
             let (bytes_signal, inodes_signal) = signals_of(&fs.signal);
             let (bytes_trend, inodes_trend) = history.trends(&fs.signal);
+            let (incoming_bytes, pulls) = incoming.onto(&fs.mountpoint);
             let dimension = |signal, capacity, available, trend| Dimension {
                 capacity,
                 available,
@@ -112,14 +146,17 @@ pub fn predict(
             });
             let input = FsInput {
                 name: &fs.signal,
-                bytes: dimension(
-                    bytes_signal,
-                    fs.capacity_bytes,
-                    fs.available_bytes,
-                    bytes_trend,
-                ),
+                bytes: Dimension {
+                    incoming: incoming_bytes,
+                    ..dimension(
+                        bytes_signal,
+                        fs.capacity_bytes,
+                        fs.available_bytes,
+                        bytes_trend,
+                    )
+                },
                 inodes: dimension(inodes_signal, fs.inodes, fs.inodes_free, inodes_trend),
-                pulls: &[],
+                pulls,
                 gc,
                 horizon: DEFAULT_HORIZON,
             };

@@ -9,24 +9,29 @@ use crate::report::Image;
 /// compressed size to learn from (gzip on typical image layers).
 pub const DEFAULT_UNPACK_RATIO: f64 = 2.5;
 
-/// Unpacked bytes per compressed byte, learned from containerd images whose
-/// compressed blobs are still in the content store: Σ unpacked layer bytes /
-/// Σ content bytes. Images without blobs (discarded after unpacking) teach
-/// nothing and are skipped.
+/// Unpacked bytes per compressed byte, learned from the node's containerd
+/// images whose compressed blobs are still in the content store. Only what
+/// each image holds alone counts (Σ unique unpacked / Σ unique blobs), so a
+/// base layer shared by many images weighs once, not once per image; when
+/// no image holds anything alone, their totals; else a typical gzip ratio.
+/// Images without blobs (discarded after unpacking) teach nothing.
 pub fn unpack_ratio(images: &[Image]) -> f64 {
+    let unique = ratio(images, |i| (i.unique_disk_bytes, i.unique_content_bytes));
+    unique
+        .or_else(|| ratio(images, |i| (i.disk_bytes, i.content_bytes)))
+        .unwrap_or(DEFAULT_UNPACK_RATIO)
+}
+
+/// Σ unpacked / Σ compressed over the images where both are known.
+fn ratio(images: &[Image], figures: impl Fn(&Image) -> (u64, u64)) -> Option<f64> {
     let (unpacked, compressed) = images
         .iter()
-        .filter(|i| i.content_bytes > 0 && i.disk_bytes > 0)
-        .fold((0u128, 0u128), |(u, c), i| {
-            (
-                u + u128::from(i.disk_bytes),
-                c + u128::from(i.content_bytes),
-            )
+        .map(figures)
+        .filter(|(u, c)| *u > 0 && *c > 0)
+        .fold((0u128, 0u128), |(su, sc), (u, c)| {
+            (su + u128::from(u), sc + u128::from(c))
         });
-    if compressed == 0 {
-        return DEFAULT_UNPACK_RATIO;
-    }
-    unpacked as f64 / compressed as f64
+    (compressed > 0).then(|| unpacked as f64 / compressed as f64)
 }
 
 /// The disk a pull still needs.
@@ -60,6 +65,10 @@ mod tests {
     use crate::runtime::RuntimeKind;
 
     fn image(disk: u64, content: u64) -> Image {
+        shared_image(disk, content, disk, content)
+    }
+
+    fn shared_image(disk: u64, content: u64, unique_disk: u64, unique_content: u64) -> Image {
         Image {
             runtime: RuntimeKind::Containerd,
             namespace: "k8s.io".into(),
@@ -68,12 +77,12 @@ mod tests {
             created: None,
             disk_bytes: disk,
             apparent_bytes: disk,
-            unique_disk_bytes: disk,
-            unique_apparent_bytes: disk,
+            unique_disk_bytes: unique_disk,
+            unique_apparent_bytes: unique_disk,
             shared_disk_bytes: 0,
             shared_apparent_bytes: 0,
             content_bytes: content,
-            unique_content_bytes: content,
+            unique_content_bytes: unique_content,
             containers: 0,
             in_use: false,
             pinned: false,
@@ -88,6 +97,20 @@ mod tests {
         assert_eq!(unpack_ratio(&images), 2.0);
         assert_eq!(unpack_ratio(&[image(5000, 0)]), DEFAULT_UNPACK_RATIO);
         assert_eq!(unpack_ratio(&[]), DEFAULT_UNPACK_RATIO);
+    }
+
+    #[test]
+    fn a_shared_base_weighs_once() {
+        // Two images on a 1000-from-10 base (shared); their own layers are
+        // 300 from 100 and 200 from 100: 500 / 200, not (1300+1200)/(110+110).
+        let images = [
+            shared_image(1300, 110, 300, 100),
+            shared_image(1200, 110, 200, 100),
+        ];
+        assert_eq!(unpack_ratio(&images), 2.5);
+        // Nothing held alone: the totals teach.
+        let only_shared = [shared_image(1000, 10, 0, 0)];
+        assert_eq!(unpack_ratio(&only_shared), 100.0);
     }
 
     #[test]

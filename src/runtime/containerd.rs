@@ -13,10 +13,11 @@ pub mod events;
 mod files;
 mod images;
 mod meta_db;
+mod pulls;
 mod rpc;
 mod snapshots;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use containerd_client::services::v1::Image;
 
 pub use self::files::{discover_from_files, FilesError};
 use self::images::Content;
+use self::pulls::Ingest;
 use self::rpc::Rpc;
 use self::snapshots::Backend;
 use super::{BlobRecord, Discovery, LayerRecord, Problem, RuntimeKind};
@@ -120,6 +122,7 @@ struct Listing {
     ns: String,
     images: Vec<Image>,
     content: Content,
+    ingests: Vec<Ingest>,
     snapshots: Vec<SnapshotInfo>,
     containers: Vec<Container>,
 }
@@ -129,10 +132,12 @@ impl Listing {
     async fn fetch(rpc: &Rpc, ns: String, source: &str, problems: &mut Vec<Problem>) -> Self {
         let images = or_problem(rpc.images(&ns).await, source, problems);
         let content = or_problem(rpc.content(&ns).await, source, problems);
+        let ingests = or_problem(rpc.ingests(&ns).await, source, problems);
         let snapshots = or_problem(rpc.snapshots(&ns, OVERLAYFS).await, source, problems);
         let containers = or_problem(rpc.containers(&ns).await, source, problems);
         Listing {
             content: content.into_iter().map(|i| (i.digest.clone(), i)).collect(),
+            ingests: ingests.iter().map(Ingest::from_status).collect(),
             ns,
             images,
             snapshots,
@@ -195,6 +200,31 @@ async fn add_namespace(
             .extend(problems.into_iter().map(|m| Problem::new(source, m)));
         disc.containers.extend(record);
     }
+    add_pulls(rpc, l, source, disc).await;
+}
+
+/// Adds the pulls in flight of one namespace (after its images) to `disc`.
+async fn add_pulls(rpc: &Rpc, l: &Listing, source: &str, disc: &mut Discovery) {
+    let of_kind = |kind: Kind| {
+        l.snapshots
+            .iter()
+            .filter(move |s| s.kind == kind as i32)
+            .map(|s| s.name.as_str())
+    };
+    let committed: HashSet<String> = of_kind(Kind::Committed).map(str::to_string).collect();
+    let extracting = pulls::extracting_chains(of_kind(Kind::Active));
+    let ns = pulls::Namespace {
+        name: &l.ns,
+        content: &l.content,
+        ingests: &l.ingests,
+        images: &disc.images,
+        committed: &committed,
+        extracting: &extracting,
+    };
+    let (records, problems) = pulls::find(rpc, &ns).await;
+    disc.pulls.extend(records);
+    disc.problems
+        .extend(problems.into_iter().map(|m| Problem::new(source, m)));
 }
 
 /// The files of a layer or writable layer: `<root>/snapshots/<id>/fs`.

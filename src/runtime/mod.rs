@@ -48,6 +48,11 @@ pub struct Discovery {
     pub containers: Vec<ContainerRecord>,
     /// Content-store blobs (compressed layers, manifests, configs).
     pub blobs: Vec<BlobRecord>,
+    /// Image pulls in flight. containerd only: Docker's overlay2 store keeps
+    /// a download in progress as an anonymous temp file under `<root>/tmp`
+    /// (no image, no expected size, no manifest until the pull is done), so
+    /// its pulls cannot be told from its files and this stays empty.
+    pub pulls: Vec<PullRecord>,
     /// Things that could not be read; the rest of the discovery still stands.
     pub problems: Vec<Problem>,
 }
@@ -62,6 +67,7 @@ impl Discovery {
             layers: Vec::new(),
             containers: Vec::new(),
             blobs: Vec::new(),
+            pulls: Vec::new(),
             problems: Vec::new(),
         }
     }
@@ -141,6 +147,44 @@ pub struct BlobRecord {
     pub digest: String,
     /// The blob file (`…/blobs/sha256/<hex>`).
     pub path: PathBuf,
+}
+
+/// One image pull in flight: a manifest whose layers are still being
+/// downloaded or unpacked, or a lone download no manifest explains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRecord {
+    /// containerd namespace the pull writes into.
+    pub namespace: String,
+    /// The image being pulled (`registry/repository`, or a name of the image
+    /// record once there is one), when it can be told.
+    pub image: Option<String>,
+    /// The manifest being pulled; `None` for a lone download.
+    pub manifest_digest: Option<String>,
+    /// The runtime's name for a lone download (containerd's ingest ref, e.g.
+    /// `layer-sha256:…`); `None` for a manifest's pull.
+    pub ingest: Option<String>,
+    /// The layers of the manifest, base first (the one blob of a lone download).
+    pub layers: Vec<PullLayer>,
+}
+
+/// One layer of a pull in flight (or the blob of a lone download).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullLayer {
+    /// The compressed blob's digest (or the ingest ref when it names none).
+    pub digest: String,
+    /// Size of the compressed blob (0 when unknown).
+    pub compressed_bytes: u64,
+    /// Bytes of it already in the content store or being written, at most
+    /// `compressed_bytes` when that is known.
+    pub downloaded_bytes: u64,
+    /// The layer's chain ID, once the image config is on the node.
+    pub chain_id: Option<String>,
+    /// Whether its snapshot is committed: the layer is on the node already
+    /// and costs nothing.
+    pub unpacked: bool,
+    /// Whether the blob is unpacked once downloaded: true for layers, false
+    /// for a lone manifest, config or index download.
+    pub unpacks: bool,
 }
 
 /// Something a reader could not read, named with what and where.

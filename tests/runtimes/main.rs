@@ -11,6 +11,7 @@
 //! reported as ignored otherwise (with a message naming what is missing).
 
 mod agent;
+mod check_pull;
 mod checks;
 mod containers;
 mod docker_df;
@@ -20,6 +21,7 @@ mod images;
 mod layers;
 mod oracle;
 mod prometheus;
+mod pulls;
 mod reclaim;
 mod robustness;
 mod scrape;
@@ -121,6 +123,18 @@ const TRIALS: &[(&str, Body)] = &[
         "screen_mentions_signals_and_top_image",
         screen::mentions_signals_and_top_image,
     ),
+    (
+        "check_pull_of_a_present_image_costs_nothing",
+        check_pull::present_image_costs_nothing,
+    ),
+    (
+        "check_pull_of_an_unknown_tag_names_the_url",
+        check_pull::unknown_tag_names_the_url,
+    ),
+    (
+        "check_pull_over_https_to_a_plain_registry_fails",
+        check_pull::https_to_a_plain_registry_fails,
+    ),
 ];
 
 /// The agent trials: each takes [`World::reading`] or [`World::changing`]
@@ -150,6 +164,14 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     (
         "agent_refuses_malformed_requests",
         agent::refuses_malformed_requests,
+    ),
+    (
+        "check_pull_estimate_matches_the_real_pull",
+        check_pull::estimate_matches_the_real_pull,
+    ),
+    (
+        "agent_lists_a_pull_in_flight",
+        pulls::in_flight_pull_is_listed,
     ),
 ];
 

@@ -448,11 +448,27 @@ impl Undo<'_> {
         {
             ctr(&["containers", "rm", self.id])?;
         }
-        if ctr(&["images", "ls", "-q"])?
+        // The CRI plugin also names the image `sha256:<id>`: remove every
+        // name with the same target digest, or the image stays behind.
+        let listed = ctr(&["images", "ls"])?;
+        let rows: Vec<Vec<&str>> = listed
             .lines()
-            .any(|l| l == self.reference)
-        {
-            ctr(&["images", "rm", "--sync", self.reference])?;
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let digest = rows
+            .iter()
+            .find(|f| f.first() == Some(&self.reference))
+            .and_then(|f| f.get(2).copied());
+        let names: Vec<&str> = rows
+            .iter()
+            .filter(|f| digest.is_some() && f.get(2).copied() == digest)
+            .filter_map(|f| f.first().copied())
+            .collect();
+        if !names.is_empty() {
+            let mut args = vec!["images", "rm", "--sync"];
+            args.extend(names);
+            ctr(&args)?;
         }
         Ok(())
     }

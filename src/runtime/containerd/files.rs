@@ -7,10 +7,12 @@
 //! (which `snapshots/<id>` holds a snapshot, and its kind) and the manifest,
 //! index and config blobs (the order of an image's layers). Both databases
 //! are copied into memory without taking containerd's lock and retried when
-//! a copy is torn. The result has the shape [`discover`](super::discover)
-//! gives, built by the same image and container logic.
+//! a copy is torn. Pulls in flight come from the ingest directories
+//! (`ingest/<hash>/{ref,data,total}`, the bytes so far being the size of
+//! `data`). The result has the shape [`discover`](super::discover) gives,
+//! built by the same image, container and pull logic.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::future::Future;
 use std::io::Read;
@@ -20,6 +22,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::images::{self, BlobSource, Built};
 use super::meta_db::{self, Namespace};
+use super::pulls::{self, Ingest};
 use super::snapshots::{self, Backend, CopyError, Kind, ATTEMPTS};
 use super::{
     blob_path, blob_records, containers, snapshot_dir, CONTENT_PLUGIN, OVERLAYFS,
@@ -29,6 +32,8 @@ use crate::runtime::{Discovery, LayerRecord, Problem, RuntimeKind};
 
 /// The metadata plugin's directory under the root, holding `meta.db`.
 const METADATA_DIR: &str = "io.containerd.metadata.v1.bolt";
+/// Largest `ref` or `total` file of an ingest read (real ones are < 200 bytes).
+const MAX_INGEST_FILE: u64 = 4096;
 
 /// Why containerd's files could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +76,13 @@ pub fn discover_from_files(root: &Path) -> Result<Discovery, FilesError> {
     let backend = snapshots::read_blocking(&store.snapshotter.join("metadata.db"))
         .map_err(|p| disc.problems.push(p))
         .ok();
+    let ingests = store.ingests(&mut disc.problems);
     let mut digests = BTreeSet::new();
     for ns in &meta.namespaces {
         digests.extend(ns.content.keys().cloned());
         store.add_namespace(ns, backend.as_ref(), &mut disc);
+        let of_ns = ingests.get(&ns.name).map_or(&[][..], Vec::as_slice);
+        store.add_pulls(ns, of_ns, backend.as_ref(), &mut disc);
     }
     disc.blobs = blob_records(digests, &store.content, &mut disc.problems);
     Ok(disc)
@@ -137,6 +145,72 @@ impl Store {
         }
     }
 
+    /// Adds the pulls in flight of namespace `ns` (after its images) to `disc`.
+    fn add_pulls(
+        &self,
+        ns: &Namespace,
+        ingests: &[Ingest],
+        backend: Option<&Backend>,
+        disc: &mut Discovery,
+    ) {
+        let kind_of = |backend_key: &str| {
+            let (bns, bname) = snapshots::split_key(backend_key)?;
+            Some(backend?.get(&(bns.to_string(), bname.to_string()))?.kind)
+        };
+        let of_kind = |kind: Kind| {
+            ns.snapshots
+                .iter()
+                .filter(move |(_, key)| kind_of(key) == Some(kind))
+                .map(|(name, _)| name.as_str())
+        };
+        let committed: HashSet<String> = of_kind(Kind::Committed).map(str::to_string).collect();
+        let extracting = pulls::extracting_chains(of_kind(Kind::Active));
+        let found = pulls::Namespace {
+            name: &ns.name,
+            content: &ns.content,
+            ingests,
+            images: &disc.images,
+            committed: &committed,
+            extracting: &extracting,
+        };
+        let blobs = ContentFiles(&self.content);
+        let (records, problems) = run_ready(pulls::find(&blobs, &found)).unwrap_or_else(|| {
+            let msg = format!("pulls of namespace {} not read: a read waited", ns.name);
+            (Vec::new(), vec![msg])
+        });
+        disc.pulls.extend(records);
+        disc.problems
+            .extend(problems.into_iter().map(|m| self.meta_problem(m)));
+    }
+
+    /// The ingests under `<content root>/ingest`, by namespace. One that
+    /// vanishes while read has just been committed or aborted: skipped.
+    fn ingests(&self, problems: &mut Vec<Problem>) -> HashMap<String, Vec<Ingest>> {
+        let dir = self.content.join("ingest");
+        let mut out: HashMap<String, Vec<Ingest>> = HashMap::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+            Err(e) => {
+                problems.push(Problem::new(
+                    dir.display().to_string(),
+                    format!("cannot list the ingests: {e}"),
+                ));
+                return out;
+            }
+        };
+        for entry in entries.flatten() {
+            match read_ingest(&entry.path()) {
+                Ok(Some((ns, ingest))) => out.entry(ns).or_default().push(ingest),
+                Ok(None) => {}
+                Err(message) => {
+                    problems.push(Problem::new(entry.path().display().to_string(), message))
+                }
+            }
+        }
+        out
+    }
+
     /// Adds the committed snapshots of `ns` as layers, each placed through
     /// the backend key `meta.db` records for it.
     fn add_layers(&self, ns: &Namespace, backend: &Backend, disc: &mut Discovery) {
@@ -160,6 +234,45 @@ impl Store {
             }
         }
     }
+}
+
+/// One ingest directory as (namespace, ingest): its `ref` file holds
+/// `<ns>/<seq>/<ref>`, `total` the expected size (0 when missing) and the
+/// size of `data` the bytes so far. `None` when it vanished while read.
+fn read_ingest(dir: &Path) -> Result<Option<(String, Ingest)>, String> {
+    let text = |name: &str| -> Result<Option<String>, String> {
+        let path = dir.join(name);
+        let mut data = String::new();
+        match File::open(&path).and_then(|f| f.take(MAX_INGEST_FILE).read_to_string(&mut data)) {
+            Ok(_) => Ok(Some(data.trim().to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    };
+    let Some(key) = text("ref")? else {
+        return Ok(None);
+    };
+    let (ns, reference) = snapshots::split_key(&key)
+        .ok_or_else(|| format!("ingest ref {key:?} is not <namespace>/<n>/<ref>"))?;
+    let total = match text("total")? {
+        None => 0,
+        Some(t) => t
+            .parse()
+            .map_err(|_| format!("ingest total {t:?} is not a byte count"))?,
+    };
+    let data = dir.join("data");
+    let offset = match std::fs::symlink_metadata(&data) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot stat {}: {e}", data.display())),
+    };
+    let ingest = Ingest {
+        reference: reference.to_string(),
+        expected: None,
+        offset,
+        total,
+    };
+    Ok(Some((ns.to_string(), ingest)))
 }
 
 /// The content store's blob files.
@@ -348,6 +461,7 @@ mod tests {
                 })
                 .into_iter()
                 .collect(),
+            pulls: Vec::new(),
             problems: Vec::new(),
         }
     }
@@ -361,6 +475,7 @@ mod tests {
         assert_eq!(got.layers, want.layers);
         assert_eq!(got.containers, want.containers);
         assert_eq!(got.blobs, want.blobs);
+        assert_eq!(got.pulls, want.pulls);
     }
 
     #[test]
@@ -477,6 +592,67 @@ mod tests {
             }
             std::fs::write(&path, &original).unwrap();
         }
+    }
+
+    /// Writes ingest dir `name` as containerd's content store does.
+    fn write_ingest(root: &Path, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+        let dir = root
+            .join("io.containerd.content.v1.content/ingest")
+            .join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, data) in files {
+            std::fs::write(dir.join(file), data).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn ingest_dirs_are_pulls_with_the_size_of_data_as_offset() {
+        let dir = copy_fixture();
+        let root = dir.path();
+        write_ingest(
+            root,
+            "a",
+            &[
+                ("ref", b"k8s.io/4/layer-sha256:ab\n"),
+                ("total", b"5000"),
+                ("data", &[0u8; 1234]),
+                ("startedat", b"2026-11-26T15:39:00Z"),
+            ],
+        );
+        write_ingest(
+            root,
+            "b",
+            &[("ref", b"default/1/index-sha256:cd"), ("data", b"")],
+        );
+        // Committed or aborted while listed: no data any more.
+        write_ingest(root, "gone", &[("ref", b"k8s.io/5/layer-sha256:ef")]);
+        let bad = write_ingest(root, "bad", &[("ref", b"no-namespace"), ("data", b"")]);
+        let got = discover_from_files(root).unwrap();
+        let lone: Vec<_> = got
+            .pulls
+            .iter()
+            .map(|p| {
+                let l = &p.layers[0];
+                let ingest = p.ingest.as_deref().unwrap();
+                (
+                    &p.namespace[..],
+                    ingest,
+                    l.compressed_bytes,
+                    l.downloaded_bytes,
+                    l.unpacks,
+                )
+            })
+            .collect();
+        assert_eq!(
+            lone,
+            [
+                ("default", "index-sha256:cd", 0, 0, false),
+                ("k8s.io", "layer-sha256:ab", 5000, 1234, true),
+            ]
+        );
+        let problems: Vec<_> = got.problems.iter().map(|p| &p.source).collect();
+        assert_eq!(problems, [&bad.display().to_string()]);
     }
 
     #[test]

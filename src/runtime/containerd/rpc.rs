@@ -21,7 +21,8 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::Container;
 use containerd_client::services::v1::{
     Image, Info as ContentInfo, ListContainersRequest, ListContentRequest, ListImagesRequest,
-    ListNamespacesRequest, Plugin, PluginsRequest, ReadContentRequest, SubscribeRequest,
+    ListNamespacesRequest, ListStatusesRequest, Plugin, PluginsRequest, ReadContentRequest,
+    Status as IngestStatus, SubscribeRequest,
 };
 use containerd_client::types::{Envelope, Mount};
 use tonic::metadata::MetadataValue;
@@ -116,6 +117,19 @@ impl Rpc {
             collect(stream, |msg| msg.info).await
         })
         .await
+    }
+
+    /// Every ingest (a blob being written, e.g. a layer being downloaded) of
+    /// namespace `ns`, with its offset and expected total.
+    pub(super) async fn ingests(&self, ns: &str) -> Result<Vec<IngestStatus>, String> {
+        let mut client = ContentClient::new(self.channel.clone());
+        let req = namespaced(ns, ListStatusesRequest::default())?;
+        let resp = self
+            .bounded(&format!("listing ingests of namespace {ns}"), async move {
+                client.list_statuses(req).await
+            })
+            .await?;
+        Ok(resp.statuses)
     }
 
     /// Every snapshot of `snapshotter` in namespace `ns`.
