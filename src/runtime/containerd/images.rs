@@ -70,14 +70,16 @@ struct Platform {
 
 /// The part of an image config that lists the layers.
 #[derive(Debug, Deserialize)]
-struct ImageConfig {
-    rootfs: RootFs,
+pub(super) struct ImageConfig {
+    /// The layers' uncompressed digests.
+    pub(super) rootfs: RootFs,
 }
 
 /// `rootfs` of an image config.
 #[derive(Debug, Deserialize)]
-struct RootFs {
-    diff_ids: Vec<String>,
+pub(super) struct RootFs {
+    /// DiffIDs, base first.
+    pub(super) diff_ids: Vec<String>,
 }
 
 /// What the documents of one image say.
@@ -215,7 +217,7 @@ async fn resolve(
 }
 
 /// Reads a document blob after checking it is present and small.
-async fn read(
+pub(super) async fn read(
     source: &impl BlobSource,
     ns: &str,
     digest: &str,
@@ -234,7 +236,7 @@ async fn read(
 }
 
 /// Parses a JSON document, naming its digest on failure.
-fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8], digest: &str) -> Result<T, String> {
+pub(super) fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8], digest: &str) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|e| format!("blob {digest} is not a valid document: {e}"))
 }
 

@@ -17,12 +17,10 @@ use std::collections::{HashMap, HashSet};
 use containerd_client::services::v1::Status as IngestStatus;
 use serde::Deserialize;
 
-use super::images::{BlobSource, Content};
+use super::images::{parse, read, BlobSource, Content, ImageConfig};
 use super::OVERLAYFS;
 use crate::runtime::{ImageRecord, PullLayer, PullRecord};
 
-/// Largest manifest or config read (real ones are a few KiB).
-const MAX_DOCUMENT: usize = 4 << 20;
 /// The manifest label naming its config; only manifests carry it.
 const CONFIG_LABEL: &str = "containerd.io/gc.ref.content.config";
 /// Prefix of the manifest labels naming its layers (`…l.<i>`).
@@ -117,18 +115,6 @@ struct Descriptor {
     digest: String,
     #[serde(default)]
     size: u64,
-}
-
-/// The part of an image config that lists the layers.
-#[derive(Debug, Deserialize)]
-struct ImageConfig {
-    rootfs: RootFs,
-}
-
-/// `rootfs` of an image config.
-#[derive(Debug, Deserialize)]
-struct RootFs {
-    diff_ids: Vec<String>,
 }
 
 /// The pulls in flight in `ns`, and problems in words (a manifest or config
@@ -230,11 +216,11 @@ async fn pull_of<'a>(
     image: Option<&ImageRecord>,
     ingests: &HashMap<&str, &Ingest>,
 ) -> Result<Option<(PullRecord, Vec<&'a str>)>, String> {
-    let manifest: Manifest = parse(&read(source, ns, digest).await?, digest)?;
+    let manifest: Manifest = parse(&read(source, ns.name, digest, ns.content).await?, digest)?;
     let config = manifest.config.map(|c| c.digest);
     let chains = match &config {
         Some(c) if ns.content.contains_key(c) => {
-            let config: ImageConfig = parse(&read(source, ns, c).await?, c)?;
+            let config: ImageConfig = parse(&read(source, ns.name, c, ns.content).await?, c)?;
             crate::digest::chain_ids(&config.rootfs.diff_ids)
         }
         _ => Vec::new(),
@@ -343,30 +329,6 @@ fn source_name(content: &Content, digest: &str) -> Option<String> {
     let registry = key.strip_prefix(SOURCE_LABEL)?;
     let repo = repos.split(',').next().filter(|r| !r.is_empty())?;
     Some(format!("{registry}/{repo}"))
-}
-
-/// Reads a document blob after checking it is present and small.
-async fn read(
-    source: &impl BlobSource,
-    ns: &Namespace<'_>,
-    digest: &str,
-) -> Result<Vec<u8>, String> {
-    let info = ns
-        .content
-        .get(digest)
-        .ok_or_else(|| format!("blob {digest} is not in the content store"))?;
-    if usize::try_from(info.size).map_or(true, |s| s > MAX_DOCUMENT) {
-        return Err(format!(
-            "blob {digest} is {} bytes, too large to read",
-            info.size
-        ));
-    }
-    source.read_blob(ns.name, digest, MAX_DOCUMENT).await
-}
-
-/// Parses a JSON document, naming its digest on failure.
-fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8], digest: &str) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("blob {digest} is not a valid document: {e}"))
 }
 
 /// Every chain ID in `names` (snapshot keys) that a snapshot is unpacking.
