@@ -22,4 +22,5 @@ pub mod predict;
 pub mod registry;
 pub mod report;
 pub mod runtime;
+pub mod volumes;
 pub mod walk;

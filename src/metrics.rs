@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::report::{Container, Filesystem, Image, Pull, ScanSummary, Status};
+use crate::report::{Container, Filesystem, Image, Pull, ScanSummary, Status, Volume};
 use crate::walk::ErrorKind;
 
 /// The label value of the series that sums everything past the top N.
@@ -121,6 +121,7 @@ pub fn encode(status: &Status, totals: &ScanTotals, top_n: usize) -> Result<Stri
     filesystems(&mut registry, status);
     images(&mut registry, &status.images, top_n);
     containers(&mut registry, &status.containers, top_n);
+    volumes(&mut registry, &status.volumes, top_n);
     pulls(&mut registry, &status.pulls, top_n);
     verdicts(&mut registry, status);
     scans(&mut registry, status, totals);
@@ -282,6 +283,43 @@ fn containers(registry: &mut Registry, containers: &[Container], top_n: usize) {
         "Disk bytes of a container's log files (runtime and pod logs)",
         Some(Unit::Bytes),
         column(1),
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VolumeLabels {
+    pod_namespace: String,
+    pod: String,
+    pod_uid: String,
+    volume: String,
+}
+
+fn volumes(registry: &mut Registry, volumes: &[Volume], top_n: usize) {
+    let other = VolumeLabels {
+        pod_namespace: String::new(),
+        pod: String::new(),
+        pod_uid: String::new(),
+        volume: OTHER.to_string(),
+    };
+    let rows = fold_top(
+        volumes,
+        top_n,
+        |v| v.disk_bytes,
+        |v| VolumeLabels {
+            pod_namespace: v.pod_namespace.clone().unwrap_or_default(),
+            pod: v.pod.clone().unwrap_or_default(),
+            pod_uid: v.pod_uid.clone(),
+            volume: v.name.clone(),
+        },
+        other,
+        |v| [v.disk_bytes],
+    );
+    register_gauges(
+        registry,
+        "emptydir",
+        "Disk bytes of a pod's emptyDir volume",
+        Some(Unit::Bytes),
+        rows.into_iter().map(|(l, [bytes])| (l, gauge(bytes))),
     );
 }
 
@@ -592,6 +630,16 @@ mod tests {
                 container("web", Some("web-0"), 4096, 8192),
                 container("", None, 0, 512),
             ],
+            volumes: vec![Volume {
+                kind: "emptyDir".into(),
+                pod_uid: "u1".into(),
+                pod: Some("web-0".into()),
+                pod_namespace: Some("shop".into()),
+                name: "cache".into(),
+                path: "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache".into(),
+                disk_bytes: 4096,
+                apparent_bytes: 10,
+            }],
             pulls: vec![
                 Pull {
                     reference: "layer-sha256:beef".into(),
@@ -743,6 +791,10 @@ mod tests {
             ("headroom_scan_files_total", "1234"),
             (r#"headroom_scan_errors_total{kind="vanished"}"#, "7"),
             (r#"headroom_scan_errors_total{kind="deadline"}"#, "0"),
+            (
+                r#"headroom_emptydir_bytes{pod_namespace="shop",pod="web-0",pod_uid="u1",volume="cache"}"#,
+                "4096",
+            ),
             ("headroom_scans_total", "3"),
             (
                 concat!(

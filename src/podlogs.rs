@@ -95,7 +95,7 @@ fn pod_logs(pod_dir: &Path, pod: &PodRef, logs: &mut Vec<PodLogs>, problems: &mu
 }
 
 /// The real (not symlinked) subdirectories of `dir` with UTF-8 names, sorted.
-fn subdirs(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+pub(crate) fn subdirs(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
     let mut dirs = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;

@@ -35,6 +35,9 @@ pub struct Status {
     pub layers: Vec<Layer>,
     /// Containers (and pod logs whose container is gone), largest first.
     pub containers: Vec<Container>,
+    /// Pods' disk-backed emptyDir volumes, largest first.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
     /// Image pulls in flight (containerd's; Docker's files do not show them).
     pub pulls: Vec<Pull>,
     /// Bytes that removing every unused, unpinned image would really free.
@@ -165,6 +168,27 @@ pub struct Container {
     pub writable_apparent_bytes: u64,
     /// Log files (runtime logs and pod logs), st_blocks × 512.
     pub log_bytes: u64,
+}
+
+/// A pod's emptyDir volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Volume {
+    /// `emptyDir`.
+    pub kind: String,
+    /// The pod's UID.
+    pub pod_uid: String,
+    /// Pod name, when a container or log of that pod tells it.
+    pub pod: Option<String>,
+    /// Pod namespace, likewise.
+    pub pod_namespace: Option<String>,
+    /// The volume's name.
+    pub name: String,
+    /// Its directory.
+    pub path: String,
+    /// st_blocks × 512.
+    pub disk_bytes: u64,
+    /// st_size.
+    pub apparent_bytes: u64,
 }
 
 /// An image pull in flight: a manifest whose layers are still being

@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use crate::podlogs::PodLogs;
-use crate::report::{Container, Image, Layer};
+use crate::report::{Container, Image, Layer, Volume};
 use crate::runtime::{ContainerRecord, Discovery, ImageRecord, PodRef, RuntimeKind};
+use crate::volumes::EmptyDir;
 use crate::walk::Usage;
 
 /// The attributed inventory.
@@ -349,6 +350,48 @@ fn claim_logs<'a>(unclaimed: &mut [Option<&'a PodLogs>], pod: &PodRef) -> Option
     slot.take()
 }
 
+/// Each emptyDir with its size and, when a container or a log directory of
+/// the same pod UID tells them, the pod's name and namespace.
+pub fn volumes(
+    empty_dirs: &[EmptyDir],
+    discoveries: &[Discovery],
+    pod_logs: &[PodLogs],
+    size: &dyn Fn(&Path) -> Usage,
+) -> Vec<Volume> {
+    let from_containers = discoveries
+        .iter()
+        .flat_map(|d| &d.containers)
+        .filter_map(|c| c.pod.as_ref());
+    let pods: HashMap<&str, &PodRef> = from_containers
+        .chain(pod_logs.iter().map(|l| &l.pod))
+        .filter(|p| !p.uid.is_empty())
+        .map(|p| (p.uid.as_str(), p))
+        .collect();
+    let mut out: Vec<Volume> = empty_dirs
+        .iter()
+        .map(|v| {
+            let pod = pods.get(v.pod_uid.as_str());
+            let u = size(&v.path);
+            Volume {
+                kind: "emptyDir".to_string(),
+                pod_uid: v.pod_uid.clone(),
+                pod: pod.map(|p| p.pod.clone()),
+                pod_namespace: pod.map(|p| p.namespace.clone()),
+                name: v.name.clone(),
+                path: v.path.display().to_string(),
+                disk_bytes: u.disk_bytes,
+                apparent_bytes: u.apparent_bytes,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.disk_bytes
+            .cmp(&a.disk_bytes)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    out
+}
+
 /// Logs of a pod container no runtime knows any more still fill the disk.
 fn orphan_logs(logs: &PodLogs, bytes: u64) -> Container {
     Container {
@@ -528,6 +571,26 @@ mod tests {
             (moby.unique_disk_bytes, moby.unique_content_bytes),
             (1000, 0)
         );
+    }
+
+    #[test]
+    fn empty_dirs_are_named_after_their_pod_when_known() {
+        let mut d = node();
+        d.containers = vec![container("c1", "one", Some(pod("u1", "app")))];
+        let dirs = [("u1", "/w/cache"), ("u9", "/w/orphan")].map(|(uid, path)| EmptyDir {
+            pod_uid: uid.into(),
+            name: "v".into(),
+            path: PathBuf::from(path),
+        });
+        let v = volumes(&dirs, &[d], &[], &size);
+        assert_eq!(v.len(), 2);
+        let named = v.iter().find(|v| v.pod_uid == "u1").unwrap();
+        assert_eq!(
+            (named.pod.as_deref(), named.pod_namespace.as_deref()),
+            (Some("web-0"), Some("shop"))
+        );
+        assert_eq!(named.disk_bytes, 7);
+        assert!(v.iter().any(|v| v.pod_uid == "u9" && v.pod.is_none()));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::podlogs::{self, PodLogs};
 use crate::predict::{self, history::History, pull::PullCost};
 use crate::report::{Image, Pull, RuntimeState, ScanErrorSample, ScanSummary, Status, SCHEMA};
 use crate::runtime::{containerd, docker, Discovery, Problem, PullLayer, PullRecord, RuntimeKind};
+use crate::volumes::{self, EmptyDir};
 use crate::walk::{self, Walk, WalkOptions};
 
 /// How many scan errors the document keeps with their paths.
@@ -33,6 +34,8 @@ pub struct Discovered {
     pub runtimes: Vec<RuntimeState>,
     /// Pod log files under the pod-logs root.
     pub pod_logs: Vec<PodLogs>,
+    /// Pods' disk-backed emptyDir volumes under the kubelet root.
+    pub empty_dirs: Vec<EmptyDir>,
     /// What the readers could not read.
     pub problems: Vec<Problem>,
     /// The kubelet's thresholds (its defaults when the file is missing or bad).
@@ -44,13 +47,16 @@ pub fn discover(layout: &NodeLayout) -> Discovered {
     let mut problems = Vec::new();
     let (discoveries, runtimes) = discover_runtimes(layout);
     let (pod_logs, log_problems) = podlogs::discover(&layout.pod_logs);
+    let (empty_dirs, volume_problems) = volumes::discover(&layout.kubelet_root);
     problems.extend(discoveries.iter().flat_map(|d| d.problems.iter().cloned()));
     problems.extend(log_problems);
+    problems.extend(volume_problems);
     let kubelet = load_kubelet(&layout.kubelet_config, &mut problems);
     Discovered {
         discoveries,
         runtimes,
         pod_logs,
+        empty_dirs,
         problems,
         kubelet,
     }
@@ -73,7 +79,8 @@ impl Discovered {
         self.discoveries.iter().any(|d| !d.pulls.is_empty())
     }
 
-    /// Paths that change while containers run: writable layers and logs.
+    /// Paths that change while containers run: writable layers, logs and
+    /// emptyDir volumes.
     pub fn mutable_paths(&self) -> Vec<PathBuf> {
         let mut paths: Vec<PathBuf> = Vec::new();
         for c in self.discoveries.iter().flat_map(|d| &d.containers) {
@@ -81,6 +88,7 @@ impl Discovered {
             paths.extend(c.log_files.iter().cloned());
         }
         paths.extend(self.pod_logs.iter().flat_map(|l| l.files.iter().cloned()));
+        paths.extend(self.empty_dirs.iter().map(|v| v.path.clone()));
         sorted(paths)
     }
 }
@@ -118,9 +126,14 @@ pub fn build(
     history: &mut History,
 ) -> Status {
     let mut problems = discovered.problems.clone();
-    let attributed = attribute::attribute(&discovered.discoveries, &discovered.pod_logs, &|p| {
-        size(p).unwrap_or_default()
-    });
+    let sized = |p: &Path| size(p).unwrap_or_default();
+    let attributed = attribute::attribute(&discovered.discoveries, &discovered.pod_logs, &sized);
+    let volumes = attribute::volumes(
+        &discovered.empty_dirs,
+        &discovered.discoveries,
+        &discovered.pod_logs,
+        &sized,
+    );
     let kubelet = &discovered.kubelet;
     let image_root = imagefs_root(layout, &discovered.discoveries);
     let filesystems =
@@ -161,6 +174,7 @@ pub fn build(
         images: attributed.images,
         layers: attributed.layers,
         containers: attributed.containers,
+        volumes,
         pulls,
         reclaimable_bytes: attributed
             .reclaimable

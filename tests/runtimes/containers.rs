@@ -111,6 +111,44 @@ pub fn orphaned_pod_logs(w: &World) -> Result<()> {
     c.finish(&run.command)
 }
 
+/// The pod's emptyDir is reported under its pod, at du's figures.
+pub fn empty_dirs_match_du(w: &World) -> Result<()> {
+    let (run, status) = w.report()?;
+    let path = &w.fixtures.empty_dir;
+    let logs = &w.fixtures.cri.logs;
+    let mut c = Checks::new();
+    let found = status.volumes.iter().find(|v| Path::new(&v.path) == path);
+    match found {
+        None => c.that(false, || {
+            format!("emptyDir {} is not reported", path.display())
+        }),
+        Some(v) => {
+            let du = oracle::du(path)?;
+            c.eq("emptyDir disk bytes", "du -s -B1", du.disk, v.disk_bytes);
+            c.eq(
+                "emptyDir apparent bytes",
+                "du -s -B1 --apparent-size",
+                du.apparent,
+                v.apparent_bytes,
+            );
+            c.eq(
+                "emptyDir pod",
+                "io.kubernetes.pod.name",
+                Some(logs.pod.as_str()),
+                v.pod.as_deref(),
+            );
+            c.eq(
+                "emptyDir pod namespace",
+                "io.kubernetes.pod.namespace",
+                Some(logs.namespace.as_str()),
+                v.pod_namespace.as_deref(),
+            );
+            c.eq("emptyDir name", "directory name", "cache", v.name.as_str());
+        }
+    }
+    c.finish(&run.command)
+}
+
 fn find<'a>(containers: &'a [Container], runtime: &str, id: &str) -> Option<&'a Container> {
     containers
         .iter()

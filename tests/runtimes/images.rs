@@ -76,6 +76,8 @@ pub struct Fixtures {
     pub kubelet_config: PathBuf,
     /// `--pod-logs`.
     pub pod_logs: PathBuf,
+    /// An emptyDir volume of the containerd container's pod.
+    pub empty_dir: PathBuf,
 }
 
 impl Fixtures {
@@ -142,6 +144,7 @@ pub fn build(s: &Services) -> Result<Fixtures> {
     let kubelet_config = s.dir.join("kubelet-config.yaml");
     fs::write(&kubelet_config, KUBELET_CONFIG)?;
     let cri = run_cri(s, &pod_logs, &reference("app2"))?;
+    let empty_dir = write_empty_dir(&kubelet_root, &cri.logs.uid)?;
     let orphan = write_pod_logs(
         &pod_logs,
         "gone-0",
@@ -157,7 +160,21 @@ pub fn build(s: &Services) -> Result<Fixtures> {
         kubelet_root,
         kubelet_config,
         pod_logs,
+        empty_dir,
     })
+}
+
+/// Writes an emptyDir volume for pod `uid` as the kubelet lays it out, with
+/// a few files of odd sizes.
+fn write_empty_dir(kubelet_root: &Path, uid: &str) -> Result<PathBuf> {
+    let dir = kubelet_root
+        .join("pods")
+        .join(uid)
+        .join("volumes/kubernetes.io~empty-dir/cache");
+    fs::create_dir_all(dir.join("sub"))?;
+    fs::write(dir.join("a.bin"), vec![7u8; 123_457])?;
+    fs::write(dir.join("sub/b.txt"), "emptyDir\n".repeat(999))?;
+    Ok(dir)
 }
 
 /// Builds base/app1/app2 in an OCI layout and pushes them; returns

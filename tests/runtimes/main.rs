@@ -103,6 +103,7 @@ const TRIALS: &[(&str, Body)] = &[
         "orphaned_pod_logs_are_reported",
         containers::orphaned_pod_logs,
     ),
+    ("empty_dirs_match_du", containers::empty_dirs_match_du),
     (
         "reclaimable_is_unique_bytes_of_unused_images",
         reclaim::reclaimable,

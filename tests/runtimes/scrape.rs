@@ -640,6 +640,8 @@ fn mutable_entries(w: &World) -> Result<(u64, Vec<String>)> {
         K8S_NS,
         &w.fixtures.cri.id,
     )?);
+    // The pod's emptyDir is rescanned like a writable layer.
+    dirs.push(path_str(&w.fixtures.empty_dir)?.to_owned());
     for dir in dirs {
         let n = find_entries(Path::new(&dir))?;
         total += n;
