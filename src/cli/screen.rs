@@ -21,6 +21,7 @@ const DIM: Style = Style::new().dimmed();
 pub fn render(out: &mut impl Write, status: &Status, top: usize) -> io::Result<()> {
     header(out, status)?;
     filesystems(out, status)?;
+    pulls(out, status)?;
     images(out, status, top)?;
     containers(out, status, top)?;
     writeln!(
@@ -207,6 +208,41 @@ fn print_table(out: &mut impl Write, t: &Table) -> io::Result<()> {
     } else {
         writeln!(out, "{t}")
     }
+}
+
+/// Pulls in flight, right under the verdicts they feed; nothing when none.
+fn pulls(out: &mut impl Write, s: &Status) -> io::Result<()> {
+    if s.pulls.is_empty() {
+        return Ok(());
+    }
+    let mut t = table(&[
+        "PULL",
+        "DOWNLOADED",
+        "TO DOWNLOAD",
+        "TO UNPACK",
+        "LAYERS",
+        "NAMESPACE",
+    ]);
+    for p in &s.pulls {
+        t.add_row(vec![
+            p.image.clone().unwrap_or_else(|| p.reference.clone()),
+            format!(
+                "{} of {}",
+                human_bytes(p.offset_bytes),
+                human_bytes(p.total_bytes)
+            ),
+            human_bytes(p.remaining_download_bytes),
+            format!("~{}", human_bytes(p.unpack_bytes)),
+            format!("{} of {} in", p.layers_present, p.layers_total),
+            p.namespace.clone(),
+        ]);
+    }
+    writeln!(
+        out,
+        "\n{YELLOW}PULLS IN FLIGHT{YELLOW:#} ({})",
+        s.pulls.len()
+    )?;
+    print_table(out, &t)
 }
 
 fn runtime_label(runtime: &str, namespace: &str) -> String {
