@@ -34,24 +34,24 @@ pub fn render(out: &mut impl Write, status: &Status, top: usize) -> io::Result<(
 }
 
 fn header(out: &mut impl Write, s: &Status) -> io::Result<()> {
+    let scan = &s.scan;
+    let how = match s.source.as_str() {
+        // The agent measures committed layers once: a pass walks only what
+        // changes, so its count is small by design.
+        "agent" => format!(
+            "from the agent (its last pass: {:.1} s, {} entries walked anew, {} errors)",
+            scan.duration_seconds, scan.files, scan.errors
+        ),
+        _ => format!(
+            "one-shot scan: {:.1} s, {} entries, {} errors",
+            scan.duration_seconds, scan.files, scan.errors
+        ),
+    };
     writeln!(
         out,
-        "{BOLD}headroom{BOLD:#} on {} at {} · {}: {:.1} s, {} files, {} errors",
-        s.node,
-        s.generated_at,
-        source_name(&s.source),
-        s.scan.duration_seconds,
-        s.scan.files,
-        s.scan.errors
+        "{BOLD}headroom{BOLD:#} on {} at {} · {how}",
+        s.node, s.generated_at
     )
-}
-
-fn source_name(source: &str) -> &str {
-    match source {
-        "scan" => "one-shot scan",
-        "agent" => "from the agent's last scan",
-        other => other,
-    }
 }
 
 fn filesystems(out: &mut impl Write, s: &Status) -> io::Result<()> {
