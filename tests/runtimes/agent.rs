@@ -313,20 +313,26 @@ pub fn sigterm_exits_cleanly(w: &World) -> Result<()> {
     c.finish(&agent.output())
 }
 
-/// A private containerd on its own loop filesystem, root, state and socket.
-struct Containerd {
+/// A private containerd on its own loop filesystem, root, state and socket
+/// (its CRI plugin disabled); stopped and unmounted when dropped.
+pub struct Containerd {
     config: PathBuf,
-    sock: PathBuf,
-    root: PathBuf,
+    /// Its socket.
+    pub sock: PathBuf,
+    /// Its root, on the loop filesystem.
+    pub root: PathBuf,
     proc: Option<Proc>,
-    log: PathBuf,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
 }
 
 impl Containerd {
-    fn new(w: &World) -> Result<Containerd> {
-        let base = w.dir.join("ctr2");
+    /// Mounts a fresh `size` ext4 at `<run dir>/<name>/fs` and writes the
+    /// config of a containerd rooted there (not started yet).
+    pub fn new(w: &World, name: &str, size: &str) -> Result<Containerd> {
+        let base = w.dir.join(name);
         fs::create_dir(&base)?;
-        mount_loop_ext4(&base, "fs", "256M")?;
+        mount_loop_ext4(&base, "fs", size)?;
         let c = Containerd {
             config: base.join("containerd.toml"),
             sock: base.join("containerd.sock"),
@@ -347,7 +353,7 @@ impl Containerd {
     }
 
     /// Starts it (again) and waits until `ctr version` answers.
-    fn start(&mut self) -> Result<()> {
+    pub fn start(&mut self) -> Result<()> {
         let mut cmd = Command::new("containerd");
         cmd.args(["--config", path_str(&self.config)?]);
         let mut proc = Proc::spawn("containerd-2", cmd, self.log.clone())?;
@@ -364,7 +370,7 @@ impl Containerd {
     }
 
     /// SIGTERM by pid; fails unless it exits.
-    fn stop(&mut self) -> Result<()> {
+    pub fn stop(&mut self) -> Result<()> {
         let mut proc = self.proc.take().context("containerd-2 is not running")?;
         match proc.terminate(Duration::from_secs(15)) {
             Some(_) => Ok(()),
@@ -405,7 +411,7 @@ fn has_image(status: &Status, reference: &str) -> bool {
 /// (naming its socket), and finds it and its image again.
 pub fn survives_containerd_restart(w: &World) -> Result<()> {
     let reference = w.fixtures.image("base");
-    let mut ctrd = Containerd::new(w)?;
+    let mut ctrd = Containerd::new(w, "ctr2", "256M")?;
     ctrd.start()?;
     oracle::ctr(
         &ctrd.sock,

@@ -18,6 +18,7 @@ mod docker_df;
 mod document;
 mod filesystems;
 mod images;
+mod incident;
 mod layers;
 mod oracle;
 mod prometheus;
@@ -173,6 +174,10 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     (
         "agent_lists_a_pull_in_flight",
         pulls::in_flight_pull_is_listed,
+    ),
+    (
+        "incident_pressure_is_predicted_before_the_disk_fills",
+        incident::replay,
     ),
 ];
 

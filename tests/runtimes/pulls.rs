@@ -36,7 +36,7 @@ pub fn in_flight_pull_is_listed(w: &World) -> Result<()> {
     let _node = w.changing();
     let live = w.live()?;
     let registry = registry_of(w)?;
-    push_big_image(w, &registry)?;
+    push_noise_image(w, &registry, REPOSITORY, LAYER_BYTES)?;
     let proxy = Throttle::start(&registry, RATE)?;
     let reference = format!("{}/{REPOSITORY}:1", proxy.addr);
     let sock = w.containerd_sock.as_path();
@@ -140,18 +140,22 @@ fn remaining_metric(addr: &str, reference: &str) -> Result<Option<f64>> {
 }
 
 /// `127.0.0.1:PORT` of the run's registry (from a fixture reference).
-fn registry_of(w: &World) -> Result<String> {
+pub fn registry_of(w: &World) -> Result<String> {
     let base = w.fixtures.image("base");
     base.split_once('/')
         .map(|(registry, _)| registry.to_owned())
         .with_context(|| format!("no registry in fixture reference {base:?}"))
 }
 
-/// Builds `hr/big:1` (one layer of random bytes) and pushes it.
-fn push_big_image(w: &World, registry: &str) -> Result<()> {
+/// Builds `repository:1`, one layer of `bytes` random bytes (tagged with
+/// the repository's last part in the run's OCI layout), and pushes it to
+/// `registry`. The layout's index is not locked: callers must not build
+/// at the same time (they hold the [`World`] lock).
+pub fn push_noise_image(w: &World, registry: &str, repository: &str, bytes: u64) -> Result<()> {
     let work = w.dir.join("build");
-    let image = format!("{}:big", work.join("oci").display());
-    let bundle = work.join("big");
+    let tag = repository.rsplit('/').next().unwrap_or(repository);
+    let image = format!("{}:{tag}", work.join("oci").display());
+    let bundle = work.join(tag);
     oracle::run("umoci", &["new", "--image", &image])?;
     oracle::run(
         "umoci",
@@ -168,10 +172,7 @@ fn push_big_image(w: &World, registry: &str) -> Result<()> {
         "sh",
         &[
             "-c",
-            &format!(
-                "head -c {LAYER_BYTES} /dev/urandom > '{}'",
-                path_str(&file)?
-            ),
+            &format!("head -c {bytes} /dev/urandom > '{}'", path_str(&file)?),
         ],
     )?;
     oracle::run("umoci", &["repack", "--image", &image, path_str(&bundle)?])?;
@@ -183,7 +184,7 @@ fn push_big_image(w: &World, registry: &str) -> Result<()> {
             "--quiet",
             "--dest-tls-verify=false",
             &format!("oci:{image}"),
-            &format!("docker://{registry}/{REPOSITORY}:1"),
+            &format!("docker://{registry}/{repository}:1"),
         ],
     )?;
     Ok(())
@@ -239,14 +240,16 @@ impl Drop for Undo<'_> {
 
 /// A TCP proxy to `upstream` that sends what upstream answers at most
 /// `rate` bytes per second per connection; stopped when dropped.
-struct Throttle {
-    addr: String,
+pub struct Throttle {
+    /// `127.0.0.1:PORT` it listens on.
+    pub addr: String,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
 
 impl Throttle {
-    fn start(upstream: &str, rate: u64) -> Result<Throttle> {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub fn start(upstream: &str, rate: u64) -> Result<Throttle> {
         let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind the proxy")?;
         let addr = listener.local_addr()?.to_string();
         let stop = Arc::new(AtomicBool::new(false));
