@@ -96,8 +96,18 @@ pub fn replay(w: &World) -> Result<()> {
 }
 
 /// Case a: pressure predicted before containerd runs out of space.
-fn does_not_fit(w: &World, _registry: &str, proxy: &str, c: &mut Checks) -> Result<()> {
+fn does_not_fit(w: &World, registry: &str, proxy: &str, c: &mut Checks) -> Result<()> {
     let node = SmallNode::start(w, "incident-a", "160M", &kubelet_config(""))?;
+    let (code, before) = node.check_pull(&format!("{registry}/{}:1", TOO_BIG.0))?;
+    c.eq(
+        "check-pull exit code before a pull that does not fit",
+        "2 = pressure predicted",
+        2,
+        code,
+    );
+    c.that(before.predicted, || {
+        format!("check-pull should predict pressure: {before:?}")
+    });
     let mut pull = node.pull(&format!("{proxy}/{}:1", TOO_BIG.0), "a")?;
     let watch = watch(&node.addr, &mut pull)?;
     let out = pull.output();
@@ -146,8 +156,18 @@ fn does_not_fit(w: &World, _registry: &str, proxy: &str, c: &mut Checks) -> Resu
 }
 
 /// Case b: no false alarm for a pull that fits.
-fn fits(w: &World, _registry: &str, proxy: &str, c: &mut Checks) -> Result<()> {
+fn fits(w: &World, registry: &str, proxy: &str, c: &mut Checks) -> Result<()> {
     let node = SmallNode::start(w, "incident-b", "160M", &kubelet_config(""))?;
+    let (code, before) = node.check_pull(&format!("{registry}/{}:1", FITS.0))?;
+    c.eq(
+        "check-pull exit code before a pull that fits",
+        "0 = ok",
+        0,
+        code,
+    );
+    c.that(!before.predicted, || {
+        format!("check-pull should predict nothing: {before:?}")
+    });
     let mut pull = node.pull(&format!("{proxy}/{}:1", FITS.0), "b")?;
     let watch = watch(&node.addr, &mut pull)?;
     c.that(watch.exit.is_some_and(|s| s.success()), || {
@@ -230,6 +250,8 @@ struct SmallNode {
     addr: String,
     ctrd: Containerd,
     dir: PathBuf,
+    /// (flag, path) pairs that point a headroom face at this node.
+    layout: Vec<(&'static str, PathBuf)>,
 }
 
 impl SmallNode {
@@ -255,11 +277,20 @@ impl SmallNode {
             pod_logs: &pod_logs,
         };
         let (agent, addr) = short_lived(w, &format!("agent-{name}"), paths)?;
+        let layout = vec![
+            ("--docker-root", empty.clone()),
+            ("--containerd-address", ctrd.sock.clone()),
+            ("--containerd-root", ctrd.root.clone()),
+            ("--kubelet-root", kubelet_root.clone()),
+            ("--kubelet-config", config.clone()),
+            ("--pod-logs", pod_logs.clone()),
+        ];
         let node = SmallNode {
             agent,
             addr,
             ctrd,
             dir,
+            layout,
         };
         node.check_layout(&fs_root)?;
         Ok(node)
@@ -279,6 +310,35 @@ impl SmallNode {
             }
         }
         Ok(())
+    }
+
+    /// `headroom check-pull --json --plain-http reference` against this
+    /// node, before anything is pulled: (exit code, imagefs prediction).
+    fn check_pull(&self, reference: &str) -> Result<(i32, Prediction)> {
+        let exe = env!("CARGO_BIN_EXE_headroom");
+        let mut cmd = Command::new(exe);
+        cmd.args(["check-pull", "--json", "--plain-http"]);
+        for (flag, path) in &self.layout {
+            cmd.arg(flag).arg(path);
+        }
+        let config = self.dir.join("empty-config.toml");
+        fs::write(&config, "")?;
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HEADROOM_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.arg(reference).env("HEADROOM_CONFIG", &config);
+        let out = cmd.output()?;
+        let code = out.status.code().unwrap_or(-1);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            anyhow!(
+                "check-pull {reference} (exit {code}) printed no document: {e}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        let imagefs = doc["prediction"]["imagefs"].clone();
+        Ok((code, serde_json::from_value(imagefs)?))
     }
 
     /// Starts `ctr images pull` of `reference` into `k8s.io`.
