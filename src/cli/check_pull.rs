@@ -28,7 +28,7 @@ use headroom::report::{human_bytes, short_id, Filesystem, Image, Prediction, Sta
 use headroom::runtime::RuntimeKind;
 use serde::Serialize;
 
-use super::screen::{bar, state_style, BOLD};
+use super::screen::{self, bar, state_style, BOLD};
 
 /// Options of `headroom check-pull`.
 #[derive(Debug, clap::Args)]
@@ -435,12 +435,7 @@ fn verdicts(out: &mut impl Write, d: &Document<'_>, status: &Status) -> std::io:
             human_bytes(after),
             fs.mountpoint
         )?;
-        writeln!(
-            out,
-            "          {style}{}{style:#}: {}",
-            p.state.to_uppercase(),
-            p.reason
-        )?;
+        screen::verdict_line(out, p)?;
     }
     Ok(())
 }

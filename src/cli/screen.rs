@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{presets, CellAlignment, Table};
-use headroom::report::{human_bytes, Filesystem, Status};
+use headroom::report::{human_bytes, Filesystem, Prediction, Status};
 
 const BAR_WIDTH: usize = 30;
 const PROBLEMS_SHOWN: usize = 5;
@@ -84,15 +84,21 @@ fn filesystems(out: &mut impl Write, s: &Status) -> io::Result<()> {
             fs.inodes_left,
         )?;
         if let Some(p) = verdict {
-            writeln!(
-                out,
-                "          {style}{}{style:#}: {}",
-                p.state.to_uppercase(),
-                p.reason
-            )?;
+            verdict_line(out, p)?;
         }
     }
     Ok(())
+}
+
+/// `STATE: reason`, indented under a filesystem's bar, in the state's color.
+pub(super) fn verdict_line(out: &mut impl Write, p: &Prediction) -> io::Result<()> {
+    let style = state_style(&p.state);
+    writeln!(
+        out,
+        "          {style}{}{style:#}: {}",
+        p.state.to_uppercase(),
+        p.reason
+    )
 }
 
 /// The color of a verdict state.
