@@ -1,0 +1,472 @@
+//! Headroom's alerting and dashboard stay true to what the agent exports.
+//!
+//! - `deploy/prometheus/headroom.rules.yml` passes `promtool check rules`,
+//!   and `headroom.test.yml` (`promtool test rules`) makes every alert fire
+//!   and also checks it silent.
+//! - `deploy/kubernetes/prometheusrule.yaml` is exactly what
+//!   `scripts/gen-prometheusrule` prints, and its spec is the rules file.
+//! - `deploy/grafana/headroom.json` has the fields Grafana needs.
+//! - Live: a real `headroom agent` on a small fake Docker store, scraped every
+//!   second by a real `prometheus` that also loads the rules. Every metric an
+//!   alert uses is in the agent's scrape, every rule evaluates without error,
+//!   and every panel query returns data through Prometheus's query API.
+//!
+//! Without promtool or prometheus those tests are skipped with a message,
+//! except under CI (env `CI` set), where they fail.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const RULES: &str = "deploy/prometheus/headroom.rules.yml";
+const UNIT_TESTS: &str = "deploy/prometheus/headroom.test.yml";
+const OPERATOR_RULE: &str = "deploy/kubernetes/prometheusrule.yaml";
+const DASHBOARD: &str = "deploy/grafana/headroom.json";
+
+/// Panels whose query may return nothing from a quiet agent: no pull is in
+/// flight, and a trend takes minutes of samples.
+const MAY_BE_EMPTY: &[&str] = &["Time to pressure", "Pull bytes left by image"];
+
+/// Metrics the rules use that a quiet agent has no series of (see
+/// [`MAY_BE_EMPTY`]); they are checked in the agent's own encoder fed the
+/// live status document plus a pull and a trend.
+const ONLY_WHEN_BUSY: &[&str] = &[
+    "headroom_seconds_until_pressure",
+    "headroom_pull_remaining_bytes",
+];
+
+/// How long the live test waits for scrapes, rule evaluations and data.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(rel)).unwrap()
+}
+
+fn yaml(rel: &str) -> serde_yaml_ng::Value {
+    serde_yaml_ng::from_str(&read(rel)).unwrap()
+}
+
+/// Whether `tool` can run; without it, skip (fail under CI).
+fn have(tool: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok() {
+        return true;
+    }
+    let message = format!("{tool} missing (apt-get install prometheus, or scripts/setup)");
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    eprintln!("skipping: {message}");
+    false
+}
+
+/// Runs `promtool args` in the crate root and fails with its output.
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The rules of the rules file: (alert name, expression).
+fn alerts() -> Vec<(String, String)> {
+    let rules = yaml(RULES);
+    let mut out = Vec::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let name = rule["alert"].as_str().unwrap().to_string();
+            out.push((name, rule["expr"].as_str().unwrap().to_string()));
+        }
+    }
+    assert!(!out.is_empty());
+    out
+}
+
+/// The `headroom_*` metric names in a PromQL expression (`headroom_[a-z_]+`).
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("headroom_") {
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..len].to_string());
+        rest = &tail[len..];
+    }
+    names
+}
+
+#[test]
+fn rules_pass_promtool_check() {
+    if have("promtool") {
+        promtool(&["check", "rules", RULES]);
+    }
+}
+
+#[test]
+fn every_alert_fires_and_stays_silent_in_the_unit_tests() {
+    // Every alert has a case where it fires and one where it must not.
+    let tests = yaml(UNIT_TESTS);
+    for (alert, _) in alerts() {
+        let cases: Vec<&serde_yaml_ng::Value> = tests["tests"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["alert_rule_test"].as_sequence().unwrap())
+            .filter(|c| c["alertname"].as_str() == Some(alert.as_str()))
+            .collect();
+        let fires = |c: &&serde_yaml_ng::Value| {
+            c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty())
+        };
+        assert!(cases.iter().any(fires), "{alert}: no case where it fires");
+        assert!(
+            cases.iter().any(|c| !fires(c)),
+            "{alert}: no case where it stays silent"
+        );
+    }
+    if have("promtool") {
+        promtool(&["test", "rules", UNIT_TESTS]);
+    }
+}
+
+#[test]
+fn the_prometheusrule_is_generated_from_the_rules_file() {
+    let out = Command::new(Path::new(ROOT).join("scripts/gen-prometheusrule"))
+        .arg("--stdout")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == read(OPERATOR_RULE),
+        "{OPERATOR_RULE} is stale: run scripts/gen-prometheusrule"
+    );
+    let manifest = yaml(OPERATOR_RULE);
+    assert_eq!(
+        manifest["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(manifest["kind"].as_str(), Some("PrometheusRule"));
+    assert!(manifest["metadata"]["name"].as_str().is_some());
+    assert_eq!(manifest["spec"], yaml(RULES));
+}
+
+/// The dashboard's panels that query (rows only group).
+fn query_panels(dashboard: &Value) -> Vec<&Value> {
+    let panels = dashboard["panels"].as_array().unwrap();
+    panels.iter().filter(|p| p["type"] != "row").collect()
+}
+
+#[test]
+fn the_dashboard_has_what_grafana_needs() {
+    let d: Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
+    for key in ["title", "uid"] {
+        assert!(d[key].as_str().is_some_and(|s| !s.is_empty()), "{key}");
+    }
+    assert!(d["schemaVersion"].is_u64());
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let var = |name: &str| vars.iter().find(|v| v["name"] == name);
+    let datasource = var("datasource").expect("a datasource variable");
+    assert_eq!(datasource["type"], "datasource");
+    assert_eq!(datasource["query"], "prometheus");
+    let node = var("node").expect("a node variable");
+    assert_eq!(node["datasource"]["uid"], "${datasource}");
+
+    let mut ids = BTreeSet::new();
+    for p in d["panels"].as_array().unwrap() {
+        let title = p["title"].as_str().unwrap();
+        assert!(ids.insert(p["id"].as_u64().unwrap()), "{title}: id reused");
+        assert!(p["type"].as_str().is_some(), "{title}: type");
+        for key in ["h", "w", "x", "y"] {
+            assert!(p["gridPos"][key].is_u64(), "{title}: gridPos.{key}");
+        }
+        assert!(p["gridPos"]["x"].as_u64().unwrap() + p["gridPos"]["w"].as_u64().unwrap() <= 24);
+    }
+    for p in query_panels(&d) {
+        let title = p["title"].as_str().unwrap();
+        assert_eq!(p["datasource"]["type"], "prometheus", "{title}");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no targets");
+        let mut refs = BTreeSet::new();
+        for t in targets {
+            assert!(t["expr"].as_str().is_some_and(|e| !e.is_empty()), "{title}");
+            assert!(refs.insert(t["refId"].as_str().unwrap()), "{title}: refId");
+        }
+    }
+    let titles: Vec<&str> = query_panels(&d)
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for title in MAY_BE_EMPTY {
+        assert!(
+            titles.contains(title),
+            "MAY_BE_EMPTY names no panel {title:?}"
+        );
+    }
+}
+
+/// A child process killed (and reaped) when dropped, also when a test fails.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from 127.0.0.1:`port` (HTTP/1.0: no chunking); the status code
+/// and body, or None while nothing answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Percent-encodes a query string value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Prometheus's answer to an instant query (its `data.result` when the
+/// status is success).
+fn query(port: u16, expr: &str) -> Result<Vec<Value>, String> {
+    let (code, body) = get(port, &format!("/api/v1/query?query={}", encode(expr)))
+        .ok_or("prometheus did not answer")?;
+    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{code}: {e}: {body}"))?;
+    if v["status"] != "success" {
+        return Err(format!("{code}: {body}"));
+    }
+    Ok(v["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// Polls `check` until it returns Ok or [`PATIENCE`] is spent; the last error.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > PATIENCE => panic!("{what}: {e}"),
+            Err(_) => sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// Metric names in OpenMetrics text: every sample's name.
+fn exported_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Starts the agent on a fake Docker store under `dir`, on `port`.
+fn start_agent(dir: &Path, port: u16) -> Killed {
+    let docker = dir.join("docker");
+    let out = Command::new(Path::new(ROOT).join("scripts/fake-docker-root"))
+        .arg(&docker)
+        .args([
+            "--layer-files",
+            "40",
+            "--writable-files",
+            "10",
+            "--containers",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/fake-docker-root: {out:?}");
+    let config = dir.join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .arg("agent")
+        .arg("--docker-root")
+        .arg(&docker)
+        // Everything else points into `dir`, nowhere near the host's runtimes.
+        .arg("--containerd-address")
+        .arg(dir.join("no-containerd.sock"))
+        .arg("--containerd-root")
+        .arg(dir.join("containerd"))
+        .arg("--kubelet-root")
+        .arg(dir.join("kubelet"))
+        .arg("--kubelet-config")
+        .arg(dir.join("kubelet/config.yaml"))
+        .arg("--pod-logs")
+        .arg(dir.join("pods"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--rescan-interval", "1s", "--log-level", "warn"])
+        .env("HEADROOM_CONFIG", &config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+/// Starts Prometheus under `dir` on `port`, scraping the agent every second
+/// (job `headroom`) and evaluating the rules file every second.
+fn start_prometheus(dir: &Path, port: u16, agent: u16) -> Killed {
+    let config = dir.join("prometheus.yml");
+    let rules = Path::new(ROOT).join(RULES);
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files:\n  - {}\n\
+             scrape_configs:\n  - job_name: headroom\n    static_configs:\n      \
+             - targets: ['127.0.0.1:{agent}']\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Killed(child)
+}
+
+#[test]
+fn alerts_and_panels_work_against_a_live_agent_and_prometheus() {
+    if !have("prometheus") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (agent_port, prom_port) = (free_port(), free_port());
+    let _agent = start_agent(dir.path(), agent_port);
+    let _prometheus = start_prometheus(dir.path(), prom_port, agent_port);
+    let instance = format!("127.0.0.1:{agent_port}");
+
+    // (a) Every metric an alert uses is in the agent's scrape.
+    let scrape = eventually("agent /metrics", || match get(agent_port, "/metrics") {
+        Some((200, body)) if body.contains("headroom_scan_timestamp_seconds") => Ok(body),
+        other => Err(format!("{other:?}")),
+    });
+    let exported = exported_names(&scrape);
+    let used: BTreeSet<String> = alerts().iter().flat_map(|(_, e)| metric_names(e)).collect();
+    for name in &used {
+        assert!(
+            exported.contains(name) || ONLY_WHEN_BUSY.contains(&name.as_str()),
+            "{name} is used by an alert but not in the agent's scrape:\n{scrape}"
+        );
+    }
+    // The busy ones: the live status document, with a pull and a trend,
+    // through the agent's own encoder.
+    let (_, body) = get(agent_port, "/api/v1/status").unwrap();
+    let mut status: headroom::report::Status = serde_json::from_str(&body).unwrap();
+    status.pulls.push(headroom::report::Pull {
+        reference: "registry.example/big:1@sha256:00".into(),
+        total_bytes: 1000,
+        offset_bytes: 10,
+        ..Default::default()
+    });
+    assert!(!status.prediction.is_empty(), "{body}");
+    for p in status.prediction.values_mut() {
+        p.seconds_until = Some(1800);
+    }
+    let busy = headroom::metrics::encode(&status, &Default::default(), 20).unwrap();
+    let busy = exported_names(&busy);
+    for name in ONLY_WHEN_BUSY {
+        assert!(used.contains(*name), "ONLY_WHEN_BUSY names unused {name}");
+        assert!(
+            busy.contains(*name),
+            "{name} is not exported even when busy"
+        );
+    }
+
+    // Prometheus scrapes the agent and evaluates every rule without error.
+    eventually("the agent scraped", || {
+        let up = query(prom_port, &format!("up{{instance=\"{instance}\"}} == 1"))?;
+        let scans = query(prom_port, "count_over_time(headroom_scans_total[1m]) >= 3")?;
+        (!up.is_empty() && !scans.is_empty())
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    eventually("rules evaluated", || {
+        let (_, body) = get(prom_port, "/api/v1/rules").ok_or("no answer")?;
+        let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let rules: Vec<&Value> = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .collect();
+        if rules.len() != alerts().len() {
+            return Err(format!("{} rules loaded: {body}", rules.len()));
+        }
+        match rules.iter().find(|r| r["health"] != "ok") {
+            Some(r) => Err(format!("{r}")),
+            None => Ok(()),
+        }
+    });
+
+    // The dashboard's node variable lists this agent.
+    let path = format!(
+        "/api/v1/label/instance/values?{}={}",
+        encode("match[]"),
+        encode("headroom_build_info")
+    );
+    let (_, nodes) = get(prom_port, &path).unwrap();
+    assert!(nodes.contains(&instance), "{nodes}");
+
+    // (b) Every panel query returns data (MAY_BE_EMPTY: at least succeeds).
+    let d: Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
+    for p in query_panels(&d) {
+        let title = p["title"].as_str().unwrap();
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$node", &instance)
+                .replace("$__rate_interval", "5s");
+            eventually(&format!("panel {title:?}: {expr}"), || {
+                let result = query(prom_port, &expr)?;
+                if result.is_empty() && !MAY_BE_EMPTY.contains(&title) {
+                    return Err("no data".into());
+                }
+                Ok(())
+            });
+        }
+    }
+}
