@@ -1,0 +1,514 @@
+//! The deployment artefacts of `deploy/`: the container image and the
+//! Kubernetes manifests.
+//!
+//! The image test builds the image with `scripts/build-image` against a
+//! private dockerd (on its own containerd, both under a temp dir), checks its
+//! size and shape with `docker image inspect`, runs it and asks it for
+//! `/healthz` and `/metrics`, then checks that `headroom status` on that
+//! dockerd's data root lists the image it was just built as. The manifest
+//! test validates the manifests against the Kubernetes schemas, offline,
+//! with `kubernetes-validate --strict`, and checks the settings the schemas
+//! cannot (read-only mounts, one capability, probes, node name).
+//!
+//! Without root or the tools, each test says what is missing and passes,
+//! unless `CI` is set: then it fails.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use headroom::report::Status;
+use serde_yaml_ng::Value;
+
+/// The image must stay below this (the 15 MB).
+const MAX_IMAGE_BYTES: u64 = 15_000_000;
+/// How long a daemon or the agent may take to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a daemon may take to exit after SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// The manifests this test validates (deploy/kubernetes/ also holds a
+/// PrometheusRule, a custom resource the Kubernetes schemas do not know).
+const MANIFESTS: &[&str] = &[
+    "namespace.yaml",
+    "serviceaccount.yaml",
+    "service.yaml",
+    "daemonset.yaml",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether to skip: says what is missing, or panics under CI.
+fn missing(what: Vec<String>, test: &str) -> bool {
+    if what.is_empty() {
+        return false;
+    }
+    let msg = format!("deploy::{test}: missing {}", what.join(", "));
+    assert!(std::env::var_os("CI").is_none(), "CI is set and {msg}");
+    eprintln!("{msg}; skipped");
+    true
+}
+
+fn on_path(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn missing_tools(tools: &[&str]) -> Vec<String> {
+    tools
+        .iter()
+        .filter(|t| !on_path(t))
+        .map(|t| format!("`{t}`"))
+        .collect()
+}
+
+/// Runs `cmd`, panicking with its output when it fails.
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn manifests_validate_against_the_kubernetes_schemas() {
+    if missing(missing_tools(&["kubernetes-validate"]), "manifests") {
+        return;
+    }
+    let dir = repo().join("deploy/kubernetes");
+    let files: Vec<PathBuf> = MANIFESTS.iter().map(|f| dir.join(f)).collect();
+    let out = run(Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&files));
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    for f in MANIFESTS {
+        assert!(
+            said.lines().any(|l| l.contains(f) && l.contains("passed")),
+            "{f} not reported as passed:\n{said}"
+        );
+    }
+}
+
+fn yaml(file: &str) -> Value {
+    let path = repo().join("deploy/kubernetes").join(file);
+    let text = fs::read_to_string(&path).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.')
+        .fold(v, |v, key| match key.parse::<usize>() {
+            Ok(i) => &v[i],
+            Err(_) => &v[key],
+        })
+}
+
+#[test]
+fn daemonset_is_locked_down_and_probed() {
+    let ds = yaml("daemonset.yaml");
+    let pod = at(&ds, "spec.template.spec");
+    let c = at(pod, "containers.0");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true));
+    assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false));
+    assert_eq!(
+        at(sc, "capabilities.drop"),
+        &serde_yaml_ng::from_str::<Value>("[ALL]").unwrap()
+    );
+    assert_eq!(
+        at(sc, "capabilities.add"),
+        &serde_yaml_ng::from_str::<Value>("[DAC_READ_SEARCH]").unwrap()
+    );
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    assert!(!mounts.is_empty());
+    for m in mounts {
+        assert_eq!(
+            m["readOnly"],
+            Value::Bool(true),
+            "mount not read-only: {m:?}"
+        );
+    }
+    let hostpaths = pod["volumes"].as_sequence().unwrap();
+    assert_eq!(hostpaths.len(), mounts.len());
+    assert!(hostpaths.iter().all(|v| v["hostPath"].is_mapping()));
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(at(c, &format!("{probe}.httpGet.path")).as_str(), Some(path));
+    }
+    assert_eq!(at(c, "ports.0.containerPort").as_u64(), Some(9847));
+    for kind in ["requests", "limits"] {
+        for res in ["cpu", "memory"] {
+            assert!(!at(c, &format!("resources.{kind}.{res}")).is_null());
+        }
+    }
+    let env = c["env"].as_sequence().unwrap();
+    let node = env.iter().find(|e| e["name"] == "NODE_NAME").unwrap();
+    assert_eq!(
+        at(node, "valueFrom.fieldRef.fieldPath").as_str(),
+        Some("spec.nodeName")
+    );
+    let tolerations = pod["tolerations"].as_sequence().unwrap();
+    assert!(tolerations
+        .iter()
+        .any(|t| t["operator"] == "Exists" && t["key"].is_null() && t["effect"].is_null()));
+    let svc = yaml("service.yaml");
+    assert_eq!(at(&svc, "spec.ports.0.port").as_u64(), Some(9847));
+    assert_eq!(
+        at(&svc, "spec.selector"),
+        at(&ds, "spec.selector.matchLabels")
+    );
+}
+
+/// One daemon we started.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+/// The temp dir, containerd, dockerd and the agent's container: dropping it
+/// (also while unwinding) removes the container, stops the daemons by pid,
+/// newest first, unmounts what they mounted under the dir and removes it.
+struct Node {
+    dir: PathBuf,
+    daemons: Vec<Daemon>,
+    container: Option<String>,
+}
+
+impl Node {
+    fn start() -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix("headroom-deploy-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let mut node = Node {
+            dir,
+            daemons: Vec::new(),
+            container: None,
+        };
+        let sock = node.path("containerd.sock");
+        let config = node.path("containerd.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n",
+                node.path("containerd").display(),
+                node.path("containerd-state").display(),
+                sock.display()
+            ),
+        )
+        .unwrap();
+        node.spawn(
+            "containerd",
+            Command::new("containerd").arg("--config").arg(&config),
+        );
+        node.wait("containerd", || {
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&sock)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        node.spawn(
+            "dockerd",
+            Command::new("dockerd")
+                .arg("--data-root")
+                .arg(node.docker_root())
+                .arg("--exec-root")
+                .arg(node.path("docker-exec"))
+                .arg("-H")
+                .arg(node.docker_host())
+                .arg("--pidfile")
+                .arg(node.path("docker.pid"))
+                .args([
+                    "--iptables=false",
+                    "--bridge=none",
+                    "--storage-driver=overlay2",
+                ])
+                .arg("--containerd")
+                .arg(&sock),
+        );
+        let host = node.docker_host();
+        node.wait("dockerd", || {
+            Command::new("docker")
+                .args(["-H", &host, "version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        node
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn docker_root(&self) -> PathBuf {
+        self.path("docker")
+    }
+
+    fn docker_host(&self) -> String {
+        format!("unix://{}", self.path("docker.sock").display())
+    }
+
+    /// A `docker` command for our dockerd.
+    fn docker(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.env("DOCKER_HOST", self.docker_host());
+        cmd
+    }
+
+    fn spawn(&mut self, name: &'static str, cmd: &mut Command) {
+        let log = self.path(&format!("{name}.log"));
+        let out = File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        self.daemons.push(Daemon { name, child, log });
+    }
+
+    /// Polls `ready` until it holds; panics with the daemon's log when the
+    /// daemon dies or the timeout passes.
+    fn wait(&mut self, name: &str, mut ready: impl FnMut() -> bool) {
+        let started = Instant::now();
+        let daemon = self.daemons.iter_mut().find(|d| d.name == name).unwrap();
+        while !ready() {
+            let exited = daemon.child.try_wait().unwrap();
+            if exited.is_some() || started.elapsed() > READY_TIMEOUT {
+                let log = fs::read_to_string(&daemon.log).unwrap_or_default();
+                panic!("{name} did not answer (exit: {exited:?}); its log:\n{log}");
+            }
+            sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(name) = self.container.take() {
+            let _ = self.docker().args(["rm", "-f", &name]).output();
+        }
+        while let Some(mut d) = self.daemons.pop() {
+            if let Ok(None) = d.child.try_wait() {
+                let pid = rustix::process::Pid::from_child(&d.child);
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                let started = Instant::now();
+                while let Ok(None) = d.child.try_wait() {
+                    if started.elapsed() > STOP_TIMEOUT {
+                        let _ = d.child.kill();
+                        let _ = d.child.wait();
+                        break;
+                    }
+                    sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        let mut left = mounts_under(&self.dir);
+        left.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        for p in &left {
+            let _ = Command::new("umount").arg(p).output();
+        }
+        if mounts_under(&self.dir).is_empty() {
+            let _ = fs::remove_dir_all(&self.dir);
+        } else {
+            // Removing through a live mount would delete someone's files.
+            eprintln!("deploy: still mounted, leaving {}", self.dir.display());
+        }
+    }
+}
+
+/// Mount points in /proc/self/mounts under `dir` (no octal escapes: our temp
+/// dir has none).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `GET path` on `addr` over HTTP/1.0: the status code and the body.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let code = answer.get(9..12)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_owned();
+    Some((code, body))
+}
+
+fn musl_target_installed() -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == "x86_64-unknown-linux-musl")
+        })
+}
+
+fn image_prerequisites() -> Vec<String> {
+    let mut what = missing_tools(&[
+        "containerd",
+        "dockerd",
+        "runc",
+        "ctr",
+        "docker",
+        "musl-gcc",
+        "strip",
+        "rustup",
+    ]);
+    if !rustix::process::geteuid().is_root() {
+        what.push("root".into());
+    }
+    if !musl_target_installed() {
+        what.push("the Rust target x86_64-unknown-linux-musl".into());
+    }
+    what
+}
+
+#[test]
+fn image_is_small_serves_health_and_is_seen_by_status() {
+    if missing(image_prerequisites(), "image") {
+        return;
+    }
+    let mut node = Node::start();
+    let tag = format!("headroom-deploy-test:{}", std::process::id());
+
+    let built = run(Command::new(repo().join("scripts/build-image"))
+        .arg(&tag)
+        .env("DOCKER_HOST", node.docker_host()));
+    let id = stdout(&built);
+    assert!(id.starts_with("sha256:"), "build-image printed {id:?}");
+
+    let inspect = |format: &str| {
+        stdout(&run(node
+            .docker()
+            .args(["image", "inspect", "--format", format, &tag])))
+    };
+    let size: u64 = inspect("{{.Size}}").parse().unwrap();
+    eprintln!("deploy: image {tag} ({id}) is {size} bytes");
+    assert!(size < MAX_IMAGE_BYTES, "image is {size} bytes");
+    assert_eq!(inspect("{{.Id}}"), id);
+    assert_eq!(inspect("{{.Config.User}}"), "65532:65532");
+    assert_eq!(inspect("{{len .RootFS.Layers}}"), "1");
+    // Nothing but the binary: no shell to run.
+    let shell = node
+        .docker()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "/bin/sh",
+            &tag,
+        ])
+        .output()
+        .unwrap();
+    assert!(!shell.status.success(), "the image has a /bin/sh");
+
+    let listen = format!("127.0.0.1:{}", free_port());
+    let name = format!("headroom-deploy-{}", std::process::id());
+    node.container = Some(name.clone());
+    run(node.docker().args([
+        "run",
+        "--detach",
+        "--name",
+        &name,
+        "--network",
+        "host",
+        "--read-only",
+        "--user",
+        "65532",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "DAC_READ_SEARCH",
+        "--env",
+        &format!("HEADROOM_LISTEN={listen}"),
+        "--env",
+        "NODE_NAME=deploy-test",
+        &tag,
+    ]));
+    let started = Instant::now();
+    let health = loop {
+        match get(&listen, "/healthz") {
+            Some(answer) => break answer,
+            None if started.elapsed() > READY_TIMEOUT => {
+                let logs = node.docker().args(["logs", &name]).output().unwrap();
+                panic!(
+                    "the agent never answered on {listen}; its logs:\n{}",
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+            None => sleep(Duration::from_millis(200)),
+        }
+    };
+    assert_eq!(health.0, 200, "/healthz: {health:?}");
+    let (code, metrics) = get(&listen, "/metrics").unwrap();
+    assert_eq!(code, 200, "/metrics: {metrics}");
+    assert!(metrics.contains("# TYPE headroom_"), "/metrics: {metrics}");
+    assert!(metrics.trim_end().ends_with("# EOF"), "/metrics: {metrics}");
+
+    // Exit 0, 1 or 2 is a verdict on the host's disk, 3 an error.
+    let status = Command::new(env!("CARGO_BIN_EXE_headroom"))
+        .args(["status", "--json", "--local", "--docker-root"])
+        .arg(node.docker_root())
+        .args(["--containerd-address", "/nonexistent"])
+        .arg("--kubelet-root")
+        .arg(&node.dir)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(status.status.code(), Some(0..=2)),
+        "headroom status failed ({}): {}",
+        status.status,
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: Status = serde_json::from_slice(&status.stdout).unwrap();
+    let ours = status
+        .images
+        .iter()
+        .find(|i| i.id == id)
+        .unwrap_or_else(|| panic!("headroom status does not list {id}: {:#?}", status.images));
+    let qualified = format!("docker.io/library/{tag}");
+    assert!(
+        ours.refs.iter().any(|r| *r == tag || *r == qualified),
+        "{id} is listed without {tag}: {ours:?}"
+    );
+}
+
+/// A port that was free on 127.0.0.1 a moment ago.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
