@@ -6,6 +6,10 @@
 //! - `deploy/kubernetes/prometheusrule.yaml` is exactly what
 //!   `scripts/gen-prometheusrule` prints, and its spec is the rules file.
 //! - `deploy/grafana/headroom.json` has the fields Grafana needs.
+//! - The node-mixin comparison stays true: `node-mixin-filesystem.rules.yml`
+//!   passes `promtool check rules`, and `incident.test.yml` (the demo's disk
+//!   replayed through NodeFilesystemSpaceFillingUp, which must not fire
+//!   before the pull has failed) passes `promtool test rules`.
 //! - Live: a real `headroom agent` on a small fake Docker store, scraped every
 //!   second by a real `prometheus` that also loads the rules. Every metric an
 //!   alert uses is in the agent's scrape, every rule evaluates without error,
@@ -112,6 +116,24 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 fn rules_pass_promtool_check() {
     if have("promtool") {
         promtool(&["check", "rules", RULES]);
+    }
+}
+
+#[test]
+fn node_mixin_rules_are_valid() {
+    if have("promtool") {
+        promtool(&[
+            "check",
+            "rules",
+            "deploy/prometheus/node-mixin-filesystem.rules.yml",
+        ]);
+    }
+}
+
+#[test]
+fn node_mixin_alert_gives_no_warning_of_the_pull() {
+    if have("promtool") {
+        promtool(&["test", "rules", "deploy/prometheus/incident.test.yml"]);
     }
 }
 

@@ -3,7 +3,6 @@
 //! and the estimate is compared with what the pull added to the filesystem
 //! (`df`, `du`); registry errors exit 3 naming the URL.
 
-use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -12,8 +11,8 @@ use serde_json::Value;
 
 use crate::checks::Checks;
 use crate::images::K8S_NS;
-use crate::oracle::{self, line, path_str};
-use crate::subject::{Run, NODE_NAME};
+use crate::oracle;
+use crate::subject::{self, Run};
 use crate::World;
 
 /// How far the estimate may be from what the pull really added, as a
@@ -33,41 +32,10 @@ const GC_WITHIN: Duration = Duration::from_secs(20);
 /// Runs `headroom check-pull ARGS… IMAGE` on the fixture node, in a clean
 /// environment (no `HEADROOM_*` from the caller).
 fn check_pull(w: &World, args: &[&str], image: &str) -> Result<Run> {
-    let exe = env!("CARGO_BIN_EXE_headroom");
-    let mut argv: Vec<String> = vec!["check-pull".into()];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    for (flag, path) in [
-        ("--docker-root", &w.docker_root),
-        ("--containerd-address", &w.containerd_sock),
-        ("--containerd-root", &w.containerd_root),
-        ("--kubelet-root", &w.fixtures.kubelet_root),
-        ("--kubelet-config", &w.fixtures.kubelet_config),
-        ("--pod-logs", &w.fixtures.pod_logs),
-    ] {
-        argv.push(flag.into());
-        argv.push(path_str(path)?.into());
-    }
-    argv.push(image.into());
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut cmd = Command::new(exe);
-    cmd.args(&argv)
-        .env("NODE_NAME", NODE_NAME)
-        .env("NO_COLOR", "1");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HEADROOM_") {
-            cmd.env_remove(key);
-        }
-    }
-    let command = line(exe, &argv);
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run `{command}`"))?;
-    Ok(Run {
-        command,
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    let mut face = vec!["check-pull"];
+    face.extend(args);
+    face.push(image);
+    subject::headroom(w, &subject::node_layout(w), &face)
 }
 
 /// The run's JSON document, or an error showing the run.

@@ -71,11 +71,19 @@ pub fn node_layout(w: &World) -> Layout<'_> {
 /// Runs `headroom status [--json]` with `layout` and the fixture's kubelet
 /// paths, in a clean environment (no `HEADROOM_*` from the caller).
 pub fn status(w: &World, layout: &Layout<'_>, json: bool) -> Result<Run> {
+    let face: &[&str] = if json {
+        &["status", "--json"]
+    } else {
+        &["status"]
+    };
+    headroom(w, layout, face)
+}
+
+/// Runs `headroom FACE…` (`face`: the subcommand and its own arguments)
+/// with `layout` and the fixture's kubelet paths, in a clean environment.
+pub fn headroom(w: &World, layout: &Layout<'_>, face: &[&str]) -> Result<Run> {
     let exe = env!("CARGO_BIN_EXE_headroom");
-    let mut args: Vec<String> = vec!["status".into()];
-    if json {
-        args.push("--json".into());
-    }
+    let mut args: Vec<String> = face.iter().map(|a| a.to_string()).collect();
     for (flag, path) in [
         ("--docker-root", layout.docker_root),
         ("--containerd-address", layout.containerd_address),
