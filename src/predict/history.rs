@@ -1,7 +1,10 @@
 //! What the agent remembers between passes for its predictions: samples of
-//! each filesystem's available bytes and free inodes (for the trend), and
-//! when each image was first seen and last used (for the image GC model).
-//! A one-shot scan has one observation: no trend, and images' creation times.
+//! each filesystem's available bytes and free inodes (for the trend and for the
+//! burst of a pull of unknown size), and when each image was first seen and last
+//! used (for the image GC model). The agent samples the filesystems about once a
+//! second ([`History::sample`]) and records images each pass
+//! ([`History::observe`]); a one-shot scan samples nothing: no trend, and images'
+//! creation times.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -9,30 +12,23 @@ use std::time::{Duration, Instant, SystemTime};
 use super::trend::{Samples, Trend, TrendConfig};
 use crate::report::{Filesystem, Image};
 
-/// Samples kept per signal (a pass a minute: 12 hours; a pass every 5 s: 1 hour).
-const SAMPLES: usize = 720;
+/// Samples kept per signal and dimension: an hour of 1-s samples, about 85 kB each for
+/// bytes and inodes (24 bytes a sample), so ~170 kB per signal at most.
+const SAMPLES: usize = 3600;
 /// Samples older than this no longer count.
 const MAX_AGE: Duration = Duration::from_secs(3600);
+/// A window for [`History::burst`] that reads a pull's rate within 10 s of its start.
+pub const BURST_WINDOW: Duration = Duration::from_secs(10);
 
 /// Observations across passes.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct History {
-    started: Instant,
+    /// When the first sample was taken: the origin of the samples' times.
+    origin: Option<Instant>,
     /// Per signal: (available bytes, free inodes).
     signals: BTreeMap<String, (Samples, Samples)>,
     first_seen: HashMap<String, SystemTime>,
     last_used: HashMap<String, SystemTime>,
-}
-
-impl Default for History {
-    fn default() -> Self {
-        History {
-            started: Instant::now(),
-            signals: BTreeMap::new(),
-            first_seen: HashMap::new(),
-            last_used: HashMap::new(),
-        }
-    }
 }
 
 /// How the history names an image across passes.
@@ -46,9 +42,15 @@ pub fn image_key(image: &Image) -> String {
 }
 
 impl History {
-    /// Records one pass's filesystems and images, made at `now`.
-    pub fn observe(&mut self, filesystems: &[Filesystem], images: &[Image], now: SystemTime) {
-        let t = self.started.elapsed();
+    /// Records a sample of each filesystem's available bytes and free inodes, taken at
+    /// `at` while a pull (containerd or Docker) was in flight or not (`pulling`): the
+    /// trend leaves pulls out, the burst does not. The agent calls this about once a
+    /// second; a sample not later than the previous one is dropped.
+    pub fn sample(&mut self, at: Instant, filesystems: &[Filesystem], pulling: bool) {
+        let origin = *self.origin.get_or_insert(at);
+        let Some(t) = at.checked_duration_since(origin) else {
+            return;
+        };
         for fs in filesystems {
             let (bytes, inodes) = self.signals.entry(fs.signal.clone()).or_insert_with(|| {
                 (
@@ -56,9 +58,13 @@ impl History {
                     Samples::new(SAMPLES, MAX_AGE),
                 )
             });
-            bytes.push(t, fs.available_bytes);
-            inodes.push(t, fs.inodes_free);
+            bytes.push(t, fs.available_bytes, pulling);
+            inodes.push(t, fs.inodes_free, pulling);
         }
+    }
+
+    /// Records one pass's images, made at `now`.
+    pub fn observe(&mut self, images: &[Image], now: SystemTime) {
         let current: HashSet<String> = images.iter().map(image_key).collect();
         self.first_seen.retain(|k, _| current.contains(k));
         self.last_used.retain(|k, _| current.contains(k));
@@ -71,16 +77,24 @@ impl History {
         }
     }
 
-    /// The trends of a signal's (available bytes, free inodes), when known.
+    /// The sustained trends of a signal's (available bytes, free inodes), pulls left
+    /// out, when known (see [`super::trend`]).
     pub fn trends(&self, signal: &str) -> (Option<Trend>, Option<Trend>) {
+        let config = TrendConfig::default();
         self.signals
             .get(signal)
             .map_or((None, None), |(bytes, inodes)| {
-                (
-                    bytes.trend(&TrendConfig::bytes()),
-                    inodes.trend(&TrendConfig::inodes()),
-                )
+                (bytes.trend(&config), inodes.trend(&config))
             })
+    }
+
+    /// The rate of a signal's available bytes over the last `window` of samples, those
+    /// taken during pulls included: how fast a pull of unknown size (Docker's) fills it.
+    /// See [`super::trend::burst`] and [`BURST_WINDOW`].
+    pub fn burst(&self, signal: &str, window: Duration) -> Option<Trend> {
+        self.signals
+            .get(signal)
+            .and_then(|(bytes, _)| bytes.burst(window))
     }
 
     /// When the image (by [`image_key`]) was first seen.
@@ -98,6 +112,8 @@ impl History {
 mod tests {
     use super::*;
     use crate::runtime::RuntimeKind;
+
+    const MB: u64 = 1_000_000;
 
     fn image(id: &str, in_use: bool) -> Image {
         Image {
@@ -121,40 +137,117 @@ mod tests {
         }
     }
 
+    fn filesystem(signal: &str, available_bytes: u64, inodes_free: u64) -> Filesystem {
+        Filesystem {
+            signal: signal.into(),
+            path: "/".into(),
+            mountpoint: "/".into(),
+            fstype: "ext4".into(),
+            capacity_bytes: 100_000 * MB,
+            available_bytes,
+            inodes: 1_000_000,
+            inodes_free,
+            threshold_bytes: 10_000 * MB,
+            threshold_inodes: 50_000,
+            bytes_left: 0,
+            inodes_left: 0,
+        }
+    }
+
+    /// Samples imagefs once a second for `seconds` from `start`: `available(s)` bytes,
+    /// 500k free inodes falling by one a second, and whether a pull is in flight.
+    fn sample_each_second(
+        h: &mut History,
+        start: Instant,
+        seconds: std::ops::Range<u64>,
+        available: impl Fn(u64) -> (u64, bool),
+    ) {
+        for s in seconds {
+            let (bytes, pulling) = available(s);
+            let fs = filesystem("imagefs", bytes, 500_000 - s);
+            h.sample(start + Duration::from_secs(s), &[fs], pulling);
+        }
+    }
+
     #[test]
     fn remembers_first_sight_and_last_use_and_forgets_removed_images() {
         let mut h = History::default();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let t1 = t0 + Duration::from_secs(60);
-        h.observe(&[], &[image("a", true), image("b", false)], t0);
-        h.observe(&[], &[image("a", false), image("b", false)], t1);
+        h.observe(&[image("a", true), image("b", false)], t0);
+        h.observe(&[image("a", false), image("b", false)], t1);
         let a = image_key(&image("a", false));
         let b = image_key(&image("b", false));
         assert_eq!((h.first_seen(&a), h.last_used(&a)), (Some(t0), Some(t0)));
         assert_eq!((h.first_seen(&b), h.last_used(&b)), (Some(t0), None));
-        h.observe(&[], &[image("b", false)], t1);
+        h.observe(&[image("b", false)], t1);
         assert_eq!(h.first_seen(&a), None);
     }
 
     #[test]
-    fn one_observation_gives_no_trend() {
+    fn one_sample_gives_no_trend() {
         let mut h = History::default();
-        let fs = Filesystem {
-            signal: "imagefs".into(),
-            path: "/".into(),
-            mountpoint: "/".into(),
-            fstype: "ext4".into(),
-            capacity_bytes: 100,
-            available_bytes: 50,
-            inodes: 10,
-            inodes_free: 5,
-            threshold_bytes: 10,
-            threshold_inodes: 1,
-            bytes_left: 40,
-            inodes_left: 4,
-        };
-        h.observe(std::slice::from_ref(&fs), &[], SystemTime::now());
+        h.sample(Instant::now(), &[filesystem("imagefs", 50, 5)], false);
         assert_eq!(h.trends("imagefs"), (None, None));
         assert_eq!(h.trends("nodefs"), (None, None));
+        assert_eq!(h.burst("imagefs", BURST_WINDOW), None);
+    }
+
+    #[test]
+    fn fifteen_minutes_of_samples_give_both_trends() {
+        let mut h = History::default();
+        let start = Instant::now();
+        sample_each_second(&mut h, start, 0..900, |s| (40_000 * MB - s * MB, false));
+        let (bytes, inodes) = h.trends("imagefs");
+        let (bytes, inodes) = (bytes.unwrap(), inodes.unwrap());
+        assert_eq!((bytes.rate, inodes.rate), (-1e6, -1.0));
+        assert!(bytes.filling() && inodes.filling());
+        assert_eq!(h.trends("nodefs"), (None, None));
+    }
+
+    #[test]
+    fn pulls_are_in_the_burst_but_not_in_the_trend() {
+        // 15 flat minutes, then a pull writing 8 MB/s for 10 s.
+        let mut h = History::default();
+        let start = Instant::now();
+        sample_each_second(&mut h, start, 0..911, |s| {
+            let written = 8 * MB * s.saturating_sub(900);
+            (40_000 * MB - written, s >= 900)
+        });
+        let (bytes, _) = h.trends("imagefs");
+        assert!(bytes.is_some_and(|t| t.rate == 0.0 && !t.filling()));
+        let burst = h.burst("imagefs", BURST_WINDOW).unwrap();
+        assert_eq!(burst.rate, -8e6);
+        assert!(burst.filling());
+        assert_eq!(h.burst("nodefs", BURST_WINDOW), None);
+    }
+
+    #[test]
+    fn samples_are_bounded_to_an_hour() {
+        let mut h = History::default();
+        let start = Instant::now();
+        sample_each_second(&mut h, start, 0..5000, |_| (40_000 * MB, false));
+        let (bytes, inodes) = &h.signals["imagefs"];
+        assert_eq!((bytes.len(), inodes.len()), (SAMPLES, SAMPLES));
+        // Two samples a second: still at most SAMPLES, over half an hour.
+        let at = start + Duration::from_secs(5000);
+        for i in 0..2 * SAMPLES as u64 {
+            let fs = filesystem("imagefs", 40_000 * MB, 1);
+            h.sample(at + Duration::from_millis(500 * i), &[fs], false);
+        }
+        assert_eq!(h.signals["imagefs"].0.len(), SAMPLES);
+    }
+
+    #[test]
+    fn a_sample_before_the_first_is_dropped() {
+        let mut h = History::default();
+        let start = Instant::now() + Duration::from_secs(10);
+        h.sample(start, &[filesystem("imagefs", 50, 5)], false);
+        h.sample(
+            start - Duration::from_secs(5),
+            &[filesystem("imagefs", 50, 5)],
+            false,
+        );
+        assert_eq!(h.signals["imagefs"].0.len(), 1);
     }
 }

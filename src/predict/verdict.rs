@@ -11,10 +11,15 @@
 //! 3. **pressure from the trend**: at the estimated fill rate the threshold is crossed
 //!    within the horizon. On a filesystem GC acts on, the bytes a GC pass at the threshold
 //!    would really free postpone the crossing;
-//! 4. **warning**: the pull case above, image GC due now (usage at or above
-//!    `imageGCHighThresholdPercent`), or a soft threshold crossed;
-//! 5. **ok**, saying how much is left (and, when known, the pull's cost and the time
-//!    the trend gives).
+//! 4. **warning**: the pull case above; a pull of unknown size (a Docker pull) that, at
+//!    the rate it fills the filesystem, crosses the threshold within
+//!    [`UNSIZED_PULL_HORIZON`] (never pressure: it may end any second); image GC due now
+//!    (usage at or above `imageGCHighThresholdPercent`); or a soft threshold crossed;
+//! 5. **ok**, saying how much is left (and, when known, the pull's cost, the time the
+//!    trend gives and the rate of a pull of unknown size).
+//!
+//! The trend leaves pulls out (see [`super::trend`]), so a pull that GC makes room for
+//! stays a warning however fast it writes.
 //!
 //! The filesystem's verdict is its worse signal (bytes when equal). Image GC acts on
 //! imagefs, and on nodefs when both are one filesystem: the caller says so by passing
@@ -29,6 +34,11 @@ use crate::report::{human_bytes, Prediction};
 
 /// How far ahead a trend counts as predicted pressure, unless configured.
 pub const DEFAULT_HORIZON: Duration = Duration::from_secs(3600);
+/// How far ahead a pull of unknown size, at its current rate, is worth a warning.
+pub const UNSIZED_PULL_HORIZON: Duration = Duration::from_secs(600);
+/// What the reason calls a pull of unknown size: Docker's are the only ones (containerd
+/// pulls are sized from their ingests).
+const UNSIZED_PULL: &str = "a pull of unknown size (Docker)";
 
 /// The verdict's severity, worst last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -85,6 +95,10 @@ pub struct FsInput<'a> {
     pub gc: Option<ImageGc<'a>>,
     /// How far ahead the trend counts as predicted pressure.
     pub horizon: Duration,
+    /// The burst rate of a pull in flight whose size is unknown (e.g. a Docker pull;
+    /// see `History::burst`), only on the filesystem it lands on; `None` otherwise.
+    /// Bytes only.
+    pub unsized_pull: Option<Trend>,
 }
 
 /// The verdict for one filesystem.
@@ -95,7 +109,8 @@ pub struct Verdict {
     /// Whether pressure is here or predicted (`state` is `Pressure`).
     pub predicted: bool,
     /// Seconds until the deciding threshold is crossed: 0 when it is, the trend's
-    /// figure when the signal is filling, else `None` (pulls have no known arrival time).
+    /// figure when the signal is filling, the unknown-size pull's when it warns, else
+    /// `None` (pulls of known size have no known arrival time).
     pub seconds_until: Option<u64>,
     /// Available bytes once the pulls in flight have landed.
     pub projected_available_after_pull: i64,
@@ -216,6 +231,13 @@ fn assess(input: &FsInput<'_>, unit: Unit, gc_pull: Option<&GcOutcome>) -> Findi
     if let PullEffect::Crosses(f) = pull {
         return Finding { seconds_until, ..f };
     }
+    let unsized_pull = unsized_crossing(input, unit, limit);
+    if let Some(f) = unsized_pull
+        .as_ref()
+        .and_then(|c| unsized_warning(fs, &label, c))
+    {
+        return f;
+    }
     if let Some((o, gc)) = &gc_now {
         let reason = format!(
             "{}; {left} left above the {label} eviction threshold",
@@ -245,6 +267,13 @@ fn assess(input: &FsInput<'_>, unit: Unit, gc_pull: Option<&GcOutcome>) -> Findi
     if let Some(c) = crossing {
         reason += &format!("; filling at {}, crossed in {}", c.rate, approx(c.seconds));
     }
+    if let Some(c) = unsized_pull {
+        reason += &format!(
+            "; {UNSIZED_PULL} is filling it at {}, crossed in {} at that rate",
+            c.rate,
+            approx(c.seconds)
+        );
+    }
     Finding::new(State::Ok, seconds_until, reason)
 }
 
@@ -271,15 +300,51 @@ struct Crossing {
     rate: String,
 }
 
-/// When the signal, if filling, reaches `limit`.
+/// When the signal, if its trend is filling, reaches `limit`, GC at the threshold
+/// postponing it.
 fn crossing(input: &FsInput<'_>, unit: Unit, limit: u64) -> Option<Crossing> {
     let dim = unit.of(input);
-    let trend = dim.trend.filter(Trend::filling)?;
+    // Not filling: spare the GC replay.
+    dim.trend.filter(Trend::filling)?;
     let postponed = input
         .gc
         .filter(|_| unit == Unit::Bytes)
         .map_or(0, |gc| gc.simulate(dim.capacity, limit).freed_bytes);
-    let seconds = trend.seconds_until(dim.available.saturating_add(postponed), limit)?;
+    crossing_at(unit, dim.trend, dim.available, limit, postponed)
+}
+
+/// A warning when a pull of unknown size crosses the threshold within
+/// [`UNSIZED_PULL_HORIZON`]; never pressure, since its size, hence its end, is unknown.
+fn unsized_warning(fs: &str, label: &str, c: &Crossing) -> Option<Finding> {
+    if c.seconds > UNSIZED_PULL_HORIZON.as_secs() {
+        return None;
+    }
+    let reason = format!(
+        "{UNSIZED_PULL} is filling {fs} at {}; at this rate the {label} threshold is crossed \
+         in {}",
+        c.rate,
+        approx(c.seconds)
+    );
+    Some(Finding::new(State::Warning, Some(c.seconds), reason))
+}
+
+/// When a pull of unknown size, if filling, takes the bytes to `limit` at its rate. GC
+/// is left out: the pull may be over before GC's next pass.
+fn unsized_crossing(input: &FsInput<'_>, unit: Unit, limit: u64) -> Option<Crossing> {
+    let trend = input.unsized_pull.filter(|_| unit == Unit::Bytes);
+    crossing_at(unit, trend, unit.of(input).available, limit, 0)
+}
+
+/// When `trend`, if filling, takes `available` plus `postponed` down to `limit`.
+fn crossing_at(
+    unit: Unit,
+    trend: Option<Trend>,
+    available: u64,
+    limit: u64,
+    postponed: u64,
+) -> Option<Crossing> {
+    let trend = trend.filter(Trend::filling)?;
+    let seconds = trend.seconds_until(available.saturating_add(postponed), limit)?;
     Some(Crossing {
         seconds,
         postponed,
@@ -522,6 +587,7 @@ mod tests {
                 now: now(),
             }),
             horizon: DEFAULT_HORIZON,
+            unsized_pull: None,
         }
     }
 
@@ -773,6 +839,150 @@ mod tests {
             v.reason,
             "imagefs has 38.8 GB left above the 15% eviction threshold"
         );
+    }
+
+    /// A pull of unknown size filling at `bytes_per_second`, as `History::burst` reads it.
+    fn unsized_pull(bytes_per_second: f64) -> Option<Trend> {
+        Some(Trend {
+            rate: -bytes_per_second,
+            significant: true,
+            samples: 11,
+            span: Duration::from_secs(10),
+        })
+    }
+
+    #[test]
+    fn an_unsized_pull_crossing_soon_is_a_warning() {
+        // 16.5 GB free, 1.5 GB (less 596 bytes) above 15%, at 8 MB/s: 187 s.
+        let mut input = imagefs(16_500_000_000, &[], &[]);
+        input.unsized_pull = unsized_pull(8e6);
+        let v = verdict(&input);
+        assert_eq!(v.state, State::Warning);
+        assert!(!v.predicted);
+        assert_eq!(v.seconds_until, Some(187));
+        assert_eq!(
+            v.reason,
+            "a pull of unknown size (Docker) is filling imagefs at 8.0 MB/s; at this rate the \
+             15% threshold is crossed in ~3 min"
+        );
+        // Never pressure, even seconds away; it speaks before image GC being due.
+        let images = [image("old", 3 * GB, 3 * GB)];
+        let mut input = imagefs(15_320_000_000, &images, &[]);
+        input.unsized_pull = unsized_pull(8e6);
+        let v = verdict(&input);
+        assert_eq!((v.state, v.seconds_until), (State::Warning, Some(39)));
+        assert_eq!(
+            v.reason,
+            "a pull of unknown size (Docker) is filling imagefs at 8.0 MB/s; at this rate the \
+             15% threshold is crossed in ~39 s"
+        );
+    }
+
+    #[test]
+    fn an_unsized_pull_beyond_its_horizon_is_only_said() {
+        // 4.8 GB above the threshold at 8 MB/s: 600 s, the horizon; a second more is ok.
+        let mut input = imagefs(19_800_000_596, &[], &[]);
+        input.unsized_pull = unsized_pull(8e6);
+        let v = verdict(&input);
+        assert_eq!((v.state, v.seconds_until), (State::Warning, Some(600)));
+        input.bytes.available += 8_000_000;
+        let v = verdict(&input);
+        assert_eq!((v.state, v.seconds_until), (State::Ok, None));
+        assert_eq!(
+            v.reason,
+            "imagefs has 4.8 GB left above the 15% eviction threshold; a pull of unknown size \
+             (Docker) is filling it at 8.0 MB/s, crossed in ~10 min at that rate"
+        );
+    }
+
+    #[test]
+    fn an_unsized_pull_yields_to_pressure_and_to_no_rate() {
+        // A trend crossing within the horizon is still pressure.
+        let mut input = imagefs(33 * GB, &[], &[]);
+        input.bytes.trend = filling(12e6);
+        input.unsized_pull = unsized_pull(100e6);
+        assert_eq!(verdict(&input).state, State::Pressure);
+        // A burst that is not significant, or not filling, says nothing.
+        let mut input = imagefs(16_500_000_000, &[], &[]);
+        for trend in [
+            unsized_pull(8e6).map(|t| Trend {
+                significant: false,
+                ..t
+            }),
+            unsized_pull(-8e6),
+        ] {
+            input.unsized_pull = trend;
+            let v = verdict(&input);
+            assert_eq!(v.state, State::Ok);
+            assert_eq!(
+                v.reason,
+                "imagefs has 1.5 GB left above the 15% eviction threshold"
+            );
+        }
+    }
+
+    /// imagefs as the agent samples it: 100 GB with `available` bytes.
+    fn sampled(available: u64) -> crate::report::Filesystem {
+        crate::report::Filesystem {
+            signal: "imagefs".into(),
+            path: "/var/lib/containerd".into(),
+            mountpoint: "/".into(),
+            fstype: "ext4".into(),
+            capacity_bytes: CAPACITY,
+            available_bytes: available,
+            inodes: INODES,
+            inodes_free: 5_500_000,
+            threshold_bytes: 15 * GB,
+            threshold_inodes: 327_680,
+            bytes_left: 0,
+            inodes_left: 0,
+        }
+    }
+
+    #[test]
+    fn a_pull_gc_makes_room_for_stays_a_warning_however_long_it_writes() {
+        // The agent has sampled 2 flat minutes (0-2 MB of jitter) when a 4.5 GB pull
+        // starts on 18 GB free (3 GB above 15%), writing 3 MB/s. GC can free the 3 GB
+        // image: a warning. The kubelet's GC deletes it once usage reaches 85% (under
+        // 16 GB free, 11 minutes in); the pull then fits. Taken as a trend, the pull's
+        // writes would cross the threshold within the hour even after GC (pressure from
+        // 10 minutes in): left out, they never turn the warning into pressure. 10 flat
+        // minutes follow.
+        use crate::predict::history::History;
+        const RATE: u64 = 3 * MB;
+        const PULL: std::ops::Range<u64> = 120..120 + 1_500;
+        let start = std::time::Instant::now();
+        let mut history = History::default();
+        let old = [image("old", 3 * GB, 3 * GB)];
+        let (mut images, mut freed, mut gc_ran) = (&old[..], 0, false);
+        let pulls = pulls();
+        for s in 0..PULL.end + 600 {
+            let written = (s.saturating_sub(PULL.start) * RATE).min(1_500 * RATE);
+            let pulling = PULL.contains(&s);
+            let jitter = s.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 43;
+            let mut available = 18 * GB + freed - written + jitter;
+            if !gc_ran && available < 16 * GB {
+                (images, freed, gc_ran) = (&old[..0], 3 * GB, true);
+                available += freed;
+            }
+            let at = start + Duration::from_secs(s);
+            history.sample(at, &[sampled(available)], pulling);
+            if s % 10 != 0 {
+                continue;
+            }
+            let in_flight: &[String] = if pulling { &pulls } else { &[] };
+            let mut input = imagefs(available, images, in_flight);
+            input.bytes.incoming = if pulling { 1_500 * RATE - written } else { 0 };
+            (input.bytes.trend, input.inodes.trend) = history.trends("imagefs");
+            let v = verdict(&input);
+            let expected = if pulling && !gc_ran {
+                State::Warning
+            } else {
+                State::Ok
+            };
+            assert_eq!(v.state, expected, "at {s} s: {v:?}");
+        }
+        assert!(gc_ran);
     }
 
     #[test]
