@@ -1,21 +1,25 @@
 //! Follows containerd's events and wakes the scanner when the inventory may
 //! have changed. containerd may be absent, restart or die (it is often the
-//! first victim of a full disk): the follower reconnects with exponential
-//! backoff, logs each loss once, and wakes the scanner on every reconnect
-//! since events may have been missed meanwhile.
+//! first victim of a full disk): the follower reconnects with a short capped
+//! backoff, so a restarted containerd is followed again within seconds; it
+//! logs every loss and every recovery, and wakes the scanner on every
+//! (re)connect since events may have been missed meanwhile.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::scanner::Wake;
 use crate::runtime::containerd::events;
 
-/// Backoff between reconnection attempts.
+/// First wait before reconnecting.
 const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Longest wait before reconnecting: a restarted containerd should be
+/// followed again within seconds, and one attempt costs only a connect and
+/// one small call.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Follows events from `socket` until `shutdown` turns true or the scanner
 /// is gone.
@@ -25,82 +29,84 @@ pub async fn follow(
     wake: SyncSender<Wake>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = BACKOFF_START;
-    let mut was_down = false;
+    let mut backoff = Backoff::default();
+    let mut journal = Journal::default();
     loop {
         let outcome = tokio::select! {
-            outcome = follow_once(&socket, timeout, &wake) => outcome,
+            outcome = follow_once(&socket, timeout, &wake, &mut journal) => outcome,
             _ = shutdown.wait_for(|stop| *stop) => return,
         };
-        match outcome {
+        let (reason, following) = match outcome {
             Outcome::ScannerGone => return,
-            Outcome::Lost { reason, had_events } => {
-                if had_events {
-                    // containerd went away: reread so the status says so.
-                    backoff = BACKOFF_START;
-                    if scanner_gone(&wake) {
-                        return;
-                    }
+            Outcome::Failed(reason) => (reason, false),
+            Outcome::Lost { reason, lasted } => {
+                // containerd went away: reread so the status says so.
+                if scanner_gone(&wake) {
+                    return;
                 }
-                if !was_down || had_events {
-                    tracing::warn!(socket = %socket.display(), %reason, retry_in = ?backoff, "containerd events unavailable; the resync timer still runs");
-                }
-                was_down = true;
+                backoff.lost_after(lasted);
+                (reason, true)
             }
+        };
+        let retry_in = backoff.next_wait();
+        if journal.failed(&reason, following) {
+            tracing::warn!(socket = %socket.display(), %reason, ?retry_in, "containerd events unavailable; the resync timer still runs");
+        } else {
+            tracing::debug!(socket = %socket.display(), %reason, ?retry_in, "containerd events still unavailable");
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(retry_in) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
+/// How one subscription ended.
+#[derive(Debug)]
 enum Outcome {
+    /// The scanner is gone: nothing left to wake.
     ScannerGone,
-    Lost { reason: String, had_events: bool },
+    /// No subscription was made, for this reason.
+    Failed(String),
+    /// A subscription that lasted `lasted` ended, for `reason`.
+    Lost { reason: String, lasted: Duration },
 }
 
+/// Subscribes once and wakes the scanner on every event until the
+/// subscription ends.
 async fn follow_once(
-    socket: &std::path::Path,
+    socket: &Path,
     timeout: Duration,
     wake: &SyncSender<Wake>,
+    journal: &mut Journal,
 ) -> Outcome {
     let mut stream = match events::subscribe(socket, timeout).await {
         Ok(stream) => stream,
-        Err(e) => {
-            return Outcome::Lost {
-                reason: e.to_string(),
-                had_events: false,
-            }
-        }
+        Err(e) => return Outcome::Failed(e.to_string()),
     };
+    let since = Instant::now();
+    journal.followed();
     tracing::info!(socket = %socket.display(), "following containerd events");
     // Whatever happened while we were not listening, reread now.
     if scanner_gone(wake) {
         return Outcome::ScannerGone;
     }
     loop {
-        match stream.next_topic().await {
+        let reason = match stream.next_topic().await {
             Ok(Some(topic)) => {
                 tracing::debug!(%topic, "containerd event");
                 if scanner_gone(wake) {
                     return Outcome::ScannerGone;
                 }
+                continue;
             }
-            Ok(None) => {
-                return Outcome::Lost {
-                    reason: "containerd closed the event stream".into(),
-                    had_events: true,
-                }
-            }
-            Err(e) => {
-                return Outcome::Lost {
-                    reason: e.to_string(),
-                    had_events: true,
-                }
-            }
-        }
+            Ok(None) => "containerd closed the event stream".to_string(),
+            Err(e) => e.to_string(),
+        };
+        return Outcome::Lost {
+            reason,
+            lasted: since.elapsed(),
+        };
     }
 }
 
@@ -111,4 +117,156 @@ fn scanner_gone(wake: &SyncSender<Wake>) -> bool {
         wake.try_send(Wake::Changed),
         Err(TrySendError::Disconnected(_))
     )
+}
+
+/// The waits between reconnection attempts: doubling from
+/// [`BACKOFF_START`] up to [`BACKOFF_MAX`].
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: BACKOFF_START,
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before the next attempt; the one after is longer.
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    /// A subscription that lasted `lasted` was lost. One that held for a
+    /// while starts the waits over, so a restart is followed within a
+    /// second or two; one that breaks as soon as it is made keeps backing
+    /// off, so a flapping containerd is not hammered (nor logged) every
+    /// second.
+    fn lost_after(&mut self, lasted: Duration) {
+        if lasted >= BACKOFF_MAX {
+            self.next = BACKOFF_START;
+        }
+    }
+}
+
+/// What the follower has said about the subscription, so it can decide
+/// what is worth saying next.
+#[derive(Debug, Default)]
+struct Journal {
+    /// The reason last warned about while not following; `None` while
+    /// following and before the first attempt.
+    warned: Option<String>,
+}
+
+impl Journal {
+    /// A subscription was made (always logged: it is the recovery from
+    /// whatever was warned about).
+    fn followed(&mut self) {
+        self.warned = None;
+    }
+
+    /// Whether a failure deserves a warning: every loss of a subscription
+    /// does, and so does a failed attempt whose reason differs from the last
+    /// one warned about; repeating the same failure every retry of a
+    /// containerd that stays away would drown the log.
+    fn failed(&mut self, reason: &str, following: bool) -> bool {
+        let warn = following || self.warned.as_deref() != Some(reason);
+        if warn {
+            self.warned = Some(reason.to_string());
+        }
+        warn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_ten() {
+        let mut b = Backoff::default();
+        let waits: Vec<Duration> = (0..6).map(|_| b.next_wait()).collect();
+        assert_eq!(
+            waits,
+            [secs(1), secs(2), secs(4), secs(8), secs(10), secs(10)]
+        );
+    }
+
+    #[test]
+    fn backoff_starts_over_only_after_a_subscription_that_held() {
+        let mut b = Backoff::default();
+        for _ in 0..4 {
+            b.next_wait();
+        }
+        b.lost_after(Duration::from_millis(50));
+        assert_eq!(
+            b.next_wait(),
+            secs(10),
+            "a flapping stream keeps backing off"
+        );
+        b.lost_after(secs(3600));
+        assert_eq!(
+            b.next_wait(),
+            secs(1),
+            "a lost long subscription retries fast"
+        );
+        assert_eq!(b.next_wait(), secs(2));
+    }
+
+    #[test]
+    fn every_loss_is_warned_about_and_repeated_failures_once() {
+        let mut j = Journal::default();
+        // containerd absent at start: warned once, not every retry.
+        assert!(j.failed("no such socket", false));
+        assert!(!j.failed("no such socket", false));
+        assert!(!j.failed("no such socket", false));
+        // A different reason is news.
+        assert!(j.failed("Connection refused (os error 111)", false));
+        j.followed();
+        // Every loss, even for the same reason as before.
+        assert!(j.failed("event stream broke: h2 protocol error", true));
+        assert!(j.failed("Connection refused (os error 111)", false));
+        assert!(!j.failed("Connection refused (os error 111)", false));
+        j.followed();
+        assert!(j.failed("event stream broke: h2 protocol error", true));
+        j.followed();
+        assert!(j.failed("event stream broke: h2 protocol error", true));
+    }
+
+    #[test]
+    fn a_failure_after_a_recovery_is_warned_about_even_if_seen_before() {
+        let mut j = Journal::default();
+        assert!(j.failed("subscribing to events: no answer within 5s", false));
+        j.followed();
+        assert!(j.failed("subscribing to events: no answer within 5s", false));
+    }
+
+    #[tokio::test]
+    async fn stops_promptly_on_shutdown_while_containerd_is_absent() {
+        let dir = std::env::temp_dir().join(format!("headroom-follow-{}", std::process::id()));
+        let socket = dir.join("no-containerd.sock");
+        let (wake, woken) = std::sync::mpsc::sync_channel(1);
+        let (stop, stopping) = watch::channel(false);
+        let follower = tokio::spawn(follow(socket, secs(5), wake, stopping));
+        // Let it fail and go to sleep in its backoff, then stop it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send_replace(true);
+        tokio::time::timeout(secs(1), follower)
+            .await
+            .expect("the follower should stop within a second of shutdown")
+            .expect("the follower should not panic");
+        assert!(
+            woken.try_recv().is_err(),
+            "nothing was followed, so no wake-up"
+        );
+    }
 }

@@ -5,9 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use containerd_client::types::Envelope;
-
-use super::rpc::Rpc;
+use super::rpc::{Rpc, Subscription};
 use super::ContainerdError;
 
 /// Topics that change what the inventory holds.
@@ -16,10 +14,15 @@ const TOPICS: [&str; 4] = ["/images/", "/snapshot/", "/containers/", "/content/"
 /// A live subscription to containerd's events.
 pub struct EventStream {
     socket: PathBuf,
-    inner: tonic::Streaming<Envelope>,
+    inner: Subscription,
 }
 
 /// Subscribes to the inventory-relevant events of every namespace.
+///
+/// Connecting and containerd taking the subscription are bounded by
+/// `timeout`; waiting for events is not (containerd may stay quiet for
+/// hours), but the stream fails within about `timeout` plus ten seconds of
+/// containerd no longer answering.
 pub async fn subscribe(socket: &Path, timeout: Duration) -> Result<EventStream, ContainerdError> {
     let rpc = Rpc::connect(socket, timeout).await?;
     let filters = TOPICS.iter().map(|t| format!("topic~=\"^{t}\"")).collect();
@@ -34,18 +37,18 @@ pub async fn subscribe(socket: &Path, timeout: Duration) -> Result<EventStream, 
 }
 
 impl EventStream {
-    /// The topic of the next event; `None` when containerd closed the stream.
+    /// The topic of the next event; `None` when containerd closed the
+    /// stream; an error when the connection broke or containerd stopped
+    /// answering.
     pub async fn next_topic(&mut self) -> Result<Option<String>, ContainerdError> {
-        match self.inner.message().await {
+        match self.inner.next().await {
             Ok(event) => Ok(event.map(|e| e.topic)),
-            Err(status) => Err(unreachable(
-                &self.socket,
-                format!("event stream broke: {}", status.message()),
-            )),
+            Err(reason) => Err(unreachable(&self.socket, reason)),
         }
     }
 }
 
+/// containerd at `socket` failed us, for `reason`.
 fn unreachable(socket: &Path, reason: String) -> ContainerdError {
     ContainerdError::Unreachable {
         socket: socket.to_path_buf(),

@@ -1,4 +1,6 @@
-//! The gRPC calls the containerd reader makes, each bounded by one timeout.
+//! The gRPC calls the containerd reader makes, each bounded by one timeout
+//! (save the wait for events, which a quiet containerd may never end: a
+//! [`Subscription`] proves liveness with probes instead).
 //!
 //! Every call takes the namespace explicitly and returns a message naming
 //! what was asked on failure, so the caller can turn it into a
@@ -6,6 +8,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use containerd_client::services::v1::containers_client::ContainersClient;
@@ -18,6 +21,7 @@ use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClien
 use containerd_client::services::v1::snapshots::{
     Info as SnapshotInfo, ListSnapshotsRequest, MountsRequest,
 };
+use containerd_client::services::v1::version_client::VersionClient;
 use containerd_client::services::v1::Container;
 use containerd_client::services::v1::{
     Image, Info as ContentInfo, ListContainersRequest, ListContentRequest, ListImagesRequest,
@@ -211,16 +215,55 @@ impl Rpc {
     }
 
     /// Subscribes to the events of every namespace whose topic matches one
-    /// of `filters`; only the subscription itself is bounded by the timeout.
-    pub(super) async fn subscribe(
-        &self,
-        filters: Vec<String>,
-    ) -> Result<tonic::Streaming<Envelope>, String> {
+    /// of `filters`. Returns once containerd has taken the subscription: a
+    /// probe sent after it got its answer within the timeout. The events
+    /// themselves are awaited without a timeout (see [`Subscription`]).
+    pub(super) async fn subscribe(&self, filters: Vec<String>) -> Result<Subscription, String> {
+        const WHAT: &str = "subscribing to events";
         let mut client = EventsClient::new(self.channel.clone());
-        self.bounded("subscribing to events", async move {
-            client.subscribe(SubscribeRequest { filters }).await
+        let mut call: PendingEvents =
+            Box::pin(async move { client.subscribe(SubscribeRequest { filters }).await });
+        let probe = self.probe(WHAT);
+        tokio::pin!(probe);
+        // `biased`: the call is polled first, so its request goes out on the
+        // connection before the probe's, and the probe's answer shows that
+        // containerd has read the subscription. Awaiting the call itself
+        // within the timeout is the bug of issue 8: containerd sends its
+        // response headers only with the first event.
+        let events = tokio::select! {
+            biased;
+            answer = call.as_mut() => match answer {
+                Ok(response) => Events::Flowing(Box::new(response.into_inner())),
+                Err(status) => return Err(format!("{WHAT}: {}", status_text(&status))),
+            },
+            alive = &mut probe => {
+                alive?;
+                Events::Pending(call)
+            }
+        };
+        let start = tokio::time::Instant::now() + PROBE_EVERY;
+        let mut probes = tokio::time::interval_at(start, PROBE_EVERY);
+        probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Subscription {
+            rpc: Rpc {
+                channel: self.channel.clone(),
+                timeout: self.timeout,
+            },
+            events,
+            probes,
         })
+    }
+
+    /// Proves containerd still answers: its version (a constant, so the
+    /// cheapest call there is), within the timeout.
+    async fn probe(&self, what: &str) -> Result<(), String> {
+        let mut client = VersionClient::new(self.channel.clone());
+        self.bounded(
+            &format!("{what}: asking containerd's version"),
+            async move { client.version(()).await },
+        )
         .await
+        .map(drop)
     }
 
     /// Runs a unary call within the timeout and unwraps its response.
@@ -246,6 +289,77 @@ impl Rpc {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(status)) => Err(format!("{what}: {}", status_text(&status))),
             Err(_) => Err(format!("{what}: no answer within {}", secs(self.timeout))),
+        }
+    }
+}
+
+/// How often a subscription checks that containerd still answers.
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+
+/// A subscription call containerd has not answered yet.
+type PendingEvents = Pin<
+    Box<dyn Future<Output = Result<tonic::Response<tonic::Streaming<Envelope>>, Status>> + Send>,
+>;
+
+/// A live subscription to containerd's events, which fails when containerd
+/// goes away.
+///
+/// Its call has no timeout: on a quiet containerd it waits for the first
+/// event indefinitely. A containerd that exits closes the socket, which
+/// fails the call at once. One that stops answering while its socket stays
+/// open (a stopped or wedged process) is caught by a [`Rpc::probe`] every
+/// [`PROBE_EVERY`], bounded by the timeout. HTTP/2 keepalive pings would
+/// not do: `containerd_client::connect` exposes no endpoint settings, and
+/// containerd keeps grpc-go's default enforcement policy, under which a
+/// client pinging a silent connection more often than every 5 minutes is
+/// sent GOAWAY (`too_many_pings`): a keepalive tight enough to notice a hang
+/// within seconds would itself cut the subscription. Calls are not pings.
+pub(super) struct Subscription {
+    rpc: Rpc,
+    events: Events,
+    probes: tokio::time::Interval,
+}
+
+impl Subscription {
+    /// The next event; `None` when containerd ended the subscription. Fails
+    /// when the connection broke or containerd stopped answering probes.
+    pub(super) async fn next(&mut self) -> Result<Option<Envelope>, String> {
+        loop {
+            tokio::select! {
+                event = self.events.next() => {
+                    return event.map_err(|s| format!("event stream broke: {}", status_text(&s)));
+                }
+                _ = self.probes.tick() => self.rpc.probe("following events").await?,
+            }
+        }
+    }
+}
+
+/// Where a subscription stands. Its `next` is cancel-safe (the call and the
+/// stream keep their state here), as the probe's `select!` needs.
+enum Events {
+    /// containerd has not answered yet (it answers with the first event).
+    Pending(PendingEvents),
+    /// The answer came: events arrive on this stream (boxed: it is large).
+    Flowing(Box<tonic::Streaming<Envelope>>),
+    /// The call failed; a finished future must not be polled again.
+    Failed,
+}
+
+impl Events {
+    async fn next(&mut self) -> Result<Option<Envelope>, Status> {
+        loop {
+            match self {
+                Events::Pending(call) => match call.as_mut().await {
+                    Ok(response) => *self = Events::Flowing(Box::new(response.into_inner())),
+                    Err(status) => {
+                        *self = Events::Failed;
+                        return Err(status);
+                    }
+                },
+                Events::Flowing(stream) => return stream.message().await,
+                Events::Failed => return Ok(None),
+            }
         }
     }
 }
