@@ -92,15 +92,40 @@ pub fn filesystem_of(path: &Path) -> Result<FsInfo, HostError> {
     let mount = pick_mount(&mounts, &device, &real)
         .ok_or_else(|| HostError::NoMount { path: real.clone() })?
         .clone();
-    let stats = nix::sys::statvfs::statvfs(&real).map_err(|source| HostError::Statvfs {
-        path: real.clone(),
-        source,
-    })?;
-    let fragment = stats.fragment_size() as u64;
+    let space = space_of(&real)?;
     Ok(FsInfo {
         mountpoint: mount.mountpoint,
         fstype: mount.fstype,
         device: mount.device,
+        capacity_bytes: space.capacity_bytes,
+        available_bytes: space.available_bytes,
+        inodes: space.inodes,
+        inodes_free: space.inodes_free,
+    })
+}
+
+/// A filesystem's size and free space, from statvfs alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Size in bytes (f_blocks × f_frsize).
+    pub capacity_bytes: u64,
+    /// Available to unprivileged users (f_bavail × f_frsize).
+    pub available_bytes: u64,
+    /// Total inodes (f_files).
+    pub inodes: u64,
+    /// Free inodes (f_ffree).
+    pub inodes_free: u64,
+}
+
+/// The space of the filesystem holding `path`: one statvfs, no mount table
+/// read, cheap enough to call every second.
+pub fn space_of(path: &Path) -> Result<Space, HostError> {
+    let stats = nix::sys::statvfs::statvfs(path).map_err(|source| HostError::Statvfs {
+        path: path.to_owned(),
+        source,
+    })?;
+    let fragment = stats.fragment_size() as u64;
+    Ok(Space {
         capacity_bytes: (stats.blocks() as u64).saturating_mul(fragment),
         available_bytes: (stats.blocks_available() as u64).saturating_mul(fragment),
         inodes: stats.files() as u64,

@@ -38,7 +38,7 @@ pub struct Status {
     /// Pods' disk-backed emptyDir volumes, largest first.
     #[serde(default)]
     pub volumes: Vec<Volume>,
-    /// Image pulls in flight (containerd's; Docker's files do not show them).
+    /// Image pulls in flight (containerd's, by image; Docker's, of unknown size).
     pub pulls: Vec<Pull>,
     /// Bytes that removing every unused, unpinned image would really free.
     pub reclaimable_bytes: u64,
@@ -228,6 +228,10 @@ pub struct Pull {
     /// Layers already unpacked on the node: they cost nothing.
     #[serde(default)]
     pub layers_present: u64,
+    /// The runtime pulling: `containerd`, or `docker` (whose pulls have no
+    /// name and no size, only the bytes downloaded so far).
+    #[serde(default)]
+    pub runtime: RuntimeKind,
 }
 
 /// The verdict for one signal.

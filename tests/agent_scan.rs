@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use headroom::agent::scanner::{ScanSettings, Scanner};
+use headroom::agent::scanner::{Pass, ScanSettings, Scanner, Wake};
 use headroom::layout::NodeLayout;
 use headroom::report::Status;
 use headroom::walk::WalkOptions;
@@ -367,7 +367,7 @@ fn layers_are_walked_once_and_the_rest_every_pass() {
         node.layout(None, Duration::from_secs(1)),
         Duration::from_secs(120),
     );
-    let first = scanner.pass(true);
+    let first = scanner.pass(true, true);
     assert_eq!(first.source, "agent");
     assert_eq!(first.scan.errors, 0, "{:?}", first.scan.error_samples);
     assert_eq!(first.scan.files, layer_entries + mutable_entries());
@@ -380,15 +380,18 @@ fn layers_are_walked_once_and_the_rest_every_pass() {
     );
 
     for reread in [false, true] {
-        let again = scanner.pass(reread);
+        let again = scanner.pass(reread, true);
         assert_eq!(again.scan.errors, 0, "{:?}", again.scan.error_samples);
         assert_eq!(again.scan.files, mutable_entries(), "reread: {reread}");
         assert_eq!(layer_figures(&again), du_layers(&all_layers));
     }
 
+    // Between rescans a pass walks nothing already measured.
+    assert_eq!(scanner.pass(true, false).scan.files, 0);
+
     // A writable layer that grew is measured again, the layers still not.
     fill(&rw_a.join("tmp/cache"), 40, "grown");
-    let grown = scanner.pass(false);
+    let grown = scanner.pass(false, true);
     assert_eq!(grown.scan.files, mutable_entries());
     let web = grown
         .containers
@@ -415,7 +418,7 @@ fn a_layer_removed_during_a_pass_is_harmless() {
 
     let big = layers[1].clone();
     let status = thread::scope(|s| {
-        let pass = s.spawn(|| scanner.pass(true));
+        let pass = s.spawn(|| scanner.pass(true, true));
         // Docker's store has been read; the walk starts within the timeout,
         // while the removal runs.
         silent.wait_for_connection();
@@ -436,7 +439,7 @@ fn a_layer_removed_during_a_pass_is_harmless() {
         &big.chain[7..]
     )))
     .unwrap();
-    let after = scanner.pass(true);
+    let after = scanner.pass(true, true);
     assert_eq!(after.scan.errors, 0, "{:?}", after.scan.error_samples);
     assert!(after.layers.iter().all(|l| l.id != big.chain));
     let rest: Vec<&FixtureLayer> = vec![&layers[0], &keep[1]];
@@ -458,7 +461,7 @@ fn a_layer_that_vanished_mid_pass_is_measured_again() {
     let app = &layers[1];
     let moved = node.path("moved-away");
     let status = thread::scope(|s| {
-        let pass = s.spawn(|| scanner.pass(true));
+        let pass = s.spawn(|| scanner.pass(true, true));
         silent.wait_for_connection();
         fs::rename(&app.dir, &moved).unwrap();
         pass.join().expect("the pass panicked")
@@ -477,7 +480,7 @@ fn a_layer_that_vanished_mid_pass_is_measured_again() {
     // The same directory is back with other content; the metadata never changed.
     fs::rename(&moved, &app.dir).unwrap();
     fill(&app.dir.join("opt/more"), 150, "more");
-    let again = scanner.pass(false);
+    let again = scanner.pass(false, true);
     assert_eq!(again.scan.errors, 0, "{:?}", again.scan.error_samples);
     assert_eq!(
         again.scan.files,
@@ -506,7 +509,7 @@ fn a_passed_deadline_cuts_the_pass_and_caches_nothing() {
     );
     for _ in 0..2 {
         let started = Instant::now();
-        let cut = scanner.pass(true);
+        let cut = scanner.pass(true, true);
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(error_kinds(&cut), BTreeSet::from(["deadline".to_string()]));
         // Each directory root is left unlisted; each root (and each log
@@ -531,7 +534,7 @@ fn after_a_deadline_the_next_pass_reports_whole_sizes() {
     let layout = node.layout(Some(&silent.path), Duration::from_secs(1));
     let mut scanner = scanner(layout, Duration::from_millis(500));
 
-    let cut = scanner.pass(true);
+    let cut = scanner.pass(true, true);
     assert_eq!(error_kinds(&cut), BTreeSet::from(["deadline".to_string()]));
     let all: Vec<&FixtureLayer> = layers.iter().collect();
     assert_ne!(
@@ -543,9 +546,113 @@ fn after_a_deadline_the_next_pass_reports_whole_sizes() {
     // containerd is gone now: the metadata is read at once and the walk
     // fits in the deadline.
     drop(silent);
-    let whole = scanner.pass(true);
+    let whole = scanner.pass(true, true);
     assert_eq!(whole.scan.errors, 0, "{:?}", whole.scan.error_samples);
     let entries: u64 = layers.iter().map(|l| find_count(&l.dir)).sum();
     assert_eq!(whole.scan.files, entries);
     assert_eq!(layer_figures(&whole), du_layers(&all));
+}
+
+/// The settings `deploy/config.toml` ships (rescan 1m, resync 5m), with the
+/// walker's threads capped for the test machine.
+fn shipped() -> ScanSettings {
+    ScanSettings {
+        rescan_interval: Duration::from_secs(60),
+        rescan_jitter: 0.1,
+        resync_interval: Duration::from_secs(300),
+        ..settings(Duration::from_secs(120))
+    }
+}
+
+/// Runs `scanner` on its own thread; every published document (with what
+/// it came from and when) arrives on the returned channel. Dropping the
+/// sender stops it.
+fn run(
+    scanner: Scanner,
+) -> (
+    mpsc::SyncSender<Wake>,
+    mpsc::Receiver<(Pass, Status, Instant)>,
+) {
+    let (wake, woken) = mpsc::sync_channel(1);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        scanner.run(&woken, |status, pass| {
+            let _ = tx.send((pass, status.clone(), Instant::now()));
+        })
+    });
+    (wake, rx)
+}
+
+/// The first published document for which `want` holds, within `within`.
+fn first_where(
+    rx: &mpsc::Receiver<(Pass, Status, Instant)>,
+    within: Duration,
+    want: impl Fn(&Status) -> bool,
+) -> Option<(Pass, Status, Instant)> {
+    let until = Instant::now() + within;
+    while let Ok(got) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        if want(&got.1) {
+            return Some(got);
+        }
+    }
+    None
+}
+
+/// With the shipped intervals, a Docker download that starts between scans
+/// is listed within a tick or two, as a pull of unknown size, and is gone
+/// once its file is; the ticks in between walk nothing.
+#[test]
+fn a_docker_pull_is_seen_within_a_second_with_the_shipped_intervals() {
+    let node = Node::new();
+    node.layers(&["base"], &[50]);
+    node.image(&["base"], "demo/base:1");
+    let layout = node.layout(None, Duration::from_secs(1));
+    let (_wake, rx) = run(Scanner::new(layout, shipped()));
+    let (pass, first, _) = first_where(&rx, Duration::from_secs(10), |_| true).unwrap();
+    assert_eq!((pass, first.pulls.len()), (Pass::Scan, 0));
+    let (pass, _, _) = first_where(&rx, Duration::from_secs(3), |_| true).unwrap();
+    assert_eq!(pass, Pass::Refresh, "no pull, no rescan due: a refresh");
+
+    let blob = node.docker("tmp/GetImageBlob123456");
+    node.write(&blob, vec![0u8; 300_000]);
+    let started = Instant::now();
+    let (pass, seen, at) = first_where(&rx, Duration::from_secs(5), |s| !s.pulls.is_empty())
+        .expect("the download should be listed");
+    assert_eq!(pass, Pass::Scan);
+    assert!(
+        at - started < Duration::from_millis(2500),
+        "seen after {:?}",
+        at - started
+    );
+    let pull = &seen.pulls[0];
+    assert_eq!(pull.runtime.as_str(), "docker");
+    assert_eq!((pull.offset_bytes, pull.total_bytes), (300_000, 0));
+    assert_eq!(
+        seen.scan.files, 0,
+        "a reread walks nothing already measured"
+    );
+
+    fs::remove_file(&blob).unwrap();
+    assert!(
+        first_where(&rx, Duration::from_secs(5), |s| s.pulls.is_empty()).is_some(),
+        "the pull should end with its file"
+    );
+}
+
+/// A containerd event (here, a wake) makes the next tick reread the
+/// runtimes: a new image is listed at once, without waiting for the resync.
+#[test]
+fn a_change_is_read_at_once_with_the_shipped_intervals() {
+    let node = Node::new();
+    node.layers(&["base"], &[50]);
+    node.image(&["base"], "demo/base:1");
+    let layout = node.layout(None, Duration::from_secs(1));
+    let (wake, rx) = run(Scanner::new(layout, shipped()));
+    first_where(&rx, Duration::from_secs(10), |_| true).unwrap();
+    node.layers(&["base", "app"], &[50, 20]);
+    node.image(&["base", "app"], "demo/app:1");
+    wake.send(Wake::Changed).unwrap();
+    let (_, status, _) = first_where(&rx, Duration::from_secs(3), |s| s.images.len() == 2)
+        .expect("the new image should be listed within a tick of the change");
+    assert_eq!(status.layers.len(), 2);
 }

@@ -6,3 +6,4 @@ pub mod cache;
 pub mod events;
 pub mod priority;
 pub mod scanner;
+pub mod watch;

@@ -1,18 +1,33 @@
-//! The agent's scan loop: rereads the runtimes (on events and on a resync
-//! timer), measures new immutable paths once, rescans the mutable ones every
-//! interval with jitter, and hands each finished status document on.
+//! The agent's scan loop. Every [`TICK`] it looks for a pull that started
+//! ([`PullWatch`]) and reads the filesystems' free space again, so a pull is
+//! judged within a second of its start whatever the intervals. Scans reread
+//! the runtimes (on events, on a new pull, every tick while a pull runs, and
+//! on the resync timer), measure new immutable paths once, and rescan the
+//! mutable ones every interval with jitter; each finished status document
+//! is handed on.
 
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::cache::ImmutableCache;
+use super::watch::PullWatch;
 use crate::inventory::{self, Discovered};
 use crate::layout::NodeLayout;
 use crate::predict::history::History;
 use crate::report::Status;
-use crate::walk::WalkOptions;
+use crate::walk::{Usage, WalkOptions};
+
+/// How far apart the agent looks for new pulls and samples free space.
+pub const TICK: Duration = Duration::from_secs(1);
+/// A pull whose progress has not moved for this long is stalled (an
+/// aborted `ctr pull` leaves its ingest until the lease expires)…
+const STALLED_AFTER: Duration = Duration::from_secs(30);
+/// …and is reread only this often, not every tick.
+const STALLED_REREAD: Duration = Duration::from_secs(15);
 
 /// How often and how hard the agent scans.
 #[derive(Debug, Clone)]
@@ -39,6 +54,15 @@ pub enum Wake {
     Shutdown,
 }
 
+/// What a published document comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// A scan: the runtimes read or paths measured; its `scan` section is new.
+    Scan,
+    /// A tick between scans: only free space and verdicts are new.
+    Refresh,
+}
+
 /// Events arriving this close together cause one reread, not many.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 
@@ -48,34 +72,50 @@ pub struct Scanner {
     layout: NodeLayout,
     settings: ScanSettings,
     cache: ImmutableCache,
+    /// The last reading of the runtimes, and when it was made.
     discovered: Option<(Discovered, Instant)>,
+    /// The last figures of the mutable paths, measured again at rescans.
+    mutable: HashMap<PathBuf, Usage>,
+    next_rescan: Instant,
     history: History,
+    watch: PullWatch,
+    /// A measure of the pulls' progress, and since when it has not moved.
+    progress: (u64, Instant),
+    last: Option<Status>,
 }
 
 impl Scanner {
-    /// A scanner that has not read anything yet.
+    /// A scanner that has not read anything yet; it watches the layout's
+    /// default pull directories until the runtimes name theirs.
     pub fn new(layout: NodeLayout, settings: ScanSettings) -> Self {
+        let mut watch = PullWatch::default();
+        watch.watch(inventory::default_pull_dirs(&layout));
         Scanner {
             layout,
             settings,
             cache: ImmutableCache::default(),
             discovered: None,
+            mutable: HashMap::new(),
+            next_rescan: Instant::now(),
             history: History::default(),
+            watch,
+            progress: (0, Instant::now()),
+            last: None,
         }
     }
 
-    /// One pass: rereads the runtimes when `reread` (or when due), measures
-    /// what is new or mutable, and builds the document. Its `scan` section
-    /// counts only what this pass walked.
-    pub fn pass(&mut self, reread: bool) -> Status {
+    /// One scan: rereads the runtimes when `reread`, measures new immutable
+    /// paths, and measures the mutable ones all when `rescan`, else only
+    /// those not measured yet. Its `scan` section counts only what it walked.
+    pub fn pass(&mut self, reread: bool, rescan: bool) -> Status {
         let started = Instant::now();
-        let resync = self.settings.resync_interval;
         let (discovered, at) = match self.discovered.take() {
-            // A pull in flight raises no events while it downloads: reread
-            // every pass until it is done, so its progress is current.
-            Some((d, at)) if !reread && at.elapsed() < resync && !d.pulling() => (d, at),
+            Some((d, at)) if !reread => (d, at),
             _ => (inventory::discover(&self.layout), Instant::now()),
         };
+        if reread {
+            self.watch.watch(discovered.pull_dirs());
+        }
         let walk = WalkOptions {
             deadline: Some(started + self.settings.scan_deadline),
             ..self.settings.walk.clone()
@@ -85,31 +125,102 @@ impl Scanner {
         for (path, w) in &walked {
             self.cache.insert(path.clone(), w);
         }
-        walked.extend(inventory::measure(discovered.mutable_paths(), &walk));
+        let mutable = discovered.mutable_paths();
+        let current: HashSet<&PathBuf> = mutable.iter().collect();
+        self.mutable.retain(|p, _| current.contains(p));
+        let due: Vec<PathBuf> = mutable
+            .iter()
+            .filter(|p| rescan || !self.mutable.contains_key(*p))
+            .cloned()
+            .collect();
+        let measured = inventory::measure(due, &walk);
+        self.mutable
+            .extend(measured.iter().map(|(p, w)| (p.clone(), w.usage)));
+        walked.extend(measured);
         let summary = inventory::summarize(walked.values(), started.elapsed().as_secs_f64());
-        let cache = &self.cache;
-        let size = |p: &std::path::Path| cache.get(p).or_else(|| walked.get(p).map(|w| w.usage));
+        let (cache, mutable) = (&self.cache, &self.mutable);
+        let size = |p: &std::path::Path| cache.get(p).or_else(|| mutable.get(p).copied());
         let mut status =
             inventory::build(&self.layout, &discovered, &size, summary, &mut self.history);
         status.source = "agent".to_string();
         self.discovered = Some((discovered, at));
+        self.note_progress(&status);
         status
     }
 
-    /// Runs passes until told to stop: one right away, then one per
-    /// interval (with jitter) or sooner when a runtime reports a change.
-    pub fn run(mut self, wake: &Receiver<Wake>, mut publish: impl FnMut(Status)) {
+    /// Runs until told to stop: a scan right away, then one tick a
+    /// [`TICK`], each a scan when one is due (see [`Scanner::reread_due`],
+    /// the rescan interval with jitter) and otherwise a refresh of free
+    /// space and verdicts.
+    pub fn run(mut self, wake: &Receiver<Wake>, mut publish: impl FnMut(&Status, Pass)) {
         let mut reread = true;
         loop {
-            publish(self.pass(reread));
-            match wake.recv_timeout(jittered(
-                self.settings.rescan_interval,
-                self.settings.rescan_jitter,
-            )) {
-                Ok(Wake::Changed) => reread = settle(wake).is_some(),
-                Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => reread = false,
+            let tick = Instant::now();
+            let rescan = tick >= self.next_rescan;
+            let reread_now = reread || self.reread_due();
+            if rescan || reread_now {
+                let status = self.pass(reread_now, rescan);
+                if rescan {
+                    self.next_rescan =
+                        tick + jittered(self.settings.rescan_interval, self.settings.rescan_jitter);
+                }
+                self.history.sample(
+                    Instant::now(),
+                    &status.filesystems,
+                    !status.pulls.is_empty(),
+                );
+                publish(&status, Pass::Scan);
+                self.last = Some(status);
+            } else if let Some(status) = self.refresh() {
+                publish(status, Pass::Refresh);
             }
+            reread = false;
+            match wake.recv_timeout((tick + TICK).saturating_duration_since(Instant::now())) {
+                Ok(Wake::Changed) => match settle(wake) {
+                    Some(()) => reread = true,
+                    None => return,
+                },
+                Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// Whether the runtimes must be read again this tick: never read, the
+    /// resync is due, a pull started, or a pull runs (every tick while it
+    /// moves, every [`STALLED_REREAD`] once it has stalled).
+    fn reread_due(&mut self) -> bool {
+        let Some((discovered, at)) = &self.discovered else {
+            return true;
+        };
+        let age = at.elapsed();
+        if age >= self.settings.resync_interval || self.watch.started() {
+            return true;
+        }
+        discovered.pulling() && (self.progress.1.elapsed() < STALLED_AFTER || age >= STALLED_REREAD)
+    }
+
+    /// A tick without a scan: free space read again, sampled, and the
+    /// verdicts redone. None while a stalled pull waits for its next reread
+    /// (its bytes still to come are only known from a reread).
+    fn refresh(&mut self) -> Option<&Status> {
+        let (discovered, _) = self.discovered.as_ref()?;
+        let status = self.last.as_mut().filter(|s| s.pulls.is_empty())?;
+        inventory::refresh(status, &discovered.kubelet, &self.history);
+        self.history
+            .sample(Instant::now(), &status.filesystems, false);
+        Some(status)
+    }
+
+    /// Remembers when the pulls in flight last moved.
+    fn note_progress(&mut self, status: &Status) {
+        let moved = status.pulls.iter().fold(status.pulls.len() as u64, |n, p| {
+            n.wrapping_add(p.offset_bytes)
+                .wrapping_add(p.layers_downloaded)
+                .wrapping_add(p.layers_present)
+        });
+        if moved != self.progress.0 {
+            self.progress = (moved, Instant::now());
         }
     }
 }

@@ -8,11 +8,12 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use anyhow::Context;
-use headroom::agent::scanner::{ScanSettings, Scanner, Wake};
+use headroom::agent::scanner::{Pass, ScanSettings, Scanner, Wake};
 use headroom::agent::{events, priority};
 use headroom::config::Config;
 use headroom::http::{self, Snapshot};
 use headroom::metrics::ScanTotals;
+use headroom::report::Status;
 use headroom::walk::{ErrorKind, WalkOptions};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -82,6 +83,9 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     };
     let served = http::serve(listener, snapshots, shutdown).await;
     let _ = wake.try_send(Wake::Shutdown);
+    // A pending wake-up may have filled the channel: closing it stops the
+    // scanner as surely.
+    drop(wake);
     let _ = follower.await;
     let waited = tokio::time::timeout(SCANNER_GRACE, scanner_ended.wait_for(|ended| *ended)).await;
     if waited.is_err() {
@@ -123,18 +127,14 @@ fn spawn_scanner(
             }
             let mut totals = ScanTotals::default();
             let mut ready = false;
-            Scanner::new(layout, settings).run(&woken, |status| {
-                totals.record(&status.scan);
-                // Ready once a pass measured everything within its deadline.
-                ready |= !status.scan.errors_by_kind.contains_key(ErrorKind::Deadline.as_str());
-                tracing::info!(
-                    files = status.scan.files,
-                    errors = status.scan.errors,
-                    seconds = status.scan.duration_seconds,
-                    ready,
-                    "scan done"
-                );
-                match Snapshot::from_status(&status, &totals, top_n) {
+            Scanner::new(layout, settings).run(&woken, |status, pass| {
+                if pass == Pass::Scan {
+                    totals.record(&status.scan);
+                    // Ready once a pass measured everything within its deadline.
+                    ready |= !status.scan.errors_by_kind.contains_key(ErrorKind::Deadline.as_str());
+                    log_scan(status, ready);
+                }
+                match Snapshot::from_status(status, &totals, top_n) {
                     Ok(snapshot) => {
                         publish.send_replace(Arc::new(Snapshot { ready, ..snapshot }));
                     }
@@ -144,6 +144,23 @@ fn spawn_scanner(
         })
         .context("starting the scanner thread")?;
     Ok(())
+}
+
+/// A scan that walked something is worth a line; the rereads a pull in
+/// flight causes every second are not.
+fn log_scan(status: &Status, ready: bool) {
+    let scan = &status.scan;
+    if scan.files > 0 || scan.errors > 0 {
+        tracing::info!(
+            files = scan.files,
+            errors = scan.errors,
+            seconds = scan.duration_seconds,
+            ready,
+            "scan done"
+        );
+    } else {
+        tracing::debug!(pulls = status.pulls.len(), ready, "runtimes reread");
+    }
 }
 
 /// Walker threads: `walk_threads` (0: one per core), never more than

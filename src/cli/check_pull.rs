@@ -142,6 +142,7 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
         mountpoint: mountpoint.as_deref(),
         bytes: plan.cost.total(),
         pulls: &pulls,
+        unknown_size: &[],
     };
     let prediction = affected(&status, &kubelet, &incoming);
     let document = Document {

@@ -79,6 +79,13 @@ impl Discovered {
         self.discoveries.iter().any(|d| !d.pulls.is_empty())
     }
 
+    /// The directories where the runtimes' pulls first write.
+    pub fn pull_dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
+        self.discoveries
+            .iter()
+            .flat_map(|d| d.pull_dirs.iter().cloned())
+    }
+
     /// Paths that change while containers run: writable layers, logs and
     /// emptyDir volumes.
     pub fn mutable_paths(&self) -> Vec<PathBuf> {
@@ -139,21 +146,24 @@ pub fn build(
     let filesystems =
         signals::filesystems(&layout.kubelet_root, &image_root, kubelet, &mut problems);
     let now = SystemTime::now();
-    history.observe(&filesystems, &attributed.images, now);
-    let (pulls, incoming_bytes) = pulls(&discovered.discoveries, &attributed.images);
+    history.observe(&attributed.images, now);
+    let in_flight = pulls(&discovered.discoveries, &attributed.images);
+    let pulls = in_flight.pulls;
     let pull_names: Vec<String> = pulls
         .iter()
         .map(|p| p.image.clone().unwrap_or_else(|| p.reference.clone()))
         .collect();
+    let unknown_size = mountpoints(&in_flight.unsized_roots);
     // Pulls write into the image store: containerd's content and snapshots.
     let incoming = signals::Incoming {
         mountpoint: filesystems
             .iter()
             .find(|fs| fs.signal == "imagefs")
             .map(|fs| fs.mountpoint.as_str())
-            .filter(|_| !pulls.is_empty()),
-        bytes: incoming_bytes,
+            .filter(|_| in_flight.incoming > 0),
+        bytes: in_flight.incoming,
         pulls: &pull_names,
+        unknown_size: &unknown_size,
     };
     let prediction = signals::predict(
         &filesystems,
@@ -192,35 +202,86 @@ pub fn build(
     }
 }
 
+/// Between scans, with no pull in flight: the filesystems' free space read
+/// again (one statvfs each) and the verdicts redone on the last inventory,
+/// with the trend `history` now shows. A filesystem that cannot be read
+/// keeps its last figures (the next scan reports why).
+pub fn refresh(status: &mut Status, kubelet: &KubeletConfig, history: &History) {
+    for fs in &mut status.filesystems {
+        if let Err(e) = signals::restat(fs, kubelet) {
+            tracing::debug!(error = %e, "filesystem not refreshed");
+        }
+    }
+    status.prediction = signals::predict(
+        &status.filesystems,
+        &status.images,
+        &status.layers,
+        kubelet,
+        history,
+        SystemTime::now(),
+        &signals::Incoming::NONE,
+    );
+}
+
+/// The pulls in flight and what they will still add.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// One report per pull.
+    pulls: Vec<Pull>,
+    /// Bytes the pulls of known size will still add to the image store.
+    incoming: u64,
+    /// Image roots that pulls of unknown size (Docker's) are filling.
+    unsized_roots: Vec<PathBuf>,
+}
+
 /// The pulls in flight, and the bytes they will still add to the image
 /// store: per layer not yet unpacked, what is left to download plus its
 /// unpacked size estimated at the compressed-to-unpacked ratio the node's
-/// images show. A layer several pulls share is added once.
-fn pulls(discoveries: &[Discovery], images: &[Image]) -> (Vec<Pull>, u64) {
+/// images show. A layer several pulls share is added once. A pull none of
+/// whose layers has a known size adds nothing here: it is judged by the
+/// rate at which it fills its runtime's image root.
+fn pulls(discoveries: &[Discovery], images: &[Image]) -> InFlight {
     let ratio = predict::pull::unpack_ratio(images);
     let mut added: HashSet<(&str, &str)> = HashSet::new();
-    let mut incoming = 0u64;
-    let mut out = Vec::new();
-    for record in discoveries.iter().flat_map(|d| &d.pulls) {
-        let mut pull = pull_of(record);
-        for layer in record.layers.iter().filter(|l| !l.unpacked) {
-            let cost = PullCost::of(
-                layer.compressed_bytes,
-                layer.downloaded_bytes,
-                if layer.unpacks { ratio } else { 0.0 },
-            );
-            pull.unpack_bytes = pull.unpack_bytes.saturating_add(cost.unpack_bytes);
-            if added.insert((&record.namespace, &layer.digest)) {
-                incoming = incoming.saturating_add(cost.total());
+    let mut out = InFlight::default();
+    for d in discoveries {
+        for record in &d.pulls {
+            let mut pull = pull_of(record, d.runtime);
+            if record.layers.iter().all(|l| l.compressed_bytes == 0) {
+                out.unsized_roots.push(d.image_root.clone());
+                out.pulls.push(pull);
+                continue;
             }
+            for layer in record.layers.iter().filter(|l| !l.unpacked) {
+                let cost = PullCost::of(
+                    layer.compressed_bytes,
+                    layer.downloaded_bytes,
+                    if layer.unpacks { ratio } else { 0.0 },
+                );
+                pull.unpack_bytes = pull.unpack_bytes.saturating_add(cost.unpack_bytes);
+                if added.insert((&record.namespace, &layer.digest)) {
+                    out.incoming = out.incoming.saturating_add(cost.total());
+                }
+            }
+            out.pulls.push(pull);
         }
-        out.push(pull);
     }
-    (out, incoming)
+    out.unsized_roots.dedup();
+    out
+}
+
+/// The mount points of the filesystems holding `paths` (those that can be
+/// told; a path that cannot is judged without its pull).
+fn mountpoints(paths: &[PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .filter_map(|p| crate::host::filesystem_of(p).ok())
+        .map(|fs| fs.mountpoint.display().to_string())
+        .collect()
 }
 
 /// The report of one pull, its unpack estimate left to [`pulls`].
-fn pull_of(record: &PullRecord) -> Pull {
+fn pull_of(record: &PullRecord, runtime: RuntimeKind) -> Pull {
     let waiting = || record.layers.iter().filter(|l| !l.unpacked);
     let total: u64 = waiting()
         .map(|l| l.compressed_bytes)
@@ -250,7 +311,17 @@ fn pull_of(record: &PullRecord) -> Pull {
             l.compressed_bytes > 0 && l.downloaded_bytes >= l.compressed_bytes
         }),
         layers_present: count(&|l| l.unpacked),
+        runtime,
     }
+}
+
+/// Where the runtimes' pulls first write when the runtimes keep their
+/// stores at the layout's roots (before they were read, or when one is down).
+pub fn default_pull_dirs(layout: &NodeLayout) -> Vec<PathBuf> {
+    vec![
+        containerd::default_ingest_dir(&layout.containerd_root),
+        docker::tmp_dir(&layout.docker_root),
+    ]
 }
 
 /// Reads both runtimes; one that is absent is reported, not fatal.
@@ -472,8 +543,9 @@ mod tests {
             ),
             lone,
         ];
-        let (pulls, incoming) = pulls(&[d], &[learned_from()]);
-        let rows: Vec<_> = pulls
+        let in_flight = pulls(&[d], &[learned_from()]);
+        let rows: Vec<_> = in_flight
+            .pulls
             .iter()
             .map(|p| {
                 (
@@ -495,6 +567,7 @@ mod tests {
             ]
         );
         // 600 + 9000 for the first, nothing more for layer a, 400 for the manifest.
-        assert_eq!(incoming, 600 + 9000 + 400);
+        assert_eq!(in_flight.incoming, 600 + 9000 + 400);
+        assert!(in_flight.unsized_roots.is_empty());
     }
 }

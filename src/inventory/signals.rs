@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use crate::host;
 use crate::kubelet::{KubeletConfig, Signal};
 use crate::predict::gc::{GcImage, GcPolicy, ImageGc, SharedPart};
-use crate::predict::history::{image_key, History};
+use crate::predict::history::{image_key, History, BURST_WINDOW};
 use crate::predict::verdict::{verdict, Dimension, FsInput, DEFAULT_HORIZON};
 use crate::report::{Filesystem, Image, Layer, Prediction};
 use crate::runtime::Problem;
@@ -28,17 +28,10 @@ pub fn filesystems(
 ) -> Vec<Filesystem> {
     let mut out = Vec::new();
     for (name, path) in [("nodefs", kubelet_root), ("imagefs", image_root)] {
-        let (bytes_signal, inodes_signal) = signals_of(name);
         match host::filesystem_of(path) {
             Ok(fs) => {
-                let threshold = |s, capacity| {
-                    kubelet
-                        .eviction_hard
-                        .get(&s)
-                        .map_or(0, |t| t.resolve(capacity))
-                };
-                let threshold_bytes = threshold(bytes_signal, fs.capacity_bytes);
-                let threshold_inodes = threshold(inodes_signal, fs.inodes);
+                let (threshold_bytes, threshold_inodes) =
+                    hard_thresholds(name, kubelet, fs.capacity_bytes, fs.inodes);
                 out.push(Filesystem {
                     signal: name.to_string(),
                     path: path.display().to_string(),
@@ -61,6 +54,22 @@ pub fn filesystems(
         }
     }
     out
+}
+
+/// The hard eviction thresholds (bytes, inodes) of filesystem signal `name`
+/// for its capacity and inode count (0 where none is set).
+fn hard_thresholds(name: &str, kubelet: &KubeletConfig, capacity: u64, inodes: u64) -> (u64, u64) {
+    let (bytes_signal, inodes_signal) = signals_of(name);
+    let threshold = |s, total| {
+        kubelet
+            .eviction_hard
+            .get(&s)
+            .map_or(0, |t: &crate::kubelet::Threshold| t.resolve(total))
+    };
+    (
+        threshold(bytes_signal, capacity),
+        threshold(inodes_signal, inodes),
+    )
 }
 
 /// The kubelet's (bytes, inodes) signals for a filesystem signal name.
@@ -86,6 +95,9 @@ pub struct Incoming<'a> {
     pub bytes: u64,
     /// The pulls' image names, for the verdict's sentence.
     pub pulls: &'a [String],
+    /// Mount points that pulls of unknown size (Docker's) are filling: judged
+    /// by the rate at which they fill, not by bytes.
+    pub unknown_size: &'a [String],
 }
 
 impl Incoming<'_> {
@@ -94,7 +106,13 @@ impl Incoming<'_> {
         mountpoint: None,
         bytes: 0,
         pulls: &[],
+        unknown_size: &[],
     };
+
+    /// Whether a pull of unknown size fills the filesystem at `mountpoint`.
+    fn fills(&self, mountpoint: &str) -> bool {
+        self.unknown_size.iter().any(|m| m == mountpoint)
+    }
 
     /// What lands on the filesystem mounted at `mountpoint`.
     fn onto(&self, mountpoint: &str) -> (u64, &[String]) {
@@ -159,6 +177,10 @@ pub fn predict(
                 pulls,
                 gc,
                 horizon: DEFAULT_HORIZON,
+                unsized_pull: incoming
+                    .fills(&fs.mountpoint)
+                    .then(|| history.burst(&fs.signal, BURST_WINDOW))
+                    .flatten(),
             };
             (fs.signal.clone(), verdict(&input).prediction())
         })
@@ -227,4 +249,22 @@ fn gc_image(
             .or_else(|| history.first_seen(&key))
             .unwrap_or(SystemTime::now()),
     }
+}
+/// Reads a filesystem's free space again (one statvfs of its mount point)
+/// and updates what is left above its thresholds; its thresholds, which
+/// follow the capacity, are kept unless the capacity changed. An error
+/// leaves the figures as they were.
+pub fn restat(fs: &mut Filesystem, kubelet: &KubeletConfig) -> Result<(), host::HostError> {
+    let space = host::space_of(Path::new(&fs.mountpoint))?;
+    if space.capacity_bytes != fs.capacity_bytes || space.inodes != fs.inodes {
+        (fs.threshold_bytes, fs.threshold_inodes) =
+            hard_thresholds(&fs.signal, kubelet, space.capacity_bytes, space.inodes);
+    }
+    fs.capacity_bytes = space.capacity_bytes;
+    fs.available_bytes = space.available_bytes;
+    fs.inodes = space.inodes;
+    fs.inodes_free = space.inodes_free;
+    fs.bytes_left = signed_diff(fs.available_bytes, fs.threshold_bytes);
+    fs.inodes_left = signed_diff(fs.inodes_free, fs.threshold_inodes);
+    Ok(())
 }

@@ -76,6 +76,7 @@ pub async fn discover(
         .map_err(|p| problems.push(p))
         .ok();
     let mut disc = Discovery::new(RuntimeKind::Containerd, roots.snapshotter.clone());
+    disc.pull_dirs = vec![ingest_dir(&roots.content)];
     disc.problems = problems;
     let mut digests = BTreeSet::new();
     for listing in &listings {
@@ -108,8 +109,8 @@ impl Roots {
         };
         let snapshotter = exported(SNAPSHOTTER_PLUGIN, OVERLAYFS)
             .unwrap_or_else(|| root.join(format!("{SNAPSHOTTER_PLUGIN}.{OVERLAYFS}")));
-        let content = exported(CONTENT_PLUGIN, "content")
-            .unwrap_or_else(|| root.join(format!("{CONTENT_PLUGIN}.content")));
+        let content =
+            exported(CONTENT_PLUGIN, "content").unwrap_or_else(|| default_content_root(root));
         Roots {
             snapshotter,
             content,
@@ -225,6 +226,23 @@ async fn add_pulls(rpc: &Rpc, l: &Listing, source: &str, disc: &mut Discovery) {
     disc.pulls.extend(records);
     disc.problems
         .extend(problems.into_iter().map(|m| Problem::new(source, m)));
+}
+
+/// The content store's root under containerd's `root`, unless configured.
+fn default_content_root(root: &Path) -> PathBuf {
+    root.join(format!("{CONTENT_PLUGIN}.content"))
+}
+
+/// Where the content store of the containerd rooted at `root` keeps its
+/// ingests, unless configured otherwise.
+pub fn default_ingest_dir(root: &Path) -> PathBuf {
+    ingest_dir(&default_content_root(root))
+}
+
+/// Where the content store keeps its ingests: one directory per blob being
+/// written, created when the write starts (a pull's first sign on disk).
+fn ingest_dir(content_root: &Path) -> PathBuf {
+    content_root.join("ingest")
 }
 
 /// The files of a layer or writable layer: `<root>/snapshots/<id>/fs`.

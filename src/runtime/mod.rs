@@ -14,12 +14,17 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 /// Which container runtime a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RuntimeKind {
     /// Docker with the overlay2 graph driver, read from its files.
     Docker,
-    /// containerd, read over gRPC (overlayfs snapshotter).
+    /// containerd, read over gRPC (overlayfs snapshotter). The default
+    /// where a document predates a key naming the runtime (pulls were
+    /// containerd's only).
+    #[default]
     Containerd,
 }
 
@@ -48,11 +53,15 @@ pub struct Discovery {
     pub containers: Vec<ContainerRecord>,
     /// Content-store blobs (compressed layers, manifests, configs).
     pub blobs: Vec<BlobRecord>,
-    /// Image pulls in flight. containerd only: Docker's overlay2 store keeps
-    /// a download in progress as an anonymous temp file under `<root>/tmp`
-    /// (no image, no expected size, no manifest until the pull is done), so
-    /// its pulls cannot be told from its files and this stays empty.
+    /// Image pulls in flight. Docker's overlay2 store keeps a download in
+    /// progress as an anonymous temp file under `<root>/tmp` (no image, no
+    /// expected size, no manifest until the pull is done): its pulls have
+    /// no name and no size, only the bytes written so far.
     pub pulls: Vec<PullRecord>,
+    /// Directories a pull writes into first (containerd's ingests, Docker's
+    /// temp files): a new entry there means a pull may have started, so the
+    /// agent looks at them every second.
+    pub pull_dirs: Vec<PathBuf>,
     /// Things that could not be read; the rest of the discovery still stands.
     pub problems: Vec<Problem>,
 }
@@ -68,6 +77,7 @@ impl Discovery {
             containers: Vec::new(),
             blobs: Vec::new(),
             pulls: Vec::new(),
+            pull_dirs: Vec::new(),
             problems: Vec::new(),
         }
     }

@@ -24,10 +24,7 @@ use super::images::{self, BlobSource, Built};
 use super::meta_db::{self, Namespace};
 use super::pulls::{self, Ingest};
 use super::snapshots::{self, Backend, CopyError, Kind, ATTEMPTS};
-use super::{
-    blob_path, blob_records, containers, snapshot_dir, CONTENT_PLUGIN, OVERLAYFS,
-    SNAPSHOTTER_PLUGIN,
-};
+use super::{blob_path, blob_records, containers, snapshot_dir, OVERLAYFS, SNAPSHOTTER_PLUGIN};
 use crate::runtime::{Discovery, LayerRecord, Problem, RuntimeKind};
 
 /// The metadata plugin's directory under the root, holding `meta.db`.
@@ -70,6 +67,7 @@ pub fn discover_from_files(root: &Path) -> Result<Discovery, FilesError> {
     })?;
     let store = Store::under(root, &meta_path);
     let mut disc = Discovery::new(RuntimeKind::Containerd, store.snapshotter.clone());
+    disc.pull_dirs = vec![super::ingest_dir(&store.content)];
     disc.problems
         .extend(meta.problems.into_iter().map(|m| store.meta_problem(m)));
     // Read after meta.db, so every snapshot it lists is in the copy.
@@ -104,7 +102,7 @@ impl Store {
         Store {
             meta_db: meta_db.display().to_string(),
             snapshotter: root.join(format!("{SNAPSHOTTER_PLUGIN}.{OVERLAYFS}")),
-            content: root.join(format!("{CONTENT_PLUGIN}.content")),
+            content: super::default_content_root(root),
         }
     }
 
@@ -186,7 +184,7 @@ impl Store {
     /// The ingests under `<content root>/ingest`, by namespace. One that
     /// vanishes while read has just been committed or aborted: skipped.
     fn ingests(&self, problems: &mut Vec<Problem>) -> HashMap<String, Vec<Ingest>> {
-        let dir = self.content.join("ingest");
+        let dir = super::ingest_dir(&self.content);
         let mut out: HashMap<String, Vec<Ingest>> = HashMap::new();
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
@@ -415,6 +413,7 @@ mod tests {
         };
         Discovery {
             runtime: RuntimeKind::Containerd,
+            pull_dirs: vec![root.join("io.containerd.content.v1.content/ingest")],
             image_root: snapshots.clone(),
             images: vec![
                 image(

@@ -13,11 +13,15 @@ mod containers;
 mod files;
 mod images;
 mod layers;
+mod pulls;
+
+pub use self::pulls::tmp_dir;
 
 use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{Discovery, RuntimeKind};
 
@@ -74,6 +78,8 @@ pub fn discover(docker_root: &Path) -> Result<Discovery, DockerError> {
         .collect();
     discovery.images = images::discover(&image_dir, &known, problems);
     discovery.containers = containers::discover(docker_root, &image_dir, problems);
+    discovery.pulls = pulls::discover(docker_root, SystemTime::now(), problems);
+    discovery.pull_dirs = vec![pulls::tmp_dir(docker_root)];
     Ok(discovery)
 }
 
