@@ -5,6 +5,13 @@
 //!   and also checks it silent.
 //! - `deploy/kubernetes/prometheusrule.yaml` is exactly what
 //!   `scripts/gen-prometheusrule` prints, and its spec is the rules file.
+//! - The paging path's timings (issue 8): the rule group evaluates at its own
+//!   interval, the alerts about a pull in flight have no `for`, the example
+//!   `deploy/prometheus/prometheus.yml` passes `promtool check config` and
+//!   scrapes the agent at least that often, and the example
+//!   `deploy/prometheus/alertmanager.yml` passes `amtool check-config` and
+//!   routes every critical Headroom alert (`amtool config routes test`) to
+//!   the paging receiver, which waits at most a few seconds.
 //! - `deploy/grafana/headroom.json` has the fields Grafana needs.
 //! - The node-mixin comparison stays true: `node-mixin-filesystem.rules.yml`
 //!   passes `promtool check rules`, and `incident.test.yml` (the demo's disk
@@ -15,8 +22,8 @@
 //!   alert uses is in the agent's scrape, every rule evaluates without error,
 //!   and every panel query returns data through Prometheus's query API.
 //!
-//! Without promtool or prometheus those tests are skipped with a message,
-//! except under CI (env `CI` set), where they fail.
+//! Without promtool, prometheus or amtool those tests are skipped with a
+//! message, except under CI (env `CI` set), where they fail.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -33,6 +40,17 @@ const RULES: &str = "deploy/prometheus/headroom.rules.yml";
 const UNIT_TESTS: &str = "deploy/prometheus/headroom.test.yml";
 const OPERATOR_RULE: &str = "deploy/kubernetes/prometheusrule.yaml";
 const DASHBOARD: &str = "deploy/grafana/headroom.json";
+const PROMETHEUS_EXAMPLE: &str = "deploy/prometheus/prometheus.yml";
+const ALERTMANAGER_EXAMPLE: &str = "deploy/prometheus/alertmanager.yml";
+
+/// The receiver that pages (`deploy/prometheus/alertmanager.yml`).
+const PAGE_RECEIVER: &str = "headroom-page";
+/// The longest the rules may wait between evaluations, Prometheus between
+/// scrapes of the agent, and Alertmanager before sending a new page: what
+/// the README's lead times assume (issue 8).
+const MAX_EVALUATION: Duration = Duration::from_secs(10);
+const MAX_SCRAPE: Duration = Duration::from_secs(10);
+const MAX_GROUP_WAIT: Duration = Duration::from_secs(5);
 
 /// Panels whose query may return nothing from a quiet agent: no pull is in
 /// flight, and a trend takes minutes of samples.
@@ -62,25 +80,59 @@ fn have(tool: &str) -> bool {
     if Command::new(tool).arg("--version").output().is_ok() {
         return true;
     }
-    let message = format!("{tool} missing (apt-get install prometheus, or scripts/setup)");
+    let package = match tool {
+        "amtool" => "prometheus-alertmanager",
+        _ => "prometheus",
+    };
+    let message = format!("{tool} missing (apt-get install {package}, or scripts/setup)");
     assert!(std::env::var_os("CI").is_none(), "{message}");
     eprintln!("skipping: {message}");
     false
 }
 
-/// Runs `promtool args` in the crate root and fails with its output.
-fn promtool(args: &[&str]) {
-    let out = Command::new("promtool")
+/// Runs `tool args` in the crate root and fails with its output; its stdout.
+fn run_tool(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
         .args(args)
         .current_dir(ROOT)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "promtool {args:?} failed:\n{}{}",
+        "{tool} {args:?} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `promtool args` in the crate root and fails with its output.
+fn promtool(args: &[&str]) {
+    run_tool("promtool", args);
+}
+
+/// A Prometheus duration (`10s`, `1m`, `1h30m`, `500ms`).
+fn duration(text: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap();
+        let n: u64 = rest[..digits].parse().unwrap();
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        total += match &rest[..unit] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(60 * n),
+            "h" => Duration::from_secs(3600 * n),
+            "d" => Duration::from_secs(86400 * n),
+            other => panic!("unit {other:?} in duration {text:?}"),
+        };
+        rest = &rest[unit..];
+    }
+    total
 }
 
 /// The rules of the rules file: (alert name, expression).
@@ -160,6 +212,144 @@ fn every_alert_fires_and_stays_silent_in_the_unit_tests() {
     }
     if have("promtool") {
         promtool(&["test", "rules", UNIT_TESTS]);
+    }
+}
+
+#[test]
+fn rules_evaluate_every_10s_and_pull_alerts_do_not_wait() {
+    let rules = yaml(RULES);
+    for group in rules["groups"].as_sequence().unwrap() {
+        let name = group["name"].as_str().unwrap();
+        // Its own interval: the lead time must not hang on the server's
+        // global evaluation_interval (1m by default).
+        let interval = group["interval"]
+            .as_str()
+            .unwrap_or_else(|| panic!("group {name} sets no interval"));
+        assert!(
+            duration(interval) <= MAX_EVALUATION,
+            "group {name}: interval {interval} is over {MAX_EVALUATION:?}"
+        );
+        for rule in group["rules"].as_sequence().unwrap() {
+            let alert = rule["alert"].as_str().unwrap();
+            let expr = rule["expr"].as_str().unwrap();
+            // An alert about a pull in flight fires on the first evaluation
+            // that sees it: a `for` would spend the lead time.
+            if expr.contains("headroom_pull_remaining_bytes") {
+                let hold = rule["for"].as_str().map_or(Duration::ZERO, duration);
+                assert!(
+                    hold.is_zero(),
+                    "{alert} ({expr}) holds for {hold:?}: alerts about a pull in flight must not wait"
+                );
+            }
+        }
+    }
+    // HeadroomDiskPressurePredicted: one rule fires at once with a pull in
+    // flight, the other holds the steady verdict.
+    let triggers: BTreeSet<String> = rules["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .filter(|r| r["alert"].as_str() == Some("HeadroomDiskPressurePredicted"))
+        .map(|r| r["labels"]["trigger"].as_str().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = ["pull_in_flight", "sustained"].map(String::from).into();
+    assert_eq!(triggers, expected);
+}
+
+#[test]
+fn the_example_prometheus_config_scrapes_the_agent_every_10s() {
+    let config = yaml(PROMETHEUS_EXAMPLE);
+    let jobs = config["scrape_configs"].as_sequence().unwrap();
+    let job = jobs
+        .iter()
+        .find(|j| {
+            j["job_name"]
+                .as_str()
+                .is_some_and(|n| n.contains("headroom"))
+        })
+        .expect("no scrape job whose name contains \"headroom\"");
+    let interval = job["scrape_interval"]
+        .as_str()
+        .expect("the headroom job sets no scrape_interval");
+    assert!(
+        duration(interval) <= MAX_SCRAPE,
+        "the headroom job scrapes every {interval}, over {MAX_SCRAPE:?}"
+    );
+    let rule_files: Vec<&str> = config["rule_files"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert_eq!(rule_files, ["headroom.rules.yml"]);
+    if have("promtool") {
+        promtool(&["check", "config", PROMETHEUS_EXAMPLE]);
+    }
+}
+
+/// The route Alertmanager's `amtool` picks for an alert with `labels`
+/// (`name=value`): the receiver names it prints.
+fn receivers_for(labels: &[&str]) -> String {
+    let config = format!("--config.file={ALERTMANAGER_EXAMPLE}");
+    let mut args = vec!["config", "routes", "test", config.as_str()];
+    args.extend_from_slice(labels);
+    run_tool("amtool", &args).trim().to_string()
+}
+
+#[test]
+fn the_example_alertmanager_config_pages_at_once() {
+    // The paging route: matches every critical Headroom alert, short waits.
+    let config = yaml(ALERTMANAGER_EXAMPLE);
+    let routes = config["route"]["routes"].as_sequence().unwrap();
+    let page = routes
+        .iter()
+        .find(|r| r["receiver"].as_str() == Some(PAGE_RECEIVER))
+        .expect("no route to the paging receiver");
+    let group_wait = duration(page["group_wait"].as_str().unwrap());
+    assert!(
+        group_wait <= MAX_GROUP_WAIT,
+        "paging group_wait {group_wait:?} is over {MAX_GROUP_WAIT:?}"
+    );
+    let group_interval = duration(page["group_interval"].as_str().unwrap());
+    let repeat = duration(page["repeat_interval"].as_str().unwrap());
+    assert!(
+        group_interval <= Duration::from_secs(300),
+        "{group_interval:?}"
+    );
+    assert!(group_interval <= repeat, "{group_interval:?} > {repeat:?}");
+    let receivers = config["receivers"].as_sequence().unwrap();
+    let webhook = receivers
+        .iter()
+        .find(|r| r["name"].as_str() == Some(PAGE_RECEIVER))
+        .and_then(|r| r["webhook_configs"][0]["url"].as_str());
+    assert!(webhook.is_some(), "{PAGE_RECEIVER} has no webhook");
+    if !have("amtool") {
+        return;
+    }
+    run_tool("amtool", &["check-config", ALERTMANAGER_EXAMPLE]);
+    // Every critical alert of the rules file is routed to the pager, each
+    // warning elsewhere.
+    let rules = yaml(RULES);
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let alert = format!("alertname={}", rule["alert"].as_str().unwrap());
+            let labels: Vec<String> = rule["labels"]
+                .as_mapping()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| format!("{}={}", k.as_str().unwrap(), v.as_str().unwrap()))
+                .chain([alert.clone(), "instance=node-a:9847".into()])
+                .collect();
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            let got = receivers_for(&labels);
+            let critical = rule["labels"]["severity"].as_str() == Some("critical");
+            assert_eq!(
+                got == PAGE_RECEIVER,
+                critical,
+                "{alert} {labels:?} is routed to {got:?}"
+            );
+        }
     }
 }
 
