@@ -28,6 +28,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 const STALLED_AFTER: Duration = Duration::from_secs(30);
 /// …and is reread only this often, not every tick.
 const STALLED_REREAD: Duration = Duration::from_secs(15);
+/// Between scans a refreshed document is published when a verdict changes,
+/// else this often: as often as Prometheus is told to scrape, so nothing is
+/// lost, while an idle node does not render its metrics every second.
+const PUBLISH_EVERY: Duration = Duration::from_secs(10);
 
 /// How often and how hard the agent scans.
 #[derive(Debug, Clone)]
@@ -57,8 +61,12 @@ pub enum Wake {
 /// What a published document comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
-    /// A scan: the runtimes read or paths measured; its `scan` section is new.
-    Scan,
+    /// A scan that measured every mutable path again (at the rescan
+    /// interval); its `scan` section is new.
+    Rescan,
+    /// A scan that read the runtimes again and measured only new paths (an
+    /// event, a pull, the resync); its `scan` section is new.
+    Reread,
     /// A tick between scans: only free space and verdicts are new.
     Refresh,
 }
@@ -82,6 +90,21 @@ pub struct Scanner {
     /// A measure of the pulls' progress, and since when it has not moved.
     progress: (u64, Instant),
     last: Option<Status>,
+    /// When a document was last published, and its verdicts.
+    published: (Instant, Vec<Verdict>),
+}
+
+/// What a refresh must not sit on: a signal's state and whether pressure
+/// is predicted.
+type Verdict = (String, String, bool);
+
+/// The verdicts of `status`, as compared between ticks.
+fn verdicts(status: &Status) -> Vec<Verdict> {
+    status
+        .prediction
+        .iter()
+        .map(|(signal, p)| (signal.clone(), p.state.clone(), p.predicted))
+        .collect()
 }
 
 impl Scanner {
@@ -101,6 +124,7 @@ impl Scanner {
             watch,
             progress: (0, Instant::now()),
             last: None,
+            published: (Instant::now(), Vec::new()),
         }
     }
 
@@ -151,7 +175,8 @@ impl Scanner {
     /// Runs until told to stop: a scan right away, then one tick a
     /// [`TICK`], each a scan when one is due (see [`Scanner::reread_due`],
     /// the rescan interval with jitter) and otherwise a refresh of free
-    /// space and verdicts.
+    /// space and verdicts, published when a verdict changed or
+    /// [`PUBLISH_EVERY`] has passed.
     pub fn run(mut self, wake: &Receiver<Wake>, mut publish: impl FnMut(&Status, Pass)) {
         let mut reread = true;
         loop {
@@ -169,13 +194,15 @@ impl Scanner {
                     &status.filesystems,
                     !status.pulls.is_empty(),
                 );
-                publish(&status, Pass::Scan);
+                self.published = (Instant::now(), verdicts(&status));
+                publish(&status, if rescan { Pass::Rescan } else { Pass::Reread });
                 self.last = Some(status);
             } else if let Some(status) = self.refresh() {
                 publish(status, Pass::Refresh);
             }
             reread = false;
-            match wake.recv_timeout((tick + TICK).saturating_duration_since(Instant::now())) {
+            let until = (tick + TICK).min(self.next_rescan);
+            match wake.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(Wake::Changed) => match settle(wake) {
                     Some(()) => reread = true,
                     None => return,
@@ -201,14 +228,21 @@ impl Scanner {
     }
 
     /// A tick without a scan: free space read again, sampled, and the
-    /// verdicts redone. None while a stalled pull waits for its next reread
-    /// (its bytes still to come are only known from a reread).
+    /// verdicts redone. The document is returned when it is to be published
+    /// (a verdict changed, or [`PUBLISH_EVERY`] has passed); None as well
+    /// while a stalled pull waits for its next reread (its bytes still to
+    /// come are only known from a reread).
     fn refresh(&mut self) -> Option<&Status> {
         let (discovered, _) = self.discovered.as_ref()?;
         let status = self.last.as_mut().filter(|s| s.pulls.is_empty())?;
         inventory::refresh(status, &discovered.kubelet, &self.history);
         self.history
             .sample(Instant::now(), &status.filesystems, false);
+        let now = verdicts(status);
+        if now == self.published.1 && self.published.0.elapsed() < PUBLISH_EVERY {
+            return None;
+        }
+        self.published = (Instant::now(), now);
         Some(status)
     }
 

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::trend::{Samples, Trend, TrendConfig};
+use super::trend::{Samples, Trend, TrendConfig, BIN};
 use crate::report::{Filesystem, Image};
 
 /// Samples kept per signal and dimension: an hour of 1-s samples, about 85 kB each for
@@ -20,13 +20,49 @@ const MAX_AGE: Duration = Duration::from_secs(3600);
 /// A window for [`History::burst`] that reads a pull's rate within 10 s of its start.
 pub const BURST_WINDOW: Duration = Duration::from_secs(10);
 
+/// One signal's samples, and its trends as of the last time they were worked
+/// out (every [`BIN`] at most: the trend's resolution, so working them out
+/// every second would only cost CPU on an idle node).
+#[derive(Debug)]
+struct Series {
+    bytes: Samples,
+    inodes: Samples,
+    trends: (Option<Trend>, Option<Trend>),
+    /// When the trends were worked out, and whether a pull was in flight then.
+    computed: Option<(Duration, bool)>,
+}
+
+impl Series {
+    fn new() -> Series {
+        Series {
+            bytes: Samples::new(SAMPLES, MAX_AGE),
+            inodes: Samples::new(SAMPLES, MAX_AGE),
+            trends: (None, None),
+            computed: None,
+        }
+    }
+
+    /// Works the trends out again when a bin has passed or a pull began or
+    /// ended since the last time.
+    fn update_trends(&mut self, t: Duration, pulling: bool) {
+        let due = self
+            .computed
+            .is_none_or(|(at, was)| t.saturating_sub(at) >= BIN || was != pulling);
+        if due {
+            let config = TrendConfig::default();
+            self.trends = (self.bytes.trend(&config), self.inodes.trend(&config));
+            self.computed = Some((t, pulling));
+        }
+    }
+}
+
 /// Observations across passes.
 #[derive(Debug, Default)]
 pub struct History {
     /// When the first sample was taken: the origin of the samples' times.
     origin: Option<Instant>,
-    /// Per signal: (available bytes, free inodes).
-    signals: BTreeMap<String, (Samples, Samples)>,
+    /// Per signal: its samples and trends.
+    signals: BTreeMap<String, Series>,
     first_seen: HashMap<String, SystemTime>,
     last_used: HashMap<String, SystemTime>,
 }
@@ -52,14 +88,13 @@ impl History {
             return;
         };
         for fs in filesystems {
-            let (bytes, inodes) = self.signals.entry(fs.signal.clone()).or_insert_with(|| {
-                (
-                    Samples::new(SAMPLES, MAX_AGE),
-                    Samples::new(SAMPLES, MAX_AGE),
-                )
-            });
-            bytes.push(t, fs.available_bytes, pulling);
-            inodes.push(t, fs.inodes_free, pulling);
+            let series = self
+                .signals
+                .entry(fs.signal.clone())
+                .or_insert_with(Series::new);
+            series.bytes.push(t, fs.available_bytes, pulling);
+            series.inodes.push(t, fs.inodes_free, pulling);
+            series.update_trends(t, pulling);
         }
     }
 
@@ -78,23 +113,16 @@ impl History {
     }
 
     /// The sustained trends of a signal's (available bytes, free inodes), pulls left
-    /// out, when known (see [`super::trend`]).
+    /// out, when known (see [`super::trend`]), as of the last [`BIN`] boundary.
     pub fn trends(&self, signal: &str) -> (Option<Trend>, Option<Trend>) {
-        let config = TrendConfig::default();
-        self.signals
-            .get(signal)
-            .map_or((None, None), |(bytes, inodes)| {
-                (bytes.trend(&config), inodes.trend(&config))
-            })
+        self.signals.get(signal).map_or((None, None), |s| s.trends)
     }
 
     /// The rate of a signal's available bytes over the last `window` of samples, those
     /// taken during pulls included: how fast a pull of unknown size (Docker's) fills it.
     /// See [`super::trend::burst`] and [`BURST_WINDOW`].
     pub fn burst(&self, signal: &str, window: Duration) -> Option<Trend> {
-        self.signals
-            .get(signal)
-            .and_then(|(bytes, _)| bytes.burst(window))
+        self.signals.get(signal).and_then(|s| s.bytes.burst(window))
     }
 
     /// When the image (by [`image_key`]) was first seen.
@@ -227,15 +255,18 @@ mod tests {
         let mut h = History::default();
         let start = Instant::now();
         sample_each_second(&mut h, start, 0..5000, |_| (40_000 * MB, false));
-        let (bytes, inodes) = &h.signals["imagefs"];
-        assert_eq!((bytes.len(), inodes.len()), (SAMPLES, SAMPLES));
+        let series = &h.signals["imagefs"];
+        assert_eq!(
+            (series.bytes.len(), series.inodes.len()),
+            (SAMPLES, SAMPLES)
+        );
         // Two samples a second: still at most SAMPLES, over half an hour.
         let at = start + Duration::from_secs(5000);
         for i in 0..2 * SAMPLES as u64 {
             let fs = filesystem("imagefs", 40_000 * MB, 1);
             h.sample(at + Duration::from_millis(500 * i), &[fs], false);
         }
-        assert_eq!(h.signals["imagefs"].0.len(), SAMPLES);
+        assert_eq!(h.signals["imagefs"].bytes.len(), SAMPLES);
     }
 
     #[test]
@@ -248,6 +279,21 @@ mod tests {
             &[filesystem("imagefs", 50, 5)],
             false,
         );
-        assert_eq!(h.signals["imagefs"].0.len(), 1);
+        assert_eq!(h.signals["imagefs"].bytes.len(), 1);
+    }
+
+    #[test]
+    fn trends_are_worked_out_once_a_bin() {
+        let mut h = History::default();
+        let start = Instant::now();
+        sample_each_second(&mut h, start, 0..900, |t| (40_000 * MB - t * MB, false));
+        let before = h.trends("imagefs").0.expect("a steady fill is a trend");
+        // A sample within the same bin changes nothing yet…
+        let at = start + Duration::from_secs(900);
+        h.sample(at, &[filesystem("imagefs", 10 * MB, 1)], false);
+        assert_eq!(h.trends("imagefs").0, Some(before));
+        // …one a bin later is taken into account.
+        h.sample(at + BIN, &[filesystem("imagefs", 10 * MB, 1)], false);
+        assert_ne!(h.trends("imagefs").0, Some(before));
     }
 }
