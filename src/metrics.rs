@@ -48,19 +48,23 @@ pub struct ScanTotals {
     pub files: u64,
     /// Entries that could not be examined, by kind, all scans together.
     pub errors: BTreeMap<String, u64>,
-    /// Scans completed.
+    /// Scans completed: passes that measured every mutable path again.
     pub scans: u64,
 }
 
 impl ScanTotals {
-    /// Adds one finished scan to the totals.
-    pub fn record(&mut self, scan: &ScanSummary) {
+    /// Adds what one pass walked to the totals; it counts as a scan when it
+    /// measured every mutable path again (`rescan`), not when it only read
+    /// the runtimes again and measured what was new.
+    pub fn record(&mut self, scan: &ScanSummary, rescan: bool) {
         self.files = self.files.saturating_add(scan.files);
         for (kind, n) in &scan.errors_by_kind {
             let total = self.errors.entry(kind.clone()).or_default();
             *total = total.saturating_add(*n);
         }
-        self.scans = self.scans.saturating_add(1);
+        if rescan {
+            self.scans = self.scans.saturating_add(1);
+        }
     }
 }
 
@@ -469,7 +473,11 @@ fn scans(registry: &mut Registry, status: &Status, totals: &ScanTotals) {
         "Entries that could not be examined, by kind, all scans",
         errors,
     );
-    registry.register("scans", "Scans completed", counter(totals.scans));
+    registry.register(
+        "scans",
+        "Scans completed (passes that measured every writable layer, log and emptyDir again)",
+        counter(totals.scans),
+    );
 }
 
 /// Registers a gauge family with one series per distinct label set; samples
@@ -912,11 +920,12 @@ mod tests {
     fn totals_accumulate_scans() {
         let mut t = ScanTotals::default();
         let scan = status().scan;
-        t.record(&scan);
-        t.record(&scan);
-        assert_eq!(t.files, 20);
-        assert_eq!(t.scans, 2);
-        assert_eq!(t.errors, BTreeMap::from([("denied".to_string(), 2)]));
+        t.record(&scan, true);
+        t.record(&scan, true);
+        t.record(&scan, false);
+        assert_eq!(t.files, 30);
+        assert_eq!(t.scans, 2, "a reread is no scan");
+        assert_eq!(t.errors, BTreeMap::from([("denied".to_string(), 3)]));
     }
 
     /// One sample as the Python parser reads it: name, labels, value.

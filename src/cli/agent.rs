@@ -128,8 +128,8 @@ fn spawn_scanner(
             let mut totals = ScanTotals::default();
             let mut ready = false;
             Scanner::new(layout, settings).run(&woken, |status, pass| {
-                if pass == Pass::Scan {
-                    totals.record(&status.scan);
+                if pass != Pass::Refresh {
+                    totals.record(&status.scan, pass == Pass::Rescan);
                     // Ready once a pass measured everything within its deadline.
                     ready |= !status.scan.errors_by_kind.contains_key(ErrorKind::Deadline.as_str());
                     log_scan(status, ready);
