@@ -13,14 +13,18 @@
 mod agent;
 mod check_pull;
 mod checks;
+mod churn;
 mod containers;
 mod docker_df;
 mod document;
+mod events;
 mod filesystems;
 mod images;
 mod incident;
 mod layers;
+mod lead;
 mod oracle;
+mod paging;
 mod prometheus;
 mod pulls;
 mod reclaim;
@@ -28,6 +32,7 @@ mod robustness;
 mod scrape;
 mod screen;
 mod services;
+mod smallnode;
 mod subject;
 mod web;
 
@@ -142,6 +147,9 @@ const TRIALS: &[(&str, Body)] = &[
 /// The agent trials: each takes [`World::reading`] or [`World::changing`]
 /// itself (trial f starts its own containerd and touches nothing shared).
 const AGENT_TRIALS: &[(&str, Body)] = &[
+    // Ten minutes by design: first, so the others run beside it. It and the
+    // incident and lead trials take no lock: each has a small node of its own.
+    ("churn_never_pages", churn::never_pages),
     (
         "agent_scraped_by_prometheus_matches_du",
         scrape::prometheus_stores_what_du_measures,
@@ -164,6 +172,10 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
         agent::survives_containerd_restart,
     ),
     (
+        "agent_follows_events_on_a_quiet_containerd",
+        events::follows_events_on_a_quiet_containerd,
+    ),
+    (
         "agent_refuses_malformed_requests",
         agent::refuses_malformed_requests,
     ),
@@ -178,6 +190,25 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     (
         "incident_pressure_is_predicted_before_the_disk_fills",
         incident::replay,
+    ),
+    ("lead_one_big_layer", lead::one_big_layer),
+    ("lead_many_layers", lead::many_layers),
+    ("lead_two_images_together", lead::two_images_together),
+    (
+        "gc_absorbed_pull_stays_a_warning",
+        lead::gc_absorbed_pull_stays_a_warning,
+    ),
+    (
+        "failed_pull_then_quiet_is_ok",
+        lead::failed_pull_then_quiet_is_ok,
+    ),
+    (
+        "docker_pull_that_does_not_fit_warns",
+        lead::docker_pull_that_does_not_fit_warns,
+    ),
+    (
+        "paging_path_fires_before_the_disk_crosses_the_line",
+        paging::fires_before_the_line,
     ),
 ];
 

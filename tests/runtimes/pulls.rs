@@ -147,36 +147,58 @@ pub fn registry_of(w: &World) -> Result<String> {
         .with_context(|| format!("no registry in fixture reference {base:?}"))
 }
 
-/// Builds `repository:1`, one layer of `bytes` random bytes (tagged with
-/// the repository's last part in the run's OCI layout), and pushes it to
-/// `registry`. The layout's index is not locked: callers must not build
-/// at the same time (they hold the [`World`] lock).
+/// Builds `repository:1`, one layer of `bytes` random bytes, and pushes it
+/// to `registry` (see [`push_layered_image`]).
 pub fn push_noise_image(w: &World, registry: &str, repository: &str, bytes: u64) -> Result<()> {
-    let work = w.dir.join("build");
-    let tag = repository.rsplit('/').next().unwrap_or(repository);
-    let image = format!("{}:{tag}", work.join("oci").display());
-    let bundle = work.join(tag);
+    push_layered_image(w, registry, repository, &[bytes])
+}
+
+/// Builds `repository:1` with one layer per entry of `layers`, each a file
+/// of that many random bytes (incompressible: each blob is as big), and
+/// pushes it to `registry`. Each repository gets its own OCI layout under
+/// `<run dir>/noise/`, so trials may build different repositories at the
+/// same time (one repository must be built by one trial only).
+pub fn push_layered_image(
+    w: &World,
+    registry: &str,
+    repository: &str,
+    layers: &[u64],
+) -> Result<()> {
+    let work = w.dir.join("noise").join(repository.replace('/', "_"));
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let layout = work.join("oci");
+    let image = format!("{}:1", layout.display());
+    oracle::run("umoci", &["init", "--layout", path_str(&layout)?])?;
     oracle::run("umoci", &["new", "--image", &image])?;
-    oracle::run(
-        "umoci",
-        &[
-            "unpack",
-            "--rootless",
-            "--image",
-            &image,
-            path_str(&bundle)?,
-        ],
-    )?;
-    let file = bundle.join("rootfs/big.bin");
-    oracle::run(
-        "sh",
-        &[
-            "-c",
-            &format!("head -c {bytes} /dev/urandom > '{}'", path_str(&file)?),
-        ],
-    )?;
-    oracle::run("umoci", &["repack", "--image", &image, path_str(&bundle)?])?;
-    std::fs::remove_dir_all(&bundle)?;
+    let files = work.join("files");
+    let tar = work.join("layer.tar");
+    for (i, bytes) in layers.iter().enumerate() {
+        std::fs::create_dir_all(&files)?;
+        let name = format!("big-{i}.bin");
+        oracle::run(
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "head -c {bytes} /dev/urandom > '{}'",
+                    path_str(&files.join(&name))?
+                ),
+            ],
+        )?;
+        oracle::run(
+            "tar",
+            &["-C", path_str(&files)?, "-cf", path_str(&tar)?, &name],
+        )?;
+        std::fs::remove_dir_all(&files)?;
+        oracle::run(
+            "umoci",
+            &["raw", "add-layer", "--image", &image, path_str(&tar)?],
+        )?;
+        std::fs::remove_file(&tar)?;
+    }
     oracle::run(
         "skopeo",
         &[
@@ -187,6 +209,8 @@ pub fn push_noise_image(w: &World, registry: &str, repository: &str, bytes: u64)
             &format!("docker://{registry}/{repository}:1"),
         ],
     )?;
+    // The registry holds it now: the build is not needed any more.
+    std::fs::remove_dir_all(&work)?;
     Ok(())
 }
 
