@@ -17,7 +17,7 @@ use crate::kubelet::{self, KubeletConfig};
 use crate::layout::NodeLayout;
 use crate::podlogs::{self, PodLogs};
 use crate::predict::{self, history::History, pull::PullCost};
-use crate::report::{Image, Pull, RuntimeState, ScanErrorSample, ScanSummary, Status, SCHEMA};
+use crate::report::{Pull, RuntimeState, ScanErrorSample, ScanSummary, Status, SCHEMA};
 use crate::runtime::{containerd, docker, Discovery, Problem, PullLayer, PullRecord, RuntimeKind};
 use crate::volumes::{self, EmptyDir};
 use crate::walk::{self, Walk, WalkOptions};
@@ -147,7 +147,8 @@ pub fn build(
         signals::filesystems(&layout.kubelet_root, &image_root, kubelet, &mut problems);
     let now = SystemTime::now();
     history.observe(&attributed.images, now);
-    let in_flight = pulls(&discovered.discoveries, &attributed.images);
+    let ratio = history.unpack_ratio(predict::pull::learned_ratio(&attributed.images));
+    let in_flight = pulls(&discovered.discoveries, ratio);
     let pulls = in_flight.pulls;
     let pull_names: Vec<String> = pulls
         .iter()
@@ -240,8 +241,7 @@ struct InFlight {
 /// images show. A layer several pulls share is added once. A pull none of
 /// whose layers has a known size adds nothing here: it is judged by the
 /// rate at which it fills its runtime's image root.
-fn pulls(discoveries: &[Discovery], images: &[Image]) -> InFlight {
-    let ratio = predict::pull::unpack_ratio(images);
+fn pulls(discoveries: &[Discovery], ratio: f64) -> InFlight {
     let mut added: HashSet<(&str, &str)> = HashSet::new();
     let mut out = InFlight::default();
     for d in discoveries {
@@ -474,6 +474,7 @@ pub fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::Image;
 
     fn layer(digest: &str, compressed: u64, downloaded: u64, unpacked: bool) -> PullLayer {
         PullLayer {
@@ -543,7 +544,7 @@ mod tests {
             ),
             lone,
         ];
-        let in_flight = pulls(&[d], &[learned_from()]);
+        let in_flight = pulls(&[d], predict::pull::unpack_ratio(&[learned_from()]));
         let rows: Vec<_> = in_flight
             .pulls
             .iter()

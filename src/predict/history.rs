@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::pull::DEFAULT_UNPACK_RATIO;
 use super::trend::{Samples, Trend, TrendConfig, BIN};
 use crate::report::{Filesystem, Image};
 
@@ -65,6 +66,8 @@ pub struct History {
     signals: BTreeMap<String, Series>,
     first_seen: HashMap<String, SystemTime>,
     last_used: HashMap<String, SystemTime>,
+    /// The last unpack ratio the node's images taught.
+    unpack_ratio: Option<f64>,
 }
 
 /// How the history names an image across passes.
@@ -123,6 +126,17 @@ impl History {
     /// See [`super::trend::burst`] and [`BURST_WINDOW`].
     pub fn burst(&self, signal: &str, window: Duration) -> Option<Trend> {
         self.signals.get(signal).and_then(|s| s.bytes.burst(window))
+    }
+
+    /// The unpack ratio to cost pulls with: what the images teach now
+    /// (`learned`), else what they taught last (image GC may delete the last
+    /// image with its blobs in the middle of a pull: the node's layers have
+    /// not changed their nature), else [`DEFAULT_UNPACK_RATIO`].
+    pub fn unpack_ratio(&mut self, learned: Option<f64>) -> f64 {
+        if learned.is_some() {
+            self.unpack_ratio = learned;
+        }
+        self.unpack_ratio.unwrap_or(DEFAULT_UNPACK_RATIO)
     }
 
     /// When the image (by [`image_key`]) was first seen.
@@ -289,11 +303,25 @@ mod tests {
         sample_each_second(&mut h, start, 0..900, |t| (40_000 * MB - t * MB, false));
         let before = h.trends("imagefs").0.expect("a steady fill is a trend");
         // A sample within the same bin changes nothing yet…
-        let at = start + Duration::from_secs(900);
+        // (worked out at 890 s, from samples at 0..=890 s)
+        let at = start + Duration::from_millis(899_500);
         h.sample(at, &[filesystem("imagefs", 10 * MB, 1)], false);
         assert_eq!(h.trends("imagefs").0, Some(before));
         // …one a bin later is taken into account.
         h.sample(at + BIN, &[filesystem("imagefs", 10 * MB, 1)], false);
         assert_ne!(h.trends("imagefs").0, Some(before));
+    }
+
+    #[test]
+    fn the_last_learned_unpack_ratio_outlives_its_images() {
+        let mut h = History::default();
+        assert_eq!(h.unpack_ratio(None), DEFAULT_UNPACK_RATIO);
+        assert_eq!(h.unpack_ratio(Some(1.2)), 1.2);
+        assert_eq!(
+            h.unpack_ratio(None),
+            1.2,
+            "GC deleted the image it came from"
+        );
+        assert_eq!(h.unpack_ratio(Some(3.0)), 3.0);
     }
 }

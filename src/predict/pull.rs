@@ -16,10 +16,13 @@ pub const DEFAULT_UNPACK_RATIO: f64 = 2.5;
 /// no image holds anything alone, their totals; else a typical gzip ratio.
 /// Images without blobs (discarded after unpacking) teach nothing.
 pub fn unpack_ratio(images: &[Image]) -> f64 {
-    let unique = ratio(images, |i| (i.unique_disk_bytes, i.unique_content_bytes));
-    unique
+    learned_ratio(images).unwrap_or(DEFAULT_UNPACK_RATIO)
+}
+
+/// The ratio [`unpack_ratio`] learns, when the images teach one.
+pub fn learned_ratio(images: &[Image]) -> Option<f64> {
+    ratio(images, |i| (i.unique_disk_bytes, i.unique_content_bytes))
         .or_else(|| ratio(images, |i| (i.disk_bytes, i.content_bytes)))
-        .unwrap_or(DEFAULT_UNPACK_RATIO)
 }
 
 /// Σ unpacked / Σ compressed over the images where both are known.
