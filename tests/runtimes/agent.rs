@@ -277,18 +277,25 @@ pub fn short_lived_with(
     let mut cmd = command(&live.config, &addr, paths)?;
     cmd.args(extra);
     let mut agent = Proc::spawn(name, cmd, w.dir.join(format!("{name}.log")))?;
-    poll(READY_WITHIN, || {
-        if let Some(code) = agent.exited() {
+    ready(&mut agent, &addr, "/readyz", READY_WITHIN)?;
+    Ok((agent, addr))
+}
+
+/// Waits up to `within` until `GET path` on `addr` answers 200, failing
+/// with `proc`'s output if it exits first or takes too long.
+pub fn ready(proc: &mut Proc, addr: &str, path: &str, within: Duration) -> Result<()> {
+    let name = proc.name().to_owned();
+    poll(within, || {
+        if let Some(code) = proc.exited() {
             bail!("{name} exited with {code}");
         }
-        if answers(&addr, "/readyz", 200) {
+        if answers(addr, path, 200) {
             Ok(())
         } else {
-            bail!("{name} on {addr}: /readyz is not 200")
+            bail!("{name} on {addr}: {path} is not 200")
         }
     })
-    .map_err(|e| anyhow!("{e:#}\n{}", agent.output()))?;
-    Ok((agent, addr))
+    .map_err(|e| anyhow!("{e:#}\n{}", proc.output()))
 }
 
 /// Trial e: SIGTERM makes a serving agent exit 0 within a few seconds and
@@ -411,7 +418,7 @@ fn containerd_state(status: &Status) -> Option<&RuntimeState> {
 }
 
 /// Whether `status` lists image `reference` under containerd.
-fn has_image(status: &Status, reference: &str) -> bool {
+pub fn has_image(status: &Status, reference: &str) -> bool {
     status
         .images
         .iter()

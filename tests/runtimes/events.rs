@@ -9,20 +9,15 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Result};
-use headroom::report::Status;
-use headroom::runtime::RuntimeKind;
+use anyhow::{bail, Result};
 
-use crate::agent::{answers, poll, status, Paths, Proc};
+use crate::agent::{has_image, poll, short_lived, status, Paths};
 use crate::checks::Checks;
 use crate::images::K8S_NS;
-use crate::oracle::{self, path_str};
-use crate::services::free_port;
-use crate::subject::NODE_NAME;
+use crate::oracle;
 use crate::World;
 
 /// Longer than the agent's containerd call timeout (5 s), with no event.
@@ -30,47 +25,12 @@ const QUIET: Duration = Duration::from_secs(8);
 /// How soon a tag or untag must show in the status: far below the 5-minute
 /// resync and the 1-minute rescan, so only an event explains it.
 const FOLLOW_WITHIN: Duration = Duration::from_secs(5);
-/// How long the agent may take to finish its first inventory.
-const READY_WITHIN: Duration = Duration::from_secs(20);
 /// The name the trial gives a fixture image (and removes again).
 const TAG: &str = "docker.io/headroom/events-trial:tagged";
 /// What the follower logs once it is subscribed.
 const FOLLOWING: &str = "following containerd events";
 /// What a call bounded by the timeout says when it runs out (the symptom).
 const TIMED_OUT: &str = "no answer within";
-
-/// `headroom agent` on `listen` looking at `paths` with the shipped scan
-/// intervals: unlike [`crate::agent::command`], no interval flag.
-fn command(config: &Path, listen: &str, paths: Paths<'_>) -> Result<Command> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_headroom"));
-    cmd.args(["agent", "--listen", listen, "--top-n", "1000"]);
-    for (flag, path) in [
-        ("--docker-root", paths.docker_root),
-        ("--containerd-address", paths.containerd_address),
-        ("--containerd-root", paths.containerd_root),
-        ("--kubelet-root", paths.kubelet_root),
-        ("--kubelet-config", paths.kubelet_config),
-        ("--pod-logs", paths.pod_logs),
-    ] {
-        cmd.args([flag, path_str(path)?]);
-    }
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HEADROOM_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("HEADROOM_CONFIG", config)
-        .env("NODE_NAME", NODE_NAME);
-    Ok(cmd)
-}
-
-/// Whether `status` lists image `reference` under containerd.
-fn has_image(status: &Status, reference: &str) -> bool {
-    status
-        .images
-        .iter()
-        .any(|i| i.runtime == RuntimeKind::Containerd && i.refs.iter().any(|r| r == reference))
-}
 
 /// Removes the trial's tag when dropped, also when the trial fails.
 struct Untag<'a> {
@@ -115,28 +75,12 @@ pub fn follows_events_on_a_quiet_containerd(w: &World) -> Result<()> {
     // Held throughout, not only while tagging: another trial's change would
     // raise an event and so answer a subscription that waits for one.
     let _node = w.changing();
-    let live = w.live()?;
     let sock = w.containerd_sock.as_path();
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let name = "agent-events";
-    let log = w.dir.join(format!("{name}.log"));
-    let cmd = command(&live.config, &addr, Paths::of_world(w))?;
-    let mut agent = Proc::spawn(name, cmd, log.clone())?;
-    poll(READY_WITHIN, || {
-        if let Some(code) = agent.exited() {
-            bail!("{name} exited with {code}");
-        }
-        if answers(&addr, "/readyz", 200) {
-            Ok(())
-        } else {
-            bail!("{name} on {addr}: /readyz is not 200")
-        }
-    })
-    .map_err(|e| anyhow!("{e:#}\n{}", agent.output()))?;
+    let (mut agent, addr) = short_lived(w, "agent-events", Paths::of_world(w))?;
 
     let mut c = Checks::new();
     sleep(QUIET);
-    let said = fs::read_to_string(&log).unwrap_or_default();
+    let said = fs::read_to_string(&agent.log).unwrap_or_default();
     c.that(said.contains(FOLLOWING), || {
         format!("after {QUIET:?} of a quiet containerd the agent should say {FOLLOWING:?}")
     });
@@ -169,7 +113,7 @@ pub fn follows_events_on_a_quiet_containerd(w: &World) -> Result<()> {
     if let Some(code) = agent.exited() {
         c.that(false, || format!("the agent exited ({code})"));
     }
-    let said = fs::read_to_string(&log).unwrap_or_default();
+    let said = fs::read_to_string(&agent.log).unwrap_or_default();
     c.that(!said.contains(TIMED_OUT), || {
         format!("the agent said {TIMED_OUT:?} while following a healthy containerd")
     });

@@ -166,6 +166,24 @@ fn check_line(c: &mut Checks, watch: &Watch) {
     }
 }
 
+/// The checks of a watched trial, starting with [`check_line`].
+fn checks(watch: &Watch) -> Checks {
+    let mut c = Checks::new();
+    check_line(&mut c, watch);
+    c
+}
+
+/// What a failure of a watched trial shows: every sample, the pulls'
+/// output and the node's.
+fn evidence(watch: &Watch, node: &SmallNode) -> String {
+    format!(
+        "{}\n{}\n{}",
+        watch.describe(),
+        watch.outputs(),
+        node.context()
+    )
+}
+
 /// A lead trial (see the module doc).
 fn lead(w: &World, case: &Lead) -> Result<()> {
     let registry = registry_of(w)?;
@@ -210,16 +228,8 @@ fn lead(w: &World, case: &Lead) -> Result<()> {
     let watch = watch(&node, PERCENT, &mut pulls, started, PULL_WITHIN, |_| Ok(()))?;
     drop(pulls);
 
-    let mut c = Checks::new();
-    check_line(&mut c, &watch);
-    let context = || {
-        format!(
-            "{}\n{}\n{}",
-            watch.describe(),
-            watch.outputs(),
-            node.context()
-        )
-    };
+    let mut c = checks(&watch);
+    let context = || evidence(&watch, &node);
     let Some(deadline) = watch.deadline() else {
         c.that(false, || {
             format!(
@@ -375,16 +385,8 @@ pub fn gc_absorbed_pull_stays_a_warning(w: &World) -> Result<()> {
         }
         Ok(())
     })?;
-    let mut c = Checks::new();
-    check_line(&mut c, &watch);
-    let context = || {
-        format!(
-            "{}\n{}\n{}",
-            watch.describe(),
-            watch.outputs(),
-            node.context()
-        )
-    };
+    let mut c = checks(&watch);
+    let context = || evidence(&watch, &node);
     let end = &watch.ended[0];
     c.that(end.exit.is_some_and(|s| s.success()), || {
         format!(
@@ -582,16 +584,8 @@ pub fn docker_pull_that_does_not_fit_warns(w: &World) -> Result<()> {
         node.dir.join("pull-docker.log"),
     )?];
     let watch = watch(&node, PERCENT, &mut pulls, started, PULL_WITHIN, |_| Ok(()))?;
-    let mut c = Checks::new();
-    check_line(&mut c, &watch);
-    let context = || {
-        format!(
-            "{}\n{}\n{}",
-            watch.describe(),
-            watch.outputs(),
-            node.context()
-        )
-    };
+    let mut c = checks(&watch);
+    let context = || evidence(&watch, &node);
     let docker_pull = watch.samples.iter().find_map(|s| {
         s.pulls
             .iter()

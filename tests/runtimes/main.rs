@@ -69,6 +69,8 @@ const TOOLS: &[&str] = &[
     "mount",
     "umount",
     "prometheus",
+    // Alertmanager, as Debian names it (the paging trial runs it).
+    "prometheus-alertmanager",
     "python3",
 ];
 

@@ -2,15 +2,16 @@
 //! webhook, with the shipped timings, while a pull that does not fit fills a
 //! small disk. It must page before the disk crosses the kubelet's line.
 //!
-//! - A containerd on a small loop-mounted ext4, the kubelet root on the same
-//!   filesystem (imagefs is nodefs), `evictionHard` 15% for both.
+//! - A small node ([`crate::smallnode`]): a containerd on a small
+//!   loop-mounted ext4, the kubelet root on the same filesystem (imagefs is
+//!   nodefs), `evictionHard` 15% for both, and `headroom agent` with the
+//!   shipped defaults (`HEADROOM_CONFIG` is `deploy/config.toml`, no
+//!   interval flag: [`crate::agent::command`]).
 //! - An image of random bytes sized from the filesystem so that its download
 //!   alone takes the disk below the line (late in the download) and the
-//!   unpack cannot fit, pushed to the run's registry and pulled with
-//!   `ctr images pull` through the throttling proxy for ~40 s.
-//! - `headroom agent` with the shipped defaults: `HEADROOM_CONFIG` is
-//!   `deploy/config.toml`, no interval flag (only `--listen` and the node's
-//!   paths).
+//!   unpack cannot fit, pushed to the run's registry
+//!   ([`crate::pulls::push_noise_image`]) and pulled with `ctr images pull`
+//!   through the throttling proxy for ~40 s.
 //! - A private Prometheus scraping it at the interval
 //!   `deploy/prometheus/prometheus.yml` documents, its global
 //!   evaluation_interval left at Prometheus's default 1m (the rule group
@@ -19,39 +20,40 @@
 //!   `deploy/prometheus/alertmanager.yml` (its receiver URLs swapped for the
 //!   trial's webhook: a loopback `TcpListener` recording when each POST
 //!   arrives).
-//! - The filesystem's available bytes (statvfs) are sampled every 200 ms
-//!   while the pull runs: HeadroomPullWillNotFit must reach the webhook
-//!   before they cross the line; the lead time is printed, with when the
-//!   agent, Prometheus and Alertmanager each saw it.
+//! - The filesystem's available bytes (statvfs) are sampled every 50 ms and
+//!   the agent's status every 200 ms while the pull runs
+//!   ([`crate::smallnode::watch`]), Prometheus at every status sample:
+//!   HeadroomPullWillNotFit must reach the webhook before the bytes cross
+//!   the line; the lead time is printed, with when the agent, Prometheus and
+//!   Alertmanager each saw it.
 //!
 //! Every process is held by a [`Proc`] guard (stopped by its pid, also when
 //! the trial fails); only loopback addresses, free ports.
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, sleep, JoinHandle};
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use crate::agent::{self, answers, poll, Containerd, Proc};
+use crate::agent::{self, poll, ready, Proc};
 use crate::checks::Checks;
-use crate::images::K8S_NS;
-use crate::oracle::{self, path_str};
-use crate::pulls::{registry_of, Throttle};
+use crate::oracle::path_str;
+use crate::pulls::{push_noise_image, registry_of, Loopback, Throttle};
 use crate::services::free_port;
-use crate::subject::NODE_NAME;
+use crate::smallnode::{self, filesystem, kubelet_config, Sample, SmallNode};
 use crate::{prometheus, web, World};
 
 /// The repository root (where `deploy/` is).
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// The shipped agent configuration (every key at its default).
+/// The shipped agent configuration (every key at its default), as the
+/// trial names it ([`agent::shipped_config`] is the file).
 const SHIPPED_CONFIG: &str = "deploy/config.toml";
 /// The rules Prometheus loads.
 const RULES: &str = "deploy/prometheus/headroom.rules.yml";
@@ -66,7 +68,7 @@ const PAGE_RECEIVER: &str = "headroom-page";
 const PAGE_PATH: &str = "/headroom/page";
 /// The alert that must page first.
 const ALERT: &str = "HeadroomPullWillNotFit";
-/// The Alertmanager binary (Debian's name).
+/// The Alertmanager binary (Debian's name; in `TOOLS` of `main.rs`).
 const ALERTMANAGER: &str = "prometheus-alertmanager";
 
 /// The small node's filesystem.
@@ -79,121 +81,57 @@ const DOWNLOAD_FOR: Duration = Duration::from_secs(40);
 const PULL_AT_LEAST: Duration = Duration::from_secs(30);
 /// The disk must cross the line no earlier than this after the pull starts.
 const CROSS_NOT_BEFORE: Duration = Duration::from_secs(20);
-/// How often the filesystem is sampled while the pull runs.
-const SAMPLE_EVERY: Duration = Duration::from_millis(200);
-/// The agent, Prometheus and Alertmanager are asked every this many samples.
-const ASK_EVERY: u32 = 5;
 /// How long a pull may take before the trial gives up on it.
 const PULL_WITHIN: Duration = Duration::from_secs(150);
 /// After the pull, how long to wait for a page that has not come (only to
 /// say how late it was).
 const LATE_WITHIN: Duration = Duration::from_secs(30);
-/// How long a daemon may take to answer.
+/// How long Alertmanager or Prometheus may take to answer.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
 /// Trial: the page arrives before the disk crosses the line.
 pub fn fires_before_the_line(w: &World) -> Result<()> {
     let _node = w.reading();
-    for tool in [ALERTMANAGER, "prometheus", "ctr"] {
-        if !on_path(tool) {
-            bail!("{tool} is not on PATH (scripts/setup installs it)");
-        }
-    }
     let registry = registry_of(w)?;
-    let root = Path::new(ROOT);
 
     // The node: containerd and the kubelet root on one small filesystem.
-    let mut ctrd = Containerd::new(w, "paging", SIZE)?;
-    ctrd.start()?;
-    let dir = w.dir.join("paging");
-    let fs_root = dir.join("fs");
-    let kubelet_root = fs_root.join("kubelet");
-    let pod_logs = fs_root.join("pods");
-    let empty = dir.join("empty");
-    for d in [&kubelet_root, &pod_logs, &empty] {
-        fs::create_dir_all(d)?;
-    }
-    let kubelet_config = dir.join("kubelet-config.yaml");
-    fs::write(
-        &kubelet_config,
-        format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
-             evictionHard:\n  imagefs.available: \"{EVICTION_PERCENT}%\"\n  \
-             nodefs.available: \"{EVICTION_PERCENT}%\"\n"
-        ),
-    )?;
+    let percent = format!("{EVICTION_PERCENT}%");
+    let node = SmallNode::start(w, "paging", SIZE, &kubelet_config(&percent, ""))?;
+    let agent_addr = node.addr.as_str();
+    let agent_line =
+        agent_threshold(&node).map_err(|e| anyhow!("{e:#}\n{}", node.agent.output()))?;
 
     // The line, and an image whose download alone crosses it (ending half
     // the threshold above zero) and whose unpack cannot fit.
-    let before = Disk::of(&fs_root)?;
-    let line = before.capacity * EVICTION_PERCENT / 100;
-    let image_bytes = before
-        .available
+    let (capacity, available) = node.disk()?;
+    let line = capacity * EVICTION_PERCENT / 100;
+    let image_bytes = available
         .checked_sub(line / 2)
         .context("the small filesystem is already under its line")?;
     let rate = image_bytes / DOWNLOAD_FOR.as_secs();
     let repository = "hr/paging-too-big";
-    push_noise_image(&dir, &registry, repository, image_bytes)?;
-
-    // The agent, with the shipped defaults.
-    let agent_addr = format!("127.0.0.1:{}", free_port()?);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_headroom"));
-    cmd.args(["agent", "--listen", &agent_addr]);
-    for (flag, path) in [
-        ("--docker-root", &empty),
-        ("--containerd-address", &ctrd.sock),
-        ("--containerd-root", &ctrd.root),
-        ("--kubelet-root", &kubelet_root),
-        ("--kubelet-config", &kubelet_config),
-        ("--pod-logs", &pod_logs),
-    ] {
-        cmd.args([flag, path_str(path)?]);
-    }
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HEADROOM_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("HEADROOM_CONFIG", root.join(SHIPPED_CONFIG))
-        .env("NODE_NAME", NODE_NAME);
-    let mut agent = Proc::spawn("agent-paging", cmd, dir.join("agent.log"))?;
-    ready(&mut agent, &agent_addr, "/readyz")?;
-    let agent_line =
-        agent_threshold(&agent_addr, &fs_root).map_err(|e| anyhow!("{e:#}\n{}", agent.output()))?;
+    push_noise_image(w, &registry, repository, image_bytes)?;
 
     // The webhook, Alertmanager and Prometheus.
     let webhook = Webhook::start()?;
-    let (alertmanager, am_addr) = start_alertmanager(&dir, &webhook.addr)?;
+    let (alertmanager, am_addr) = start_alertmanager(&node.dir, &webhook.addr)?;
     let scrape_interval = documented_scrape_interval()?;
-    let (prom, prom_addr) = start_prometheus(&dir, &agent_addr, &am_addr, &scrape_interval)?;
-    let plumbing = check_plumbing(&prom_addr, &am_addr, &agent_addr, &webhook);
+    let (prom, prom_addr) = start_prometheus(&node.dir, agent_addr, &am_addr, &scrape_interval)?;
+    let plumbing = check_plumbing(&prom_addr, &am_addr, agent_addr, &webhook);
     if let Err(e) = plumbing {
         bail!(
             "{e:#}\n{}\n{}\n{}",
             prom.output(),
             alertmanager.output(),
-            agent.output()
+            node.agent.output()
         );
     }
 
     // The pull, watched.
     let proxy = Throttle::start(&registry, rate)?;
-    let reference = format!("{}/{repository}:1", proxy.addr);
-    let mut pull_cmd = Command::new("ctr");
-    pull_cmd
-        .args(["-a", path_str(&ctrd.sock)?, "-n", K8S_NS])
-        .args(["images", "pull", "--plain-http", &reference]);
     let started = Instant::now();
-    let mut pull = Proc::spawn("ctr pull (paging)", pull_cmd, dir.join("pull.log"))?;
-    let t = watch(
-        started,
-        &mut pull,
-        &fs_root,
-        line,
-        &agent_addr,
-        &prom_addr,
-        &webhook,
-    )?;
+    let pull = node.pull(&format!("{}/{repository}:1", proxy.addr), "paging", &[])?;
+    let (t, pull_output) = watch(&node, pull, started, line, &prom_addr, &webhook)?;
     drop(proxy);
 
     let mut c = Checks::new();
@@ -201,14 +139,13 @@ pub fn fires_before_the_line(w: &World) -> Result<()> {
         "image {image_bytes} bytes through a proxy at {rate} B/s; filesystem {} bytes, {} \
          available before the pull, line {line} (the agent's threshold {agent_line}); agent on \
          {SHIPPED_CONFIG}, scrape every {scrape_interval}",
-        before.capacity, before.available
+        capacity, available
     );
     eprintln!("runtimes: paging: {setup}");
     let context = format!(
-        "{}\n{setup}\n{}\n{}",
+        "{}\n{setup}\n{pull_output}\n{}",
         t.describe(),
-        pull.output(),
-        agent.output()
+        node.context()
     );
     c.that(t.pull_took >= PULL_AT_LEAST, || {
         format!(
@@ -216,11 +153,10 @@ pub fn fires_before_the_line(w: &World) -> Result<()> {
             t.pull_took
         )
     });
-    let tolerance = before.capacity / 1000;
+    let tolerance = capacity / 1000;
     c.that(agent_line.abs_diff(line) <= tolerance, || {
         format!(
-            "the agent's threshold {agent_line} is not {EVICTION_PERCENT}% of {} = {line}",
-            before.capacity
+            "the agent's threshold {agent_line} is not {EVICTION_PERCENT}% of {capacity} = {line}"
         )
     });
     if let Some(path) = &t.paged_path {
@@ -277,110 +213,20 @@ pub fn fires_before_the_line(w: &World) -> Result<()> {
     c.finish(&context)
 }
 
-/// Whether `tool` is an executable file on PATH.
-fn on_path(tool: &str) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
-}
-
-/// Waits until `GET path` on `addr` answers 200, failing with `proc`'s
-/// output if it exits or takes too long.
-fn ready(proc: &mut Proc, addr: &str, path: &str) -> Result<()> {
-    poll(READY_WITHIN, || {
-        if let Some(code) = proc.exited() {
-            bail!("it exited with {code}");
-        }
-        if answers(addr, path, 200) {
-            Ok(())
-        } else {
-            bail!("GET http://{addr}{path} is not 200")
-        }
-    })
-    .map_err(|e| anyhow!("{e:#}\n{}", proc.output()))
-}
-
 /// The agent's imagefs threshold, once it sees nodefs and imagefs both on
-/// `fs_root`.
-fn agent_threshold(addr: &str, fs_root: &Path) -> Result<u64> {
-    let mount = path_str(fs_root)?;
-    let s = agent::status(addr)?;
+/// the node's filesystem (its mount point, not below it).
+fn agent_threshold(node: &SmallNode) -> Result<u64> {
+    let mount = path_str(&node.fs_root)?;
+    let s = agent::status(&node.addr)?;
     let mut threshold = 0;
     for signal in ["nodefs", "imagefs"] {
-        let fs = s
-            .filesystems
-            .iter()
-            .find(|f| f.signal == signal)
-            .with_context(|| format!("no {signal} in the status document"))?;
+        let fs = filesystem(&s, signal)?;
         if fs.mountpoint != mount || fs.threshold_bytes == 0 {
             bail!("{signal} should be {mount} with a threshold: {fs:?}");
         }
         threshold = fs.threshold_bytes;
     }
     Ok(threshold)
-}
-
-/// A filesystem's size and what an unprivileged writer may still use, as
-/// statvfs says (what the kubelet reads).
-#[derive(Debug, Clone, Copy)]
-struct Disk {
-    capacity: u64,
-    available: u64,
-}
-
-impl Disk {
-    fn of(path: &Path) -> Result<Disk> {
-        let s = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
-        Ok(Disk {
-            capacity: s.f_blocks * s.f_frsize,
-            available: s.f_bavail * s.f_frsize,
-        })
-    }
-}
-
-/// Builds `repository:1` (one layer of `bytes` random bytes) in an OCI
-/// layout of its own under `dir` (no other trial builds there) and pushes
-/// it to `registry`.
-fn push_noise_image(dir: &Path, registry: &str, repository: &str, bytes: u64) -> Result<()> {
-    let work = dir.join("build");
-    fs::create_dir_all(&work)?;
-    let layout = work.join("oci");
-    let image = format!("{}:1", layout.display());
-    let bundle = work.join("bundle");
-    oracle::run("umoci", &["init", "--layout", path_str(&layout)?])?;
-    oracle::run("umoci", &["new", "--image", &image])?;
-    oracle::run(
-        "umoci",
-        &[
-            "unpack",
-            "--rootless",
-            "--image",
-            &image,
-            path_str(&bundle)?,
-        ],
-    )?;
-    let file = bundle.join("rootfs/big.bin");
-    oracle::run(
-        "sh",
-        &[
-            "-c",
-            &format!("head -c {bytes} /dev/urandom > '{}'", path_str(&file)?),
-        ],
-    )?;
-    oracle::run("umoci", &["repack", "--image", &image, path_str(&bundle)?])?;
-    fs::remove_dir_all(&bundle)?;
-    oracle::run(
-        "skopeo",
-        &[
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            &format!("oci:{image}"),
-            &format!("docker://{registry}/{repository}:1"),
-        ],
-    )?;
-    // The layout holds a copy of the blob: not needed any more.
-    fs::remove_dir_all(&work)?;
-    Ok(())
 }
 
 /// The headroom job's `scrape_interval` in `deploy/prometheus/prometheus.yml`.
@@ -414,21 +260,16 @@ fn start_alertmanager(dir: &Path, webhook: &str) -> Result<(Proc, String)> {
         &config,
         example.replace(EXAMPLE_WEBHOOK, &format!("http://{webhook}")),
     )?;
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut cmd = Command::new(ALERTMANAGER);
-    cmd.args([
-        &format!("--config.file={}", path_str(&config)?),
-        &format!(
+    let flags = [
+        format!("--config.file={}", path_str(&config)?),
+        format!(
             "--storage.path={}",
             path_str(&dir.join("alertmanager-data"))?
         ),
-        &format!("--web.listen-address={addr}"),
-        "--cluster.listen-address=",
-        "--log.level=info",
-    ]);
-    let mut proc = Proc::spawn("alertmanager", cmd, dir.join("alertmanager.log"))?;
-    ready(&mut proc, &addr, "/-/ready")?;
-    Ok((proc, addr))
+        "--cluster.listen-address=".to_owned(),
+        "--log.level=info".to_owned(),
+    ];
+    start_ready(dir, "alertmanager", ALERTMANAGER, &flags)
 }
 
 /// Starts Prometheus on a free loopback port, scraping the agent every
@@ -455,19 +296,26 @@ fn start_prometheus(
             prometheus::JOB
         ),
     )?;
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut cmd = Command::new("prometheus");
-    cmd.args([
-        &format!("--config.file={}", path_str(&config)?),
-        &format!(
+    let flags = [
+        format!("--config.file={}", path_str(&config)?),
+        format!(
             "--storage.tsdb.path={}",
             path_str(&dir.join("prometheus-data"))?
         ),
-        &format!("--web.listen-address={addr}"),
-        "--log.level=warn",
-    ]);
-    let mut proc = Proc::spawn("prometheus-paging", cmd, dir.join("prometheus.log"))?;
-    ready(&mut proc, &addr, "/-/ready")?;
+        "--log.level=warn".to_owned(),
+    ];
+    start_ready(dir, "prometheus-paging", "prometheus", &flags)
+}
+
+/// Starts `prog` as `name` on a free loopback port with `flags` (then
+/// `--web.listen-address`), its output in `<dir>/<name>.log`; waits up to
+/// [`READY_WITHIN`] until `/-/ready` answers.
+fn start_ready(dir: &Path, name: &str, prog: &str, flags: &[String]) -> Result<(Proc, String)> {
+    let addr = format!("127.0.0.1:{}", free_port()?);
+    let mut cmd = Command::new(prog);
+    cmd.args(flags).arg(format!("--web.listen-address={addr}"));
+    let mut proc = Proc::spawn(name, cmd, dir.join(format!("{name}.log")))?;
+    ready(&mut proc, &addr, "/-/ready", READY_WITHIN)?;
     Ok((proc, addr))
 }
 
@@ -631,69 +479,65 @@ impl Timeline {
     }
 }
 
-/// Samples the filesystem every [`SAMPLE_EVERY`] until the pull exits, and
-/// the agent, Prometheus and the webhook every [`ASK_EVERY`] samples; then
-/// waits up to [`LATE_WITHIN`] for a page that has not come.
+/// Watches `pull` on `node` to its end with [`smallnode::watch`] (the disk
+/// every 50 ms, the agent every 200 ms), asking Prometheus at every agent
+/// sample; then waits up to [`LATE_WITHIN`] for a page that has not come.
+/// Returns the timeline and the pull's output.
 fn watch(
+    node: &SmallNode,
+    pull: Proc,
     started: Instant,
-    pull: &mut Proc,
-    fs_root: &Path,
     line: u64,
-    agent_addr: &str,
     prom: &str,
     webhook: &Webhook,
-) -> Result<Timeline> {
-    let mut t = Timeline {
-        lowest: u64::MAX,
-        ..Timeline::default()
-    };
+) -> Result<(Timeline, String)> {
     let first = |slot: &mut Option<Duration>, now: bool| {
         if now && slot.is_none() {
             *slot = Some(started.elapsed());
         }
     };
-    let mut n = 0u32;
-    let exit = loop {
-        if let Some(exit) = pull.exited() {
-            break format!("{exit}");
+    let (mut stored, mut firing) = (None, None);
+    let alert_firing = format!(r#"ALERTS{{alertname="{ALERT}",alertstate="firing"}}"#);
+    let mut pulls = [pull];
+    let percent = EVICTION_PERCENT as f32;
+    let w = smallnode::watch(node, percent, &mut pulls, started, PULL_WITHIN, |_| {
+        if let Ok(series) = prometheus::query(prom, "headroom_pull_remaining_bytes") {
+            first(&mut stored, !series.is_empty());
         }
-        if started.elapsed() > PULL_WITHIN {
-            let exit = pull.terminate(Duration::from_secs(5));
-            break format!("still running after {PULL_WITHIN:?}, stopped: {exit:?}");
+        if let Ok(series) = prometheus::query(prom, &alert_firing) {
+            first(&mut firing, !series.is_empty());
         }
-        let disk = Disk::of(fs_root)?;
-        t.samples += 1;
-        t.lowest = t.lowest.min(disk.available);
-        first(&mut t.crossed, disk.available < line);
-        if n % ASK_EVERY == 0 {
-            if let Ok(s) = agent::status(agent_addr) {
-                first(&mut t.agent_listed, !s.pulls.is_empty());
-                let predicted = s.prediction.get("imagefs").is_some_and(|p| p.predicted);
-                first(&mut t.agent_predicted, predicted);
-            }
-            if let Ok(series) = prometheus::query(prom, "headroom_pull_remaining_bytes") {
-                first(&mut t.prometheus_stored, !series.is_empty());
-            }
-            let firing = format!(r#"ALERTS{{alertname="{ALERT}",alertstate="firing"}}"#);
-            if let Ok(series) = prometheus::query(prom, &firing) {
-                first(&mut t.prometheus_firing, !series.is_empty());
-            }
-        }
-        n += 1;
-        sleep(SAMPLE_EVERY);
+        Ok(())
+    })?;
+    let end = &w.ended[0];
+    let pull_exit = match (end.exit, end.at) {
+        (Some(exit), Some(_)) => format!("{exit}"),
+        (exit, _) => format!("still running after {PULL_WITHIN:?}, stopped: {exit:?}"),
     };
-    t.pull_took = started.elapsed();
-    t.pull_exit = exit;
+    let agent_first = |said: fn(&Sample) -> bool| w.samples.iter().find(|s| said(s)).map(|s| s.at);
+    let mut t = Timeline {
+        pull_took: end.at.unwrap_or_else(|| started.elapsed()),
+        pull_exit,
+        crossed: w.disk.iter().find(|(_, a)| *a < line).map(|(at, _)| *at),
+        lowest: w.disk.iter().map(|(_, a)| *a).min().unwrap_or(u64::MAX),
+        samples: w.disk.len(),
+        agent_listed: agent_first(|s| !s.status.pulls.is_empty()),
+        agent_predicted: agent_first(|s| s.imagefs().predicted),
+        prometheus_stored: stored,
+        prometheus_firing: firing,
+        paged: None,
+        paged_path: None,
+    };
     let late = Instant::now();
     while webhook.first_firing(ALERT).is_none() && late.elapsed() < LATE_WITHIN {
-        sleep(SAMPLE_EVERY);
+        sleep(smallnode::SAMPLE_EVERY);
     }
     let page = webhook.first_firing(ALERT);
     t.paged = page
         .as_ref()
         .map(|p| p.at.saturating_duration_since(started));
     t.paged_path = page.map(|p| p.path);
-    Ok(t)
+    Ok((t, w.outputs()))
 }
 
 /// One POST the webhook received.
@@ -709,33 +553,22 @@ struct Post {
 struct Webhook {
     addr: String,
     posts: Arc<Mutex<Vec<Post>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    _server: Loopback,
 }
 
 impl Webhook {
     fn start() -> Result<Webhook> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind the webhook")?;
-        let addr = listener.local_addr()?.to_string();
         let posts = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (record, flag) = (posts.clone(), stop.clone());
-        let accept = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                if let Some(post) = receive(stream) {
-                    record.lock().unwrap_or_else(|e| e.into_inner()).push(post);
-                }
+        let record = posts.clone();
+        let server = Loopback::start("webhook", move |stream| {
+            if let Some(post) = receive(stream) {
+                record.lock().unwrap_or_else(|e| e.into_inner()).push(post);
             }
-        });
+        })?;
         Ok(Webhook {
-            addr,
+            addr: server.addr.clone(),
             posts,
-            stop,
-            accept: Some(accept),
+            _server: server,
         })
     }
 
@@ -754,17 +587,6 @@ impl Webhook {
                 })
             })
             .cloned()
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the accept loop so it sees the flag.
-        let _ = TcpStream::connect(&self.addr);
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
     }
 }
 

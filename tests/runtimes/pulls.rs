@@ -262,35 +262,37 @@ impl Drop for Undo<'_> {
     }
 }
 
-/// A TCP proxy to `upstream` that sends what upstream answers at most
-/// `rate` bytes per second per connection; stopped when dropped.
-pub struct Throttle {
+/// A server on a free loopback port that hands each connection to `serve`
+/// on its one accept thread; stopped when dropped.
+pub struct Loopback {
     /// `127.0.0.1:PORT` it listens on.
     pub addr: String,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
 
-impl Throttle {
-    /// Listens on a free loopback port and forwards to `upstream`.
-    pub fn start(upstream: &str, rate: u64) -> Result<Throttle> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind the proxy")?;
+impl Loopback {
+    /// Listens on a free loopback port (`what` names it if that fails).
+    pub fn start(
+        what: &str,
+        mut serve: impl FnMut(TcpStream) + Send + 'static,
+    ) -> Result<Loopback> {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").with_context(|| format!("cannot bind the {what}"))?;
         let addr = listener.local_addr()?.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let upstream = upstream.to_owned();
         let accept = thread::spawn(move || {
-            for client in listener.incoming() {
+            for stream in listener.incoming() {
                 if flag.load(Ordering::SeqCst) {
                     break;
                 }
-                let (Ok(client), Ok(server)) = (client, TcpStream::connect(&upstream)) else {
-                    continue;
-                };
-                forward(client, server, rate);
+                if let Ok(stream) = stream {
+                    serve(stream);
+                }
             }
         });
-        Ok(Throttle {
+        Ok(Loopback {
             addr,
             stop,
             accept: Some(accept),
@@ -298,7 +300,7 @@ impl Throttle {
     }
 }
 
-impl Drop for Throttle {
+impl Drop for Loopback {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wakes the accept loop so it sees the flag.
@@ -306,6 +308,30 @@ impl Drop for Throttle {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A TCP proxy to `upstream` that sends what upstream answers at most
+/// `rate` bytes per second per connection; stopped when dropped.
+pub struct Throttle {
+    /// `127.0.0.1:PORT` it listens on.
+    pub addr: String,
+    _server: Loopback,
+}
+
+impl Throttle {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub fn start(upstream: &str, rate: u64) -> Result<Throttle> {
+        let upstream = upstream.to_owned();
+        let server = Loopback::start("proxy", move |client| {
+            if let Ok(server) = TcpStream::connect(&upstream) {
+                forward(client, server, rate);
+            }
+        })?;
+        Ok(Throttle {
+            addr: server.addr.clone(),
+            _server: server,
+        })
     }
 }
 
