@@ -521,8 +521,9 @@ fn start_agent(dir: &Path, port: u16) -> Killed {
         .output()
         .unwrap();
     assert!(out.status.success(), "scripts/fake-docker-root: {out:?}");
-    let config = dir.join("empty.toml");
-    std::fs::write(&config, "").unwrap();
+    // The shipped configuration: every panel and alert must have data with
+    // the defaults users run.
+    let config = Path::new(ROOT).join("deploy/config.toml");
     let child = Command::new(env!("CARGO_BIN_EXE_headroom"))
         .arg("agent")
         .arg("--docker-root")
@@ -539,7 +540,7 @@ fn start_agent(dir: &Path, port: u16) -> Killed {
         .arg("--pod-logs")
         .arg(dir.join("pods"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--rescan-interval", "1s", "--log-level", "warn"])
+        .args(["--log-level", "warn"])
         .env("HEADROOM_CONFIG", &config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
