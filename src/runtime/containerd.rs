@@ -132,8 +132,11 @@ impl Listing {
     /// Lists namespace `ns`; a failing list is a problem and stays empty.
     async fn fetch(rpc: &Rpc, ns: String, source: &str, problems: &mut Vec<Problem>) -> Self {
         let images = or_problem(rpc.images(&ns).await, source, problems);
-        let content = or_problem(rpc.content(&ns).await, source, problems);
+        // Ingests before content: a blob committed in between is then in one
+        // list or the other, never missing from both (which read as a layer
+        // with nothing downloaded, its bytes left jumping back up).
         let ingests = or_problem(rpc.ingests(&ns).await, source, problems);
+        let content = or_problem(rpc.content(&ns).await, source, problems);
         let snapshots = or_problem(rpc.snapshots(&ns, OVERLAYFS).await, source, problems);
         let containers = or_problem(rpc.containers(&ns).await, source, problems);
         Listing {

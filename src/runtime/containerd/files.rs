@@ -53,6 +53,11 @@ pub enum FilesError {
 /// [`Problem`] naming the file.
 pub fn discover_from_files(root: &Path) -> Result<Discovery, FilesError> {
     let meta_path = root.join(METADATA_DIR).join("meta.db");
+    let store = Store::under(root, &meta_path);
+    // Ingests before meta.db's content: a blob committed in between is in
+    // one or the other, never missing from both.
+    let mut ingest_problems = Vec::new();
+    let ingests = store.ingests(&mut ingest_problems);
     let meta = snapshots::read_consistent(&meta_path, meta_db::parse).map_err(|e| {
         let reason = match e {
             CopyError::Io(e) => e.to_string(),
@@ -65,7 +70,6 @@ pub fn discover_from_files(root: &Path) -> Result<Discovery, FilesError> {
             reason,
         }
     })?;
-    let store = Store::under(root, &meta_path);
     let mut disc = Discovery::new(RuntimeKind::Containerd, store.snapshotter.clone());
     disc.pull_dirs = vec![super::ingest_dir(&store.content)];
     disc.problems
@@ -74,7 +78,7 @@ pub fn discover_from_files(root: &Path) -> Result<Discovery, FilesError> {
     let backend = snapshots::read_blocking(&store.snapshotter.join("metadata.db"))
         .map_err(|p| disc.problems.push(p))
         .ok();
-    let ingests = store.ingests(&mut disc.problems);
+    disc.problems.extend(ingest_problems);
     let mut digests = BTreeSet::new();
     for ns in &meta.namespaces {
         digests.extend(ns.content.keys().cloned());
