@@ -250,6 +250,7 @@ fn gc_image(
             .unwrap_or(SystemTime::now()),
     }
 }
+
 /// Reads a filesystem's free space again (one statvfs of its mount point)
 /// and updates what is left above its thresholds; its thresholds, which
 /// follow the capacity, are kept unless the capacity changed. An error
