@@ -598,16 +598,29 @@ fn first_where(
     None
 }
 
+/// A node with one image, scanned by a [`run`]ning scanner on the shipped
+/// intervals.
+type Running = (
+    Node,
+    mpsc::SyncSender<Wake>,
+    mpsc::Receiver<(Pass, Status, Instant)>,
+);
+
+fn one_image_node() -> Running {
+    let node = Node::new();
+    node.layers(&["base"], &[50]);
+    node.image(&["base"], "demo/base:1");
+    let layout = node.layout(None, Duration::from_secs(1));
+    let (wake, rx) = run(Scanner::new(layout, shipped()));
+    (node, wake, rx)
+}
+
 /// With the shipped intervals, a Docker download that starts between scans
 /// is listed within a tick or two, as a pull of unknown size, and is gone
 /// once its file is; the ticks in between walk nothing.
 #[test]
 fn a_docker_pull_is_seen_within_a_second_with_the_shipped_intervals() {
-    let node = Node::new();
-    node.layers(&["base"], &[50]);
-    node.image(&["base"], "demo/base:1");
-    let layout = node.layout(None, Duration::from_secs(1));
-    let (_wake, rx) = run(Scanner::new(layout, shipped()));
+    let (node, _wake, rx) = one_image_node();
     let (pass, first, _) = first_where(&rx, Duration::from_secs(10), |_| true).unwrap();
     assert_eq!((pass, first.pulls.len()), (Pass::Rescan, 0));
     // Nothing changes: the refreshed document comes after 10 s (PUBLISH_EVERY).
@@ -644,11 +657,7 @@ fn a_docker_pull_is_seen_within_a_second_with_the_shipped_intervals() {
 /// runtimes: a new image is listed at once, without waiting for the resync.
 #[test]
 fn a_change_is_read_at_once_with_the_shipped_intervals() {
-    let node = Node::new();
-    node.layers(&["base"], &[50]);
-    node.image(&["base"], "demo/base:1");
-    let layout = node.layout(None, Duration::from_secs(1));
-    let (wake, rx) = run(Scanner::new(layout, shipped()));
+    let (node, wake, rx) = one_image_node();
     first_where(&rx, Duration::from_secs(10), |_| true).unwrap();
     node.layers(&["base", "app"], &[50, 20]);
     node.image(&["base", "app"], "demo/app:1");
