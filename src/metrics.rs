@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::report::{Container, Filesystem, Image, Pull, ScanSummary, Status, Volume};
+use crate::report::{Container, Filesystem, Image, Pull, ScanSummary, Signal, Status, Volume};
 use crate::walk::ErrorKind;
 
 /// The label value of the series that sums everything past the top N.
@@ -47,7 +47,7 @@ pub struct ScanTotals {
     /// Directory entries walked, all scans together.
     pub files: u64,
     /// Entries that could not be examined, by kind, all scans together.
-    pub errors: BTreeMap<String, u64>,
+    pub errors: BTreeMap<ErrorKind, u64>,
     /// Scans completed: passes that measured every mutable path again.
     pub scans: u64,
 }
@@ -59,7 +59,7 @@ impl ScanTotals {
     pub fn record(&mut self, scan: &ScanSummary, rescan: bool) {
         self.files = self.files.saturating_add(scan.files);
         for (kind, n) in &scan.errors_by_kind {
-            let total = self.errors.entry(kind.clone()).or_default();
+            let total = self.errors.entry(*kind).or_default();
             *total = total.saturating_add(*n);
         }
         if rescan {
@@ -144,7 +144,7 @@ fn filesystems(registry: &mut Registry, status: &Status) {
     let per_mount = |value: fn(&Filesystem) -> u64| {
         fs.iter().map(move |f| {
             let labels = FilesystemLabels {
-                signal: f.signal.clone(),
+                signal: f.signal.as_str().to_string(),
                 mountpoint: f.mountpoint.clone(),
             };
             (labels, gauge(value(f)))
@@ -153,7 +153,7 @@ fn filesystems(registry: &mut Registry, status: &Status) {
     let per_signal = |value: fn(&Filesystem) -> i64| {
         fs.iter().map(move |f| {
             let labels = SignalLabels {
-                signal: f.signal.clone(),
+                signal: f.signal.as_str().to_string(),
             };
             (labels, value(f))
         })
@@ -264,7 +264,7 @@ fn containers(registry: &mut Registry, containers: &[Container], top_n: usize) {
         top_n,
         |c| c.writable_disk_bytes.saturating_add(c.log_bytes),
         |c| ContainerLabels {
-            runtime: c.runtime.clone(),
+            runtime: c.runtime_name().to_string(),
             namespace: c.namespace.clone(),
             pod: c.pod.clone().unwrap_or_default(),
             pod_namespace: c.pod_namespace.clone().unwrap_or_default(),
@@ -353,7 +353,9 @@ fn pulls(registry: &mut Registry, pulls: &[Pull], top_n: usize) {
 }
 
 fn verdicts(registry: &mut Registry, status: &Status) {
-    let signal = |s: &String| SignalLabels { signal: s.clone() };
+    let signal = |s: &Signal| SignalLabels {
+        signal: s.as_str().to_string(),
+    };
     register_gauges(
         registry,
         "pressure_predicted",
@@ -371,7 +373,7 @@ fn verdicts(registry: &mut Registry, status: &Status) {
         Some(Unit::Bytes),
         status.prediction.iter().flat_map(|(s, p)| {
             let at = |after: &str| ProjectionLabels {
-                signal: s.clone(),
+                signal: s.as_str().to_string(),
                 after: after.to_string(),
             };
             [
@@ -401,7 +403,7 @@ fn verdicts(registry: &mut Registry, status: &Status) {
             .iter()
             .map(|(runtime, bytes)| {
                 let labels = RuntimeLabels {
-                    runtime: runtime.clone(),
+                    runtime: runtime.as_str().to_string(),
                 };
                 (labels, gauge(*bytes))
             }),
@@ -439,8 +441,11 @@ fn scans(registry: &mut Registry, status: &Status, totals: &ScanTotals) {
         duration,
     );
     // Lets alerts catch a stuck scanner: time() - this grows without bound.
-    if let Ok(at) = humantime::parse_rfc3339(&status.generated_at) {
-        let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    {
+        let secs = status
+            .generated_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let stamp = Gauge::<i64>::default();
         stamp.set(gauge(secs));
         registry.register_with_unit(
@@ -462,11 +467,8 @@ fn scans(registry: &mut Registry, status: &Status, totals: &ScanTotals) {
         let labels = KindLabels {
             kind: kind.as_str().to_string(),
         };
-        errors.get_or_create(&labels).inc_by(0);
-    }
-    for (kind, n) in &totals.errors {
-        let labels = KindLabels { kind: kind.clone() };
-        errors.get_or_create(&labels).inc_by(*n);
+        let n = totals.errors.get(&kind).copied().unwrap_or(0);
+        errors.get_or_create(&labels).inc_by(n);
     }
     registry.register(
         "scan_errors",
@@ -545,12 +547,12 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
-    use crate::report::{Prediction, RuntimeState, ScanErrorSample};
+    use crate::report::{Prediction, RuntimeState, ScanErrorSample, Source, State};
     use crate::runtime::{Problem, RuntimeKind};
 
-    fn filesystem(signal: &str, mountpoint: &str, available: u64, threshold: u64) -> Filesystem {
+    fn filesystem(signal: Signal, mountpoint: &str, available: u64, threshold: u64) -> Filesystem {
         Filesystem {
-            signal: signal.into(),
+            signal,
             path: format!("{mountpoint}/lib"),
             mountpoint: mountpoint.into(),
             fstype: "ext4".into(),
@@ -589,7 +591,7 @@ mod tests {
 
     fn container(name: &str, pod: Option<&str>, writable: u64, logs: u64) -> Container {
         Container {
-            runtime: "containerd".into(),
+            runtime: Some(RuntimeKind::Containerd),
             namespace: "k8s.io".into(),
             id: "0123456789abcdef0123".into(),
             name: name.into(),
@@ -606,7 +608,11 @@ mod tests {
     fn prediction(predicted: bool, seconds_until: Option<u64>) -> Prediction {
         Prediction {
             predicted,
-            state: if predicted { "pressure" } else { "ok" }.into(),
+            state: if predicted {
+                State::Pressure
+            } else {
+                State::Ok
+            },
             seconds_until,
             projected_available_after_pull: 0,
             projected_available_after_gc: 0,
@@ -618,12 +624,17 @@ mod tests {
         Status {
             schema: crate::report::SCHEMA,
             node: "node-1".into(),
-            generated_at: "2026-05-01T12:00:00Z".into(),
-            source: "scan".into(),
+            generated_at: humantime::parse_rfc3339("2026-05-01T12:00:00Z").unwrap(),
+            source: Source::Scan,
             thresholds_source: "defaults".into(),
             filesystems: vec![
-                filesystem("nodefs", "/", 20_000_000_000, 10_000_000_000),
-                filesystem("imagefs", "/var/lib/containerd", 1_000, 15_000_000_000),
+                filesystem(Signal::Nodefs, "/", 20_000_000_000, 10_000_000_000),
+                filesystem(
+                    Signal::Imagefs,
+                    "/var/lib/containerd",
+                    1_000,
+                    15_000_000_000,
+                ),
             ],
             images: vec![
                 image(
@@ -664,25 +675,27 @@ mod tests {
             ],
             reclaimable_bytes: 42_000,
             reclaimable_by_runtime: [
-                ("containerd".to_string(), 40_000),
-                ("docker".to_string(), 2_000),
+                (RuntimeKind::Containerd, 40_000),
+                (RuntimeKind::Docker, 2_000),
             ]
             .into(),
             prediction: BTreeMap::from([
-                ("imagefs".to_string(), prediction(true, Some(0))),
-                ("nodefs".to_string(), prediction(false, None)),
+                (Signal::Imagefs, prediction(true, Some(0))),
+                (Signal::Nodefs, prediction(false, None)),
             ]),
             runtimes: vec![
                 RuntimeState {
                     runtime: RuntimeKind::Containerd,
                     found: true,
                     location: "/run/containerd/containerd.sock".into(),
+                    image_root: Some("/var/lib/containerd".into()),
                     message: None,
                 },
                 RuntimeState {
                     runtime: RuntimeKind::Docker,
                     found: false,
                     location: "/var/lib/docker".into(),
+                    image_root: None,
                     message: Some("not found".into()),
                 },
             ],
@@ -690,10 +703,10 @@ mod tests {
             scan: ScanSummary {
                 files: 10,
                 errors: 1,
-                errors_by_kind: BTreeMap::from([("denied".to_string(), 1)]),
+                errors_by_kind: BTreeMap::from([(ErrorKind::Denied, 1)]),
                 error_samples: vec![ScanErrorSample {
                     path: "/x".into(),
-                    kind: "denied".into(),
+                    kind: ErrorKind::Denied,
                     message: "permission denied".into(),
                 }],
                 duration_seconds: 1.5,
@@ -704,7 +717,7 @@ mod tests {
     fn totals() -> ScanTotals {
         ScanTotals {
             files: 1234,
-            errors: BTreeMap::from([("denied".to_string(), 2), ("vanished".to_string(), 7)]),
+            errors: BTreeMap::from([(ErrorKind::Denied, 2), (ErrorKind::Vanished, 7)]),
             scans: 3,
         }
     }
@@ -925,7 +938,7 @@ mod tests {
         t.record(&scan, false);
         assert_eq!(t.files, 30);
         assert_eq!(t.scans, 2, "a reread is no scan");
-        assert_eq!(t.errors, BTreeMap::from([("denied".to_string(), 3)]));
+        assert_eq!(t.errors, BTreeMap::from([(ErrorKind::Denied, 3)]));
     }
 
     /// One sample as the Python parser reads it: name, labels, value.

@@ -5,10 +5,12 @@
 //! them stable and only add new ones. See `DESIGN.md` in the shared notes.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::{Problem, RuntimeKind};
+use crate::walk::ErrorKind;
 
 /// The version of this document's shape.
 pub const SCHEMA: u32 = 1;
@@ -20,10 +22,11 @@ pub struct Status {
     pub schema: u32,
     /// The node name (`NODE_NAME`, else the host name).
     pub node: String,
-    /// When the document was made, RFC 3339 in UTC.
-    pub generated_at: String,
-    /// Where the figures came from: `scan` (a one-shot scan by this process).
-    pub source: String,
+    /// When the document was made (RFC 3339 in UTC, to the second, in JSON).
+    #[serde(with = "rfc3339")]
+    pub generated_at: SystemTime,
+    /// Where the figures came from.
+    pub source: Source,
     /// Where the eviction thresholds came from: the kubelet config file, or
     /// the kubelet's Linux defaults.
     pub thresholds_source: String,
@@ -42,10 +45,10 @@ pub struct Status {
     pub pulls: Vec<Pull>,
     /// Bytes that removing every unused, unpinned image would really free.
     pub reclaimable_bytes: u64,
-    /// The same per runtime (`docker`, `containerd`); they add up to the total.
-    pub reclaimable_by_runtime: BTreeMap<String, u64>,
-    /// Per signal name: whether pressure is predicted, and why.
-    pub prediction: BTreeMap<String, Prediction>,
+    /// The same per runtime; they add up to the total.
+    pub reclaimable_by_runtime: BTreeMap<RuntimeKind, u64>,
+    /// Per signal: whether pressure is predicted, and why.
+    pub prediction: BTreeMap<Signal, Prediction>,
     /// Which runtimes were found, and why the others were not.
     pub runtimes: Vec<RuntimeState>,
     /// Metadata that could not be read; the rest of the document stands.
@@ -54,11 +57,77 @@ pub struct Status {
     pub scan: ScanSummary,
 }
 
+/// Where a document's figures came from (`scan` or `agent` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A one-shot scan by the process that prints it.
+    Scan,
+    /// The agent's last pass (layers measured once, the rest anew).
+    Agent,
+}
+
+/// A kubelet disk signal's filesystem: the kubelet's root (`nodefs`) or the
+/// runtime's image store (`imagefs`); they may be one filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    /// The image store's filesystem (declared first: JSON maps list it first).
+    Imagefs,
+    /// The kubelet root's filesystem.
+    Nodefs,
+}
+
+impl Signal {
+    /// The lowercase name used in JSON, metric labels and sentences.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Imagefs => "imagefs",
+            Signal::Nodefs => "nodefs",
+        }
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A verdict's severity, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Nothing in sight.
+    Ok,
+    /// Image GC due, a soft threshold crossed, or only GC keeps a pull from crossing.
+    Warning,
+    /// A hard threshold is, or is predicted to be, crossed.
+    Pressure,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl State {
+    /// `ok`, `warning` or `pressure`, as in the status document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Warning => "warning",
+            State::Pressure => "pressure",
+        }
+    }
+}
+
 /// A kubelet disk signal and the filesystem that backs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Filesystem {
-    /// `nodefs` or `imagefs` (or `containerfs`).
-    pub signal: String,
+    /// The signal this filesystem decides.
+    pub signal: Signal,
     /// The path whose filesystem decides this signal (kubelet or runtime root).
     pub path: String,
     /// Mount point of that filesystem.
@@ -94,8 +163,9 @@ pub struct Image {
     pub id: String,
     /// Tags and digests naming this image.
     pub refs: Vec<String>,
-    /// When the image was created in the local store (RFC 3339), if known.
-    pub created: Option<String>,
+    /// When the image was created in the local store (RFC 3339 in JSON), if known.
+    #[serde(with = "rfc3339::option")]
+    pub created: Option<SystemTime>,
     /// Unpacked size of all its layers (st_blocks × 512).
     pub disk_bytes: u64,
     /// Unpacked size of all its layers (st_size).
@@ -146,8 +216,10 @@ pub struct Layer {
 /// One container (or orphaned pod logs) with its writable layer and logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Container {
-    /// `docker`, `containerd`, or `kubelet` for pod logs with no container left.
-    pub runtime: String,
+    /// The runtime keeping the container; `None` (`kubelet` in JSON) for pod
+    /// logs whose container is gone.
+    #[serde(with = "kubelet_when_none")]
+    pub runtime: Option<RuntimeKind>,
     /// containerd namespace; empty for Docker.
     pub namespace: String,
     /// Container ID (empty for orphaned pod logs).
@@ -239,8 +311,8 @@ pub struct Pull {
 pub struct Prediction {
     /// Whether the signal is, or is predicted to be, past its threshold.
     pub predicted: bool,
-    /// `ok`, `warning` (image GC due or a soft threshold crossed) or `pressure`.
-    pub state: String,
+    /// How bad it is.
+    pub state: State,
     /// Seconds until the threshold is crossed; 0 when already crossed, null
     /// when no trend is known.
     pub seconds_until: Option<u64>,
@@ -261,6 +333,10 @@ pub struct RuntimeState {
     pub found: bool,
     /// The root, socket or file it was looked for at.
     pub location: String,
+    /// Where its image store lives (containerd's snapshotter root, Docker's
+    /// root), once read: the filesystem its pulls land on.
+    #[serde(default)]
+    pub image_root: Option<String>,
     /// Why it was not found or read; or, when it was read another way than
     /// usual (containerd from its files), why and how.
     pub message: Option<String>,
@@ -274,7 +350,7 @@ pub struct ScanSummary {
     /// Entries that could not be examined (vanished, unreadable, …).
     pub errors: u64,
     /// Error counts by kind.
-    pub errors_by_kind: BTreeMap<String, u64>,
+    pub errors_by_kind: BTreeMap<ErrorKind, u64>,
     /// A few errors, with their paths, for on-call.
     pub error_samples: Vec<ScanErrorSample>,
     /// Wall time of the scan, in seconds (JSON key `duration`, as DESIGN.md
@@ -288,8 +364,8 @@ pub struct ScanSummary {
 pub struct ScanErrorSample {
     /// The entry that could not be examined.
     pub path: String,
-    /// `vanished`, `denied`, `io`, …
-    pub kind: String,
+    /// What kind of error it was.
+    pub kind: ErrorKind,
     /// The error in words.
     pub message: String,
 }
@@ -310,6 +386,12 @@ impl Image {
 }
 
 impl Container {
+    /// The name of the runtime keeping it, `kubelet` for pod logs alone.
+    pub fn runtime_name(&self) -> &'static str {
+        self.runtime
+            .map_or(kubelet_when_none::KUBELET, RuntimeKind::as_str)
+    }
+
     /// What people call the container: its name, else its short ID.
     pub fn display_name(&self) -> String {
         if self.name.is_empty() {
@@ -324,4 +406,65 @@ impl Container {
 pub fn short_id(id: &str) -> String {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.chars().take(12).collect()
+}
+
+/// Times as RFC 3339 in UTC, to the second (`2026-05-01T12:00:00Z`).
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_seconds(*at))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&text).map_err(D::Error::custom)
+    }
+
+    /// The same for an optional time (`null` when unknown).
+    pub mod option {
+        use std::time::SystemTime;
+
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(at: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SystemTime>, D::Error> {
+            #[derive(Deserialize)]
+            struct Time(#[serde(with = "super")] SystemTime);
+            Ok(Option::<Time>::deserialize(d)?.map(|t| t.0))
+        }
+    }
+}
+
+/// A container's runtime, `kubelet` when there is none (pod logs only).
+mod kubelet_when_none {
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::runtime::RuntimeKind;
+
+    pub const KUBELET: &str = "kubelet";
+
+    pub fn serialize<S: Serializer>(kind: &Option<RuntimeKind>, s: S) -> Result<S::Ok, S::Error> {
+        kind.map_or(KUBELET, RuntimeKind::as_str).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RuntimeKind>, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == KUBELET {
+            return Ok(None);
+        }
+        RuntimeKind::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&name))
+            .map(Some)
+            .map_err(|_| D::Error::unknown_variant(&name, &["docker", "containerd", KUBELET]))
+    }
 }

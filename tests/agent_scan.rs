@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use headroom::agent::scanner::{Pass, ScanSettings, Scanner, Wake};
 use headroom::layout::NodeLayout;
-use headroom::report::Status;
+use headroom::report::{Source, Status};
 use headroom::walk::WalkOptions;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -288,7 +288,12 @@ fn du_layers(layers: &[&FixtureLayer]) -> BTreeMap<String, (u64, u64, u64)> {
 }
 
 fn error_kinds(status: &Status) -> BTreeSet<String> {
-    status.scan.errors_by_kind.keys().cloned().collect()
+    status
+        .scan
+        .errors_by_kind
+        .keys()
+        .map(|k| k.as_str().to_string())
+        .collect()
 }
 
 /// Containerd's stand-in for the stalling tests: accepts one connection,
@@ -368,7 +373,7 @@ fn layers_are_walked_once_and_the_rest_every_pass() {
         Duration::from_secs(120),
     );
     let first = scanner.pass(true, true);
-    assert_eq!(first.source, "agent");
+    assert_eq!(first.source, Source::Agent);
     assert_eq!(first.scan.errors, 0, "{:?}", first.scan.error_samples);
     assert_eq!(first.scan.files, layer_entries + mutable_entries());
     assert_eq!(layer_figures(&first), du_layers(&all_layers));

@@ -18,7 +18,7 @@ use super::watch::PullWatch;
 use crate::inventory::{self, Discovered};
 use crate::layout::NodeLayout;
 use crate::predict::history::History;
-use crate::report::Status;
+use crate::report::{Signal, Source, State, Status};
 use crate::walk::{Usage, WalkOptions};
 
 /// How far apart the agent looks for new pulls and samples free space.
@@ -96,14 +96,14 @@ pub struct Scanner {
 
 /// What a refresh must not sit on: a signal's state and whether pressure
 /// is predicted.
-type Verdict = (String, String, bool);
+type Verdict = (Signal, State, bool);
 
 /// The verdicts of `status`, as compared between ticks.
 fn verdicts(status: &Status) -> Vec<Verdict> {
     status
         .prediction
         .iter()
-        .map(|(signal, p)| (signal.clone(), p.state.clone(), p.predicted))
+        .map(|(signal, p)| (*signal, p.state, p.predicted))
         .collect()
 }
 
@@ -164,9 +164,11 @@ impl Scanner {
         let summary = inventory::summarize(walked.values(), started.elapsed().as_secs_f64());
         let (cache, mutable) = (&self.cache, &self.mutable);
         let size = |p: &std::path::Path| cache.get(p).or_else(|| mutable.get(p).copied());
-        let mut status =
-            inventory::build(&self.layout, &discovered, &size, summary, &mut self.history);
-        status.source = "agent".to_string();
+        let pass = inventory::Pass {
+            scan: summary,
+            source: Source::Agent,
+        };
+        let status = inventory::build(&self.layout, &discovered, &size, pass, &mut self.history);
         self.discovered = Some((discovered, at));
         self.note_progress(&status);
         status

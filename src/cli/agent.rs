@@ -131,7 +131,7 @@ fn spawn_scanner(
                 if pass != Pass::Refresh {
                     totals.record(&status.scan, pass == Pass::Rescan);
                     // Ready once a pass measured everything within its deadline.
-                    ready |= !status.scan.errors_by_kind.contains_key(ErrorKind::Deadline.as_str());
+                    ready |= !status.scan.errors_by_kind.contains_key(&ErrorKind::Deadline);
                     log_scan(status, ready);
                 }
                 match Snapshot::from_status(status, &totals, top_n) {

@@ -6,18 +6,17 @@ pub mod du;
 mod screen;
 pub mod status;
 
+use headroom::report::State;
+
 /// Exit code when Headroom itself failed.
 pub const EXIT_ERROR: u8 = 3;
 
-/// The exit code of the worst verdict among `states` (`ok`, `warning`,
-/// `pressure`): 2 pressure, 1 warning, else 0.
-fn exit_code_of<'a>(states: impl Iterator<Item = &'a str>) -> u8 {
-    states
-        .map(|s| match s {
-            "pressure" => 2,
-            "warning" => 1,
-            _ => 0,
-        })
-        .max()
-        .unwrap_or(0)
+/// The exit code of the worst verdict among `states`: 2 pressure, 1
+/// warning, else 0.
+fn exit_code_of(states: impl Iterator<Item = State>) -> u8 {
+    match states.max() {
+        Some(State::Pressure) => 2,
+        Some(State::Warning) => 1,
+        Some(State::Ok) | None => 0,
+    }
 }

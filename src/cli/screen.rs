@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{presets, CellAlignment, Table};
-use headroom::report::{human_bytes, Filesystem, Prediction, Status};
+use headroom::report::{human_bytes, Filesystem, Prediction, Source, State, Status};
 
 const BAR_WIDTH: usize = 30;
 const PROBLEMS_SHOWN: usize = 5;
@@ -35,14 +35,14 @@ pub fn render(out: &mut impl Write, status: &Status, top: usize) -> io::Result<(
 
 fn header(out: &mut impl Write, s: &Status) -> io::Result<()> {
     let scan = &s.scan;
-    let how = match s.source.as_str() {
+    let how = match s.source {
         // The agent measures committed layers once: a pass walks only what
         // changes, so its count is small by design.
-        "agent" => format!(
+        Source::Agent => format!(
             "from the agent (its last pass: {:.1} s, {} entries walked anew, {} errors)",
             scan.duration_seconds, scan.files, scan.errors
         ),
-        _ => format!(
+        Source::Scan => format!(
             "one-shot scan: {:.1} s, {} entries, {} errors",
             scan.duration_seconds, scan.files, scan.errors
         ),
@@ -50,7 +50,8 @@ fn header(out: &mut impl Write, s: &Status) -> io::Result<()> {
     writeln!(
         out,
         "{BOLD}headroom{BOLD:#} on {} at {} · {how}",
-        s.node, s.generated_at
+        s.node,
+        humantime::format_rfc3339_seconds(s.generated_at)
     )
 }
 
@@ -62,8 +63,7 @@ fn filesystems(out: &mut impl Write, s: &Status) -> io::Result<()> {
     )?;
     for fs in &s.filesystems {
         let verdict = s.prediction.get(&fs.signal);
-        let state = verdict.map_or("ok", |p| p.state.as_str());
-        let style = state_style(state);
+        let style = state_style(verdict.map_or(State::Ok, |p| p.state));
         writeln!(
             out,
             "  {BOLD}{:<8}{BOLD:#}{style}{}{style:#} {:>3.0}% used of {}  {} ({})",
@@ -92,21 +92,21 @@ fn filesystems(out: &mut impl Write, s: &Status) -> io::Result<()> {
 
 /// `STATE: reason`, indented under a filesystem's bar, in the state's color.
 pub(super) fn verdict_line(out: &mut impl Write, p: &Prediction) -> io::Result<()> {
-    let style = state_style(&p.state);
+    let style = state_style(p.state);
     writeln!(
         out,
         "          {style}{}{style:#}: {}",
-        p.state.to_uppercase(),
+        p.state.as_str().to_uppercase(),
         p.reason
     )
 }
 
 /// The color of a verdict state.
-pub(super) fn state_style(state: &str) -> Style {
+pub(super) fn state_style(state: State) -> Style {
     match state {
-        "pressure" => RED,
-        "warning" => YELLOW,
-        _ => GREEN,
+        State::Pressure => RED,
+        State::Warning => YELLOW,
+        State::Ok => GREEN,
     }
 }
 
@@ -197,7 +197,7 @@ fn containers(out: &mut impl Write, s: &Status, top: usize) -> io::Result<()> {
             human_bytes(c.writable_disk_bytes),
             human_bytes(c.log_bytes),
             c.image.clone(),
-            runtime_label(&c.runtime, &c.namespace),
+            runtime_label(c.runtime_name(), &c.namespace),
         ]);
     }
     writeln!(
@@ -287,7 +287,7 @@ fn problems(out: &mut impl Write, s: &Status) -> io::Result<()> {
             .scan
             .errors_by_kind
             .iter()
-            .map(|(k, n)| format!("{n} {k}"))
+            .map(|(k, n)| format!("{n} {}", k.as_str()))
             .collect();
         writeln!(
             out,
@@ -295,7 +295,7 @@ fn problems(out: &mut impl Write, s: &Status) -> io::Result<()> {
             kinds.join(", ")
         )?;
         for e in s.scan.error_samples.iter().take(PROBLEMS_SHOWN) {
-            writeln!(out, "  {}: {} ({})", e.path, e.message, e.kind)?;
+            writeln!(out, "  {}: {} ({})", e.path, e.message, e.kind.as_str())?;
         }
     }
     Ok(())

@@ -4,10 +4,11 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use headroom::client;
 use headroom::config::Config;
+use headroom::inventory::{self, Scanned};
 use headroom::report::Status;
 use headroom::walk::WalkOptions;
-use headroom::{client, inventory};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::screen;
@@ -26,7 +27,7 @@ pub struct StatusArgs {
 /// Runs `headroom status`: exit code 0 ok, 1 warning, 2 pressure now.
 pub fn run(args: &StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let status = if config.status.local {
-        scan_here(config)
+        scan_here(config).status
     } else {
         ask_agent_or_scan(config)
     };
@@ -49,23 +50,23 @@ fn ask_agent_or_scan(config: &Config) -> Status {
         Ok(status) => status,
         Err(e) => {
             eprintln!("headroom: {e}; scanning this node directly");
-            scan_here(config)
+            scan_here(config).status
         }
     }
 }
 
 /// One scan of this node with a spinner on a terminal: what `--local` does.
-pub(super) fn scan_here(config: &Config) -> Status {
+pub(super) fn scan_here(config: &Config) -> Scanned {
     let spinner = spinner();
     let walk = WalkOptions {
         threads: config.agent.walk_threads,
         ..WalkOptions::default()
     };
-    let status = inventory::scan(&config.layout, &walk, &|phase| {
+    let scanned = inventory::scan(&config.layout, &walk, &|phase| {
         spinner.set_message(phase.to_string());
     });
     spinner.finish_and_clear();
-    status
+    scanned
 }
 
 /// A spinner on stderr when it is a terminal; hidden otherwise.
@@ -87,5 +88,5 @@ fn exit_code(status: &Status) -> u8 {
     if status.filesystems.is_empty() {
         return super::EXIT_ERROR;
     }
-    super::exit_code_of(status.prediction.values().map(|p| p.state.as_str()))
+    super::exit_code_of(status.prediction.values().map(|p| p.state))
 }

@@ -184,9 +184,7 @@ impl ImageSizes<'_, '_> {
             namespace: img.namespace.clone(),
             id: img.id.clone(),
             refs: img.refs.clone(),
-            created: img
-                .created
-                .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            created: img.created,
             disk_bytes: 0,
             apparent_bytes: 0,
             unique_disk_bytes: 0,
@@ -312,7 +310,7 @@ fn containers(
             let pod_log = c.pod.as_ref().and_then(|p| claim_logs(&mut unclaimed, p));
             let writable = c.writable_dir.as_deref().map(size).unwrap_or_default();
             out.push(Container {
-                runtime: d.runtime.as_str().to_string(),
+                runtime: Some(d.runtime),
                 namespace: c.namespace.clone(),
                 id: c.id.clone(),
                 name: c.name.clone(),
@@ -395,7 +393,7 @@ pub fn volumes(
 /// Logs of a pod container no runtime knows any more still fill the disk.
 fn orphan_logs(logs: &PodLogs, bytes: u64) -> Container {
     Container {
-        runtime: "kubelet".to_string(),
+        runtime: None,
         namespace: String::new(),
         id: String::new(),
         name: logs.pod.container.clone(),
@@ -615,11 +613,7 @@ mod tests {
         assert_eq!(total, 33, "every log file counted exactly once");
         let first = a.containers.iter().find(|c| c.id == "first").unwrap();
         assert_eq!((first.log_bytes, first.writable_disk_bytes), (22, 7));
-        let orphan = a
-            .containers
-            .iter()
-            .find(|c| c.runtime == "kubelet")
-            .unwrap();
+        let orphan = a.containers.iter().find(|c| c.runtime.is_none()).unwrap();
         assert_eq!((orphan.name.as_str(), orphan.log_bytes), ("db", 11));
     }
 }

@@ -7,6 +7,7 @@
 //! filesystem against the kubelet's thresholds ([`signals`]).
 
 pub mod attribute;
+pub mod check_pull;
 pub mod signals;
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +18,9 @@ use crate::kubelet::{self, KubeletConfig};
 use crate::layout::NodeLayout;
 use crate::podlogs::{self, PodLogs};
 use crate::predict::{self, history::History, pull::PullCost};
-use crate::report::{Pull, RuntimeState, ScanErrorSample, ScanSummary, Status, SCHEMA};
+use crate::report::{
+    Pull, RuntimeState, ScanErrorSample, ScanSummary, Signal, Source, Status, SCHEMA,
+};
 use crate::runtime::{containerd, docker, Discovery, Problem, PullLayer, PullRecord, RuntimeKind};
 use crate::volumes::{self, EmptyDir};
 use crate::walk::{self, Walk, WalkOptions};
@@ -106,9 +109,19 @@ fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
     paths
 }
 
+/// One scan of the node: the document, and the kubelet thresholds it was
+/// judged by.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// The status document.
+    pub status: Status,
+    /// The kubelet's thresholds (its defaults when its file could not be read).
+    pub kubelet: KubeletConfig,
+}
+
 /// Scans the node described by `layout` once and builds the status document.
 /// `progress` is told each phase as it starts (for a spinner on a terminal).
-pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str)) -> Status {
+pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str)) -> Scanned {
     let started = Instant::now();
     progress("reading runtime metadata");
     let discovered = discover(layout);
@@ -119,7 +132,24 @@ pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str
     progress("reading filesystems");
     let summary = summarize(sizes.values(), started.elapsed().as_secs_f64());
     let size = |p: &Path| sizes.get(p).map(|w| w.usage);
-    build(layout, &discovered, &size, summary, &mut History::default())
+    let pass = Pass {
+        scan: summary,
+        source: Source::Scan,
+    };
+    let status = build(layout, &discovered, &size, pass, &mut History::default());
+    Scanned {
+        status,
+        kubelet: discovered.kubelet,
+    }
+}
+
+/// How a document's figures were made.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    /// What the walks of this pass saw.
+    pub scan: ScanSummary,
+    /// Who made them.
+    pub source: Source,
 }
 
 /// Attributes measured sizes (`size` of a path; `None` when it was not
@@ -129,7 +159,7 @@ pub fn build(
     layout: &NodeLayout,
     discovered: &Discovered,
     size: &dyn Fn(&Path) -> Option<crate::walk::Usage>,
-    scan: ScanSummary,
+    pass: Pass,
     history: &mut History,
 ) -> Status {
     let mut problems = discovered.problems.clone();
@@ -159,7 +189,7 @@ pub fn build(
     let incoming = signals::Incoming {
         mountpoint: filesystems
             .iter()
-            .find(|fs| fs.signal == "imagefs")
+            .find(|fs| fs.signal == Signal::Imagefs)
             .map(|fs| fs.mountpoint.as_str())
             .filter(|_| in_flight.incoming > 0),
         bytes: in_flight.incoming,
@@ -178,8 +208,8 @@ pub fn build(
     Status {
         schema: SCHEMA,
         node: crate::host::node_name(),
-        generated_at: humantime::format_rfc3339_seconds(now).to_string(),
-        source: "scan".to_string(),
+        generated_at: now,
+        source: pass.source,
         thresholds_source: thresholds_source(kubelet, &layout.kubelet_config),
         filesystems,
         images: attributed.images,
@@ -191,15 +221,11 @@ pub fn build(
             .reclaimable
             .values()
             .fold(0, |a, b| a.saturating_add(*b)),
-        reclaimable_by_runtime: attributed
-            .reclaimable
-            .iter()
-            .map(|(runtime, bytes)| (runtime.as_str().to_string(), *bytes))
-            .collect(),
+        reclaimable_by_runtime: attributed.reclaimable.clone(),
         prediction,
         runtimes: discovered.runtimes.clone(),
         problems,
-        scan,
+        scan: pass.scan,
     }
 }
 
@@ -391,17 +417,19 @@ fn record(
     found: &mut Vec<Discovery>,
     states: &mut Vec<RuntimeState>,
 ) {
-    let (read, message) = match result {
+    let (image_root, message) = match result {
         Ok((discovery, note)) => {
+            let root = discovery.image_root.display().to_string();
             found.push(discovery);
-            (true, note)
+            (Some(root), note)
         }
-        Err(message) => (false, Some(message)),
+        Err(message) => (None, Some(message)),
     };
     states.push(RuntimeState {
         runtime,
-        found: read,
+        found: image_root.is_some(),
         location: location.display().to_string(),
+        image_root,
         message,
     });
 }
@@ -454,17 +482,14 @@ pub fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f6
         summary.files += w.entries;
         for (kind, n) in &w.error_counts {
             summary.errors += n;
-            *summary
-                .errors_by_kind
-                .entry(kind.as_str().to_string())
-                .or_default() += n;
+            *summary.errors_by_kind.entry(*kind).or_default() += n;
         }
         let room = ERROR_SAMPLES.saturating_sub(summary.error_samples.len());
         summary
             .error_samples
             .extend(w.errors.iter().take(room).map(|e| ScanErrorSample {
                 path: e.path.display().to_string(),
-                kind: e.kind.as_str().to_string(),
+                kind: e.kind,
                 message: e.message.clone(),
             }));
     }

@@ -10,11 +10,11 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use crate::host;
-use crate::kubelet::{KubeletConfig, Signal};
+use crate::kubelet::{KubeletConfig, Signal as Eviction};
 use crate::predict::gc::{GcImage, GcPolicy, ImageGc, SharedPart};
 use crate::predict::history::{image_key, History, BURST_WINDOW};
 use crate::predict::verdict::{verdict, Dimension, FsInput, DEFAULT_HORIZON};
-use crate::report::{Filesystem, Image, Layer, Prediction};
+use crate::report::{Filesystem, Image, Layer, Prediction, Signal};
 use crate::runtime::Problem;
 use crate::runtime::RuntimeKind;
 
@@ -27,13 +27,16 @@ pub fn filesystems(
     problems: &mut Vec<Problem>,
 ) -> Vec<Filesystem> {
     let mut out = Vec::new();
-    for (name, path) in [("nodefs", kubelet_root), ("imagefs", image_root)] {
+    for (signal, path) in [
+        (Signal::Nodefs, kubelet_root),
+        (Signal::Imagefs, image_root),
+    ] {
         match host::filesystem_of(path) {
             Ok(fs) => {
                 let (threshold_bytes, threshold_inodes) =
-                    hard_thresholds(name, kubelet, fs.capacity_bytes, fs.inodes);
+                    hard_thresholds(signal, kubelet, fs.capacity_bytes, fs.inodes);
                 out.push(Filesystem {
-                    signal: name.to_string(),
+                    signal,
                     path: path.display().to_string(),
                     mountpoint: fs.mountpoint.display().to_string(),
                     fstype: fs.fstype,
@@ -49,17 +52,22 @@ pub fn filesystems(
             }
             Err(err) => problems.push(Problem::new(
                 path.display().to_string(),
-                format!("{name}: {err}"),
+                format!("{signal}: {err}"),
             )),
         }
     }
     out
 }
 
-/// The hard eviction thresholds (bytes, inodes) of filesystem signal `name`
+/// The hard eviction thresholds (bytes, inodes) of `signal`'s filesystem
 /// for its capacity and inode count (0 where none is set).
-fn hard_thresholds(name: &str, kubelet: &KubeletConfig, capacity: u64, inodes: u64) -> (u64, u64) {
-    let (bytes_signal, inodes_signal) = signals_of(name);
+fn hard_thresholds(
+    signal: Signal,
+    kubelet: &KubeletConfig,
+    capacity: u64,
+    inodes: u64,
+) -> (u64, u64) {
+    let (bytes_signal, inodes_signal) = eviction_signals(signal);
     let threshold = |s, total| {
         kubelet
             .eviction_hard
@@ -72,11 +80,11 @@ fn hard_thresholds(name: &str, kubelet: &KubeletConfig, capacity: u64, inodes: u
     )
 }
 
-/// The kubelet's (bytes, inodes) signals for a filesystem signal name.
-fn signals_of(name: &str) -> (Signal, Signal) {
-    match name {
-        "nodefs" => (Signal::NodefsAvailable, Signal::NodefsInodesFree),
-        _ => (Signal::ImagefsAvailable, Signal::ImagefsInodesFree),
+/// The kubelet's (bytes, inodes) eviction signals of a filesystem's signal.
+fn eviction_signals(signal: Signal) -> (Eviction, Eviction) {
+    match signal {
+        Signal::Nodefs => (Eviction::NodefsAvailable, Eviction::NodefsInodesFree),
+        Signal::Imagefs => (Eviction::ImagefsAvailable, Eviction::ImagefsInodesFree),
     }
 }
 
@@ -136,17 +144,17 @@ pub fn predict(
     history: &History,
     now: SystemTime,
     incoming: &Incoming<'_>,
-) -> BTreeMap<String, Prediction> {
+) -> BTreeMap<Signal, Prediction> {
     let gc_images = gc_images(images, layers, history);
     let gc_mount = filesystems
         .iter()
-        .find(|fs| fs.signal == "imagefs")
+        .find(|fs| fs.signal == Signal::Imagefs)
         .map(|fs| fs.mountpoint.as_str());
     filesystems
         .iter()
         .map(|fs| {
-            let (bytes_signal, inodes_signal) = signals_of(&fs.signal);
-            let (bytes_trend, inodes_trend) = history.trends(&fs.signal);
+            let (bytes_signal, inodes_signal) = eviction_signals(fs.signal);
+            let (bytes_trend, inodes_trend) = history.trends(fs.signal);
             let (incoming_bytes, pulls) = incoming.onto(&fs.mountpoint);
             let dimension = |signal, capacity, available, trend| Dimension {
                 capacity,
@@ -163,7 +171,7 @@ pub fn predict(
                 now,
             });
             let input = FsInput {
-                name: &fs.signal,
+                name: fs.signal,
                 bytes: Dimension {
                     incoming: incoming_bytes,
                     ..dimension(
@@ -179,10 +187,10 @@ pub fn predict(
                 horizon: DEFAULT_HORIZON,
                 unsized_pull: incoming
                     .fills(&fs.mountpoint)
-                    .then(|| history.burst(&fs.signal, BURST_WINDOW))
+                    .then(|| history.burst(fs.signal, BURST_WINDOW))
                     .flatten(),
             };
-            (fs.signal.clone(), verdict(&input).prediction())
+            (fs.signal, verdict(&input).prediction())
         })
         .collect()
 }
@@ -218,10 +226,6 @@ fn gc_image(
         layer_of.get(&(image.runtime, image.namespace.as_str(), chain.as_str()))
     });
     let (unique, shared): (Vec<&&Layer>, Vec<&&Layer>) = layers.partition(|l| l.images <= 1);
-    let created = image
-        .created
-        .as_deref()
-        .and_then(|c| humantime::parse_rfc3339(c).ok());
     GcImage {
         id: image.id.clone(),
         // CRI reports containerd images by their compressed size; Docker's
@@ -245,7 +249,8 @@ fn gc_image(
         in_use: image.in_use,
         pinned: image.pinned,
         last_used: history.last_used(&key),
-        first_detected: created
+        first_detected: image
+            .created
             .or_else(|| history.first_seen(&key))
             .unwrap_or(SystemTime::now()),
     }
@@ -259,7 +264,7 @@ pub fn restat(fs: &mut Filesystem, kubelet: &KubeletConfig) -> Result<(), host::
     let space = host::space_of(Path::new(&fs.mountpoint))?;
     if space.capacity_bytes != fs.capacity_bytes || space.inodes != fs.inodes {
         (fs.threshold_bytes, fs.threshold_inodes) =
-            hard_thresholds(&fs.signal, kubelet, space.capacity_bytes, space.inodes);
+            hard_thresholds(fs.signal, kubelet, space.capacity_bytes, space.inodes);
     }
     fs.capacity_bytes = space.capacity_bytes;
     fs.available_bytes = space.available_bytes;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::pull::DEFAULT_UNPACK_RATIO;
 use super::trend::{Samples, Trend, TrendConfig, BIN};
-use crate::report::{Filesystem, Image};
+use crate::report::{Filesystem, Image, Signal};
 
 /// Samples kept per signal and dimension: an hour of 1-s samples, about 85 kB each for
 /// bytes and inodes (24 bytes a sample), so ~170 kB per signal at most.
@@ -63,7 +63,7 @@ pub struct History {
     /// When the first sample was taken: the origin of the samples' times.
     origin: Option<Instant>,
     /// Per signal: its samples and trends.
-    signals: BTreeMap<String, Series>,
+    signals: BTreeMap<Signal, Series>,
     first_seen: HashMap<String, SystemTime>,
     last_used: HashMap<String, SystemTime>,
     /// The last unpack ratio the node's images taught.
@@ -91,10 +91,7 @@ impl History {
             return;
         };
         for fs in filesystems {
-            let series = self
-                .signals
-                .entry(fs.signal.clone())
-                .or_insert_with(Series::new);
+            let series = self.signals.entry(fs.signal).or_insert_with(Series::new);
             series.bytes.push(t, fs.available_bytes, pulling);
             series.inodes.push(t, fs.inodes_free, pulling);
             series.update_trends(t, pulling);
@@ -117,15 +114,17 @@ impl History {
 
     /// The sustained trends of a signal's (available bytes, free inodes), pulls left
     /// out, when known (see [`super::trend`]), as of the last [`BIN`] boundary.
-    pub fn trends(&self, signal: &str) -> (Option<Trend>, Option<Trend>) {
-        self.signals.get(signal).map_or((None, None), |s| s.trends)
+    pub fn trends(&self, signal: Signal) -> (Option<Trend>, Option<Trend>) {
+        self.signals.get(&signal).map_or((None, None), |s| s.trends)
     }
 
     /// The rate of a signal's available bytes over the last `window` of samples, those
     /// taken during pulls included: how fast a pull of unknown size (Docker's) fills it.
     /// See [`super::trend::burst`] and [`BURST_WINDOW`].
-    pub fn burst(&self, signal: &str, window: Duration) -> Option<Trend> {
-        self.signals.get(signal).and_then(|s| s.bytes.burst(window))
+    pub fn burst(&self, signal: Signal, window: Duration) -> Option<Trend> {
+        self.signals
+            .get(&signal)
+            .and_then(|s| s.bytes.burst(window))
     }
 
     /// The unpack ratio to cost pulls with: what the images teach now
@@ -179,9 +178,9 @@ mod tests {
         }
     }
 
-    fn filesystem(signal: &str, available_bytes: u64, inodes_free: u64) -> Filesystem {
+    fn filesystem(signal: Signal, available_bytes: u64, inodes_free: u64) -> Filesystem {
         Filesystem {
-            signal: signal.into(),
+            signal,
             path: "/".into(),
             mountpoint: "/".into(),
             fstype: "ext4".into(),
@@ -206,7 +205,7 @@ mod tests {
     ) {
         for s in seconds {
             let (bytes, pulling) = available(s);
-            let fs = filesystem("imagefs", bytes, 500_000 - s);
+            let fs = filesystem(Signal::Imagefs, bytes, 500_000 - s);
             h.sample(start + Duration::from_secs(s), &[fs], pulling);
         }
     }
@@ -229,10 +228,10 @@ mod tests {
     #[test]
     fn one_sample_gives_no_trend() {
         let mut h = History::default();
-        h.sample(Instant::now(), &[filesystem("imagefs", 50, 5)], false);
-        assert_eq!(h.trends("imagefs"), (None, None));
-        assert_eq!(h.trends("nodefs"), (None, None));
-        assert_eq!(h.burst("imagefs", BURST_WINDOW), None);
+        h.sample(Instant::now(), &[filesystem(Signal::Imagefs, 50, 5)], false);
+        assert_eq!(h.trends(Signal::Imagefs), (None, None));
+        assert_eq!(h.trends(Signal::Nodefs), (None, None));
+        assert_eq!(h.burst(Signal::Imagefs, BURST_WINDOW), None);
     }
 
     #[test]
@@ -240,11 +239,11 @@ mod tests {
         let mut h = History::default();
         let start = Instant::now();
         sample_each_second(&mut h, start, 0..900, |s| (40_000 * MB - s * MB, false));
-        let (bytes, inodes) = h.trends("imagefs");
+        let (bytes, inodes) = h.trends(Signal::Imagefs);
         let (bytes, inodes) = (bytes.unwrap(), inodes.unwrap());
         assert_eq!((bytes.rate, inodes.rate), (-1e6, -1.0));
         assert!(bytes.filling() && inodes.filling());
-        assert_eq!(h.trends("nodefs"), (None, None));
+        assert_eq!(h.trends(Signal::Nodefs), (None, None));
     }
 
     #[test]
@@ -256,12 +255,12 @@ mod tests {
             let written = 8 * MB * s.saturating_sub(900);
             (40_000 * MB - written, s >= 900)
         });
-        let (bytes, _) = h.trends("imagefs");
+        let (bytes, _) = h.trends(Signal::Imagefs);
         assert!(bytes.is_some_and(|t| t.rate == 0.0 && !t.filling()));
-        let burst = h.burst("imagefs", BURST_WINDOW).unwrap();
+        let burst = h.burst(Signal::Imagefs, BURST_WINDOW).unwrap();
         assert_eq!(burst.rate, -8e6);
         assert!(burst.filling());
-        assert_eq!(h.burst("nodefs", BURST_WINDOW), None);
+        assert_eq!(h.burst(Signal::Nodefs, BURST_WINDOW), None);
     }
 
     #[test]
@@ -269,7 +268,7 @@ mod tests {
         let mut h = History::default();
         let start = Instant::now();
         sample_each_second(&mut h, start, 0..5000, |_| (40_000 * MB, false));
-        let series = &h.signals["imagefs"];
+        let series = &h.signals[&Signal::Imagefs];
         assert_eq!(
             (series.bytes.len(), series.inodes.len()),
             (SAMPLES, SAMPLES)
@@ -277,23 +276,23 @@ mod tests {
         // Two samples a second: still at most SAMPLES, over half an hour.
         let at = start + Duration::from_secs(5000);
         for i in 0..2 * SAMPLES as u64 {
-            let fs = filesystem("imagefs", 40_000 * MB, 1);
+            let fs = filesystem(Signal::Imagefs, 40_000 * MB, 1);
             h.sample(at + Duration::from_millis(500 * i), &[fs], false);
         }
-        assert_eq!(h.signals["imagefs"].bytes.len(), SAMPLES);
+        assert_eq!(h.signals[&Signal::Imagefs].bytes.len(), SAMPLES);
     }
 
     #[test]
     fn a_sample_before_the_first_is_dropped() {
         let mut h = History::default();
         let start = Instant::now() + Duration::from_secs(10);
-        h.sample(start, &[filesystem("imagefs", 50, 5)], false);
+        h.sample(start, &[filesystem(Signal::Imagefs, 50, 5)], false);
         h.sample(
             start - Duration::from_secs(5),
-            &[filesystem("imagefs", 50, 5)],
+            &[filesystem(Signal::Imagefs, 50, 5)],
             false,
         );
-        assert_eq!(h.signals["imagefs"].bytes.len(), 1);
+        assert_eq!(h.signals[&Signal::Imagefs].bytes.len(), 1);
     }
 
     #[test]
@@ -301,15 +300,18 @@ mod tests {
         let mut h = History::default();
         let start = Instant::now();
         sample_each_second(&mut h, start, 0..900, |t| (40_000 * MB - t * MB, false));
-        let before = h.trends("imagefs").0.expect("a steady fill is a trend");
+        let before = h
+            .trends(Signal::Imagefs)
+            .0
+            .expect("a steady fill is a trend");
         // A sample within the same bin changes nothing yet…
         // (worked out at 890 s, from samples at 0..=890 s)
         let at = start + Duration::from_millis(899_500);
-        h.sample(at, &[filesystem("imagefs", 10 * MB, 1)], false);
-        assert_eq!(h.trends("imagefs").0, Some(before));
+        h.sample(at, &[filesystem(Signal::Imagefs, 10 * MB, 1)], false);
+        assert_eq!(h.trends(Signal::Imagefs).0, Some(before));
         // …one a bin later is taken into account.
-        h.sample(at + BIN, &[filesystem("imagefs", 10 * MB, 1)], false);
-        assert_ne!(h.trends("imagefs").0, Some(before));
+        h.sample(at + BIN, &[filesystem(Signal::Imagefs, 10 * MB, 1)], false);
+        assert_ne!(h.trends(Signal::Imagefs).0, Some(before));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::time::Duration;
 use super::gc::{GcOutcome, ImageGc};
 use super::trend::Trend;
 use crate::kubelet::Threshold;
-use crate::report::{human_bytes, Prediction};
+use crate::report::{human_bytes, Prediction, Signal, State};
 
 /// How far ahead a trend counts as predicted pressure, unless configured.
 pub const DEFAULT_HORIZON: Duration = Duration::from_secs(3600);
@@ -39,28 +39,6 @@ pub const UNSIZED_PULL_HORIZON: Duration = Duration::from_secs(600);
 /// What the reason calls a pull of unknown size: Docker's are the only ones (containerd
 /// pulls are sized from their ingests).
 const UNSIZED_PULL: &str = "a pull of unknown size (Docker)";
-
-/// The verdict's severity, worst last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum State {
-    /// Nothing in sight.
-    Ok,
-    /// Image GC due, a soft threshold crossed, or only GC keeps a pull from crossing.
-    Warning,
-    /// A hard threshold is, or is predicted to be, crossed.
-    Pressure,
-}
-
-impl State {
-    /// `ok`, `warning` or `pressure`, as in the status document.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::Warning => "warning",
-            State::Pressure => "pressure",
-        }
-    }
-}
 
 /// One signal of a filesystem: bytes (`available`) or inodes (`inodesFree`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -83,7 +61,7 @@ pub struct Dimension {
 #[derive(Debug, Clone, Copy)]
 pub struct FsInput<'a> {
     /// `nodefs` or `imagefs`.
-    pub name: &'a str,
+    pub name: Signal,
     /// The `available` signal.
     pub bytes: Dimension,
     /// The `inodesFree` signal.
@@ -127,7 +105,7 @@ impl Verdict {
     pub fn prediction(&self) -> Prediction {
         Prediction {
             predicted: self.predicted,
-            state: self.state.as_str().to_string(),
+            state: self.state,
             seconds_until: self.seconds_until,
             projected_available_after_pull: self.projected_available_after_pull,
             projected_available_after_gc: self.projected_available_after_gc,
@@ -278,7 +256,7 @@ fn assess(input: &FsInput<'_>, unit: Unit, gc_pull: Option<&GcOutcome>) -> Findi
 }
 
 /// The verdict on a signal the kubelet does not enforce: only image GC is worth a word.
-fn unenforced(fs: &str, unit: Unit, gc_now: Option<&(GcOutcome, ImageGc<'_>)>) -> Finding {
+fn unenforced(fs: Signal, unit: Unit, gc_now: Option<&(GcOutcome, ImageGc<'_>)>) -> Finding {
     let none = format!("{fs}.{} has no eviction threshold", unit.signal());
     let (state, reason) = match gc_now {
         Some((o, gc)) => (State::Warning, format!("{}; {none}", gc_due(fs, o, gc))),
@@ -315,7 +293,7 @@ fn crossing(input: &FsInput<'_>, unit: Unit, limit: u64) -> Option<Crossing> {
 
 /// A warning when a pull of unknown size crosses the threshold within
 /// [`UNSIZED_PULL_HORIZON`]; never pressure, since its size, hence its end, is unknown.
-fn unsized_warning(fs: &str, label: &str, c: &Crossing) -> Option<Finding> {
+fn unsized_warning(fs: Signal, label: &str, c: &Crossing) -> Option<Finding> {
     if c.seconds > UNSIZED_PULL_HORIZON.as_secs() {
         return None;
     }
@@ -424,7 +402,7 @@ fn gc_clause(input: &FsInput<'_>, unit: Unit, outcome: Option<&GcOutcome>) -> St
 
 /// "imagefs is 87% used, at or above imageGCHighThresholdPercent (85%): image GC can
 /// free 3.0 GB".
-fn gc_due(fs: &str, outcome: &GcOutcome, gc: &ImageGc<'_>) -> String {
+fn gc_due(fs: Signal, outcome: &GcOutcome, gc: &ImageGc<'_>) -> String {
     format!(
         "{fs} is {}% used, at or above imageGCHighThresholdPercent ({}%): image GC can free {}",
         outcome.usage_percent,
@@ -577,7 +555,7 @@ mod tests {
     /// free inodes, default image GC over `images`.
     fn imagefs<'a>(available: u64, images: &'a [GcImage], pulls: &'a [String]) -> FsInput<'a> {
         FsInput {
-            name: "imagefs",
+            name: Signal::Imagefs,
             bytes: dimension(CAPACITY, available, Threshold::Percent(15.0)),
             inodes: dimension(INODES, 5_500_000, Threshold::Percent(5.0)),
             pulls,
@@ -594,7 +572,7 @@ mod tests {
     /// nodefs of 100 GB on its own disk (no image GC), thresholds 10% and 5%.
     fn nodefs<'a>(available: u64, pulls: &'a [String]) -> FsInput<'a> {
         FsInput {
-            name: "nodefs",
+            name: Signal::Nodefs,
             bytes: dimension(CAPACITY, available, Threshold::Percent(10.0)),
             gc: None,
             ..imagefs(available, &[], pulls)
@@ -924,7 +902,7 @@ mod tests {
     /// imagefs as the agent samples it: 100 GB with `available` bytes.
     fn sampled(available: u64) -> crate::report::Filesystem {
         crate::report::Filesystem {
-            signal: "imagefs".into(),
+            signal: Signal::Imagefs,
             path: "/var/lib/containerd".into(),
             mountpoint: "/".into(),
             fstype: "ext4".into(),
@@ -973,7 +951,7 @@ mod tests {
             let in_flight: &[String] = if pulling { &pulls } else { &[] };
             let mut input = imagefs(available, images, in_flight);
             input.bytes.incoming = if pulling { 1_500 * RATE - written } else { 0 };
-            (input.bytes.trend, input.inodes.trend) = history.trends("imagefs");
+            (input.bytes.trend, input.inodes.trend) = history.trends(Signal::Imagefs);
             let v = verdict(&input);
             let expected = if pulling && !gc_ran {
                 State::Warning
@@ -1065,7 +1043,7 @@ mod tests {
     fn the_prediction_carries_the_verdict() {
         let p = verdict(&imagefs(12 * GB, &[], &[])).prediction();
         assert!(p.predicted);
-        assert_eq!(p.state, "pressure");
+        assert_eq!(p.state, State::Pressure);
         assert_eq!(p.seconds_until, Some(0));
         assert!(p.reason.starts_with("imagefs has 12.0 GB available"));
     }

@@ -23,6 +23,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use headroom::report::State;
 
 use crate::agent::{self, Proc};
 use crate::checks::Checks;
@@ -172,11 +173,11 @@ pub fn never_pages(w: &World) -> Result<()> {
             samples += 1;
             for (signal, p) in &s.prediction {
                 *counts
-                    .entry(signal.clone())
+                    .entry(signal.to_string())
                     .or_default()
-                    .entry(p.state.clone())
+                    .entry(p.state.to_string())
                     .or_default() += 1;
-                if p.predicted || p.state == "pressure" {
+                if p.predicted || p.state == State::Pressure {
                     paged.push(format!(
                         "{:>5.1}s {signal} {} predicted={} seconds_until={:?}: {}",
                         started.elapsed().as_secs_f64(),

@@ -95,7 +95,7 @@ pub fn orphaned_pod_logs(w: &World) -> Result<()> {
     let found = status
         .containers
         .iter()
-        .find(|x| x.runtime == "kubelet" && x.pod.as_deref() == Some(logs.pod.as_str()));
+        .find(|x| x.runtime_name() == "kubelet" && x.pod.as_deref() == Some(logs.pod.as_str()));
     match found {
         None => c.that(false, || {
             format!(
@@ -152,7 +152,7 @@ pub fn empty_dirs_match_du(w: &World) -> Result<()> {
 fn find<'a>(containers: &'a [Container], runtime: &str, id: &str) -> Option<&'a Container> {
     containers
         .iter()
-        .find(|x| x.runtime == runtime && x.id == id)
+        .find(|x| x.runtime_name() == runtime && x.id == id)
 }
 
 fn check_pod(c: &mut Checks, what: &str, rep: &Container, logs: &PodLogs) {

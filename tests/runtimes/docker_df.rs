@@ -282,7 +282,7 @@ pub fn containers_match_system_df(w: &World) -> Result<()> {
         let Some(rep) = status
             .containers
             .iter()
-            .find(|x| x.runtime == "docker" && x.id == ctr.id)
+            .find(|x| x.runtime_name() == "docker" && x.id == ctr.id)
         else {
             c.that(false, || format!("{what} ({}) is not reported", ctr.id));
             continue;

@@ -25,7 +25,9 @@ pub fn scan_of_both_runtimes(w: &World) -> Result<()> {
         "source",
         "one-shot scan, no agent",
         "scan",
-        status.source.as_str(),
+        serde_json::to_value(status.source)?
+            .as_str()
+            .unwrap_or_default(),
     );
     for (kind, location) in [
         (RuntimeKind::Docker, w.docker_root.display().to_string()),

@@ -54,7 +54,11 @@ pub fn match_df_and_config(w: &World) -> Result<()> {
     let status = run.status()?;
     let mut c = Checks::new();
     for (i, (signal, mount)) in mounts.iter().enumerate() {
-        let Some(fs) = status.filesystems.iter().find(|f| f.signal == *signal) else {
+        let Some(fs) = status
+            .filesystems
+            .iter()
+            .find(|f| f.signal.as_str() == *signal)
+        else {
             c.that(false, || format!("filesystems[] has no {signal}"));
             continue;
         };

@@ -21,6 +21,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use headroom::report::Signal;
 
 use crate::checks::Checks;
 use crate::pulls::{push_noise_image, registry_of, Throttle};
@@ -123,7 +124,7 @@ fn does_not_fit(w: &World, registry: &str, proxy: &str, c: &mut Checks) -> Resul
         "pressure",
         said.state.as_str(),
     );
-    let fs = filesystem(&first.status, "imagefs")?;
+    let fs = filesystem(&first.status, Signal::Imagefs)?;
     c.that(fs.available_bytes >= fs.threshold_bytes, || {
         format!(
             "when first predicted, imagefs should still be above its threshold (a prediction): {}",

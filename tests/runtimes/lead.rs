@@ -28,6 +28,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use headroom::report::{Signal, State};
 
 use crate::agent::{self, Proc};
 use crate::checks::Checks;
@@ -138,12 +139,12 @@ fn first_pressure(watch: &Watch) -> Option<&Sample> {
 /// When imagefs's state changed during `watch`: `0.4s ok, 6.4s warning, …`.
 fn transitions(watch: &Watch) -> String {
     let mut out: Vec<String> = Vec::new();
-    let mut last = String::new();
+    let mut last = None;
     for s in &watch.samples {
         let state = s.imagefs().state;
-        if state != last {
+        if Some(state) != last {
             out.push(format!("{:.1}s {state}", s.at.as_secs_f64()));
-            last = state;
+            last = Some(state);
         }
     }
     out.join(", ")
@@ -155,7 +156,7 @@ fn check_line(c: &mut Checks, watch: &Watch) {
     if let Some(fs) = watch
         .samples
         .first()
-        .and_then(|s| filesystem(&s.status, "imagefs").ok())
+        .and_then(|s| filesystem(&s.status, Signal::Imagefs).ok())
     {
         c.eq(
             "imagefs threshold_bytes",
@@ -409,7 +410,7 @@ pub fn gc_absorbed_pull_stays_a_warning(w: &World) -> Result<()> {
     });
     let warned = watch.samples.iter().find(|s| {
         let p = s.imagefs();
-        !s.pulls.is_empty() && p.state == "warning" && p.reason.contains("image GC can free")
+        !s.pulls.is_empty() && p.state == State::Warning && p.reason.contains("image GC can free")
     });
     match warned {
         Some(s) => eprintln!(
@@ -479,9 +480,9 @@ pub fn failed_pull_then_quiet_is_ok(w: &World) -> Result<()> {
     let mut relapses: Vec<String> = Vec::new();
     while failed.elapsed() < QUIET_WITHIN + STAY_OK {
         let s = agent::status(&node.addr)?;
-        let verdicts: Vec<String> = ["imagefs", "nodefs"]
+        let verdicts: Vec<String> = [Signal::Imagefs, Signal::Nodefs]
             .iter()
-            .map(|signal| match s.prediction.get(*signal) {
+            .map(|signal| match s.prediction.get(signal) {
                 Some(p) => format!(
                     "{signal} {} predicted={}: {}",
                     p.state, p.predicted, p.reason
@@ -489,10 +490,10 @@ pub fn failed_pull_then_quiet_is_ok(w: &World) -> Result<()> {
                 None => format!("{signal} missing"),
             })
             .collect();
-        let ok = ["imagefs", "nodefs"].iter().all(|signal| {
+        let ok = [Signal::Imagefs, Signal::Nodefs].iter().all(|signal| {
             s.prediction
-                .get(*signal)
-                .is_some_and(|p| p.state == "ok" && !p.predicted)
+                .get(signal)
+                .is_some_and(|p| p.state == State::Ok && !p.predicted)
         });
         let line = format!(
             "{:>5.1}s after the failure: available {}: {}",
@@ -619,11 +620,11 @@ pub fn docker_pull_that_does_not_fit_warns(w: &World) -> Result<()> {
     let first = watch
         .samples
         .iter()
-        .find(|s| matches!(s.imagefs().state.as_str(), "warning" | "pressure"));
+        .find(|s| matches!(s.imagefs().state, State::Warning | State::Pressure));
     match first {
         Some(s) if s.at < deadline => {
             let p = s.imagefs();
-            if p.state == "warning" {
+            if p.state == State::Warning {
                 c.that(p.reason.contains("unknown size"), || {
                     format!(
                         "the warning should say the pull is of unknown size: {}",

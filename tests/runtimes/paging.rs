@@ -40,6 +40,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use headroom::report::Signal;
 use serde_json::Value;
 
 use crate::agent::{self, poll, ready, Proc};
@@ -219,7 +220,7 @@ fn agent_threshold(node: &SmallNode) -> Result<u64> {
     let mount = path_str(&node.fs_root)?;
     let s = agent::status(&node.addr)?;
     let mut threshold = 0;
-    for signal in ["nodefs", "imagefs"] {
+    for signal in [Signal::Nodefs, Signal::Imagefs] {
         let fs = filesystem(&s, signal)?;
         if fs.mountpoint != mount || fs.threshold_bytes == 0 {
             bail!("{signal} should be {mount} with a threshold: {fs:?}");

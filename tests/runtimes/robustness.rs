@@ -99,7 +99,7 @@ pub fn corrupt_docker_metadata(w: &World) -> Result<()> {
         status
             .containers
             .iter()
-            .any(|x| x.runtime == "docker" && x.id == w2.id),
+            .any(|x| x.runtime_name() == "docker" && x.id == w2.id),
         || {
             format!(
                 "intact container {} ({}) should still be reported",
@@ -210,7 +210,7 @@ pub fn containerd_missing(w: &World) -> Result<()> {
     let docker_containers = status
         .containers
         .iter()
-        .filter(|x| x.runtime == "docker")
+        .filter(|x| x.runtime_name() == "docker")
         .count();
     c.eq(
         "Docker containers",

@@ -116,7 +116,7 @@ fn expected(status: &Status, name: &str) -> Series {
                     c.name.clone()
                 };
                 let key = labels(&[
-                    ("runtime", &c.runtime),
+                    ("runtime", c.runtime_name()),
                     ("namespace", &c.namespace),
                     ("pod", c.pod.as_deref().unwrap_or("")),
                     ("pod_namespace", c.pod_namespace.as_deref().unwrap_or("")),
@@ -127,7 +127,7 @@ fn expected(status: &Status, name: &str) -> Series {
         }
         "headroom_filesystem_capacity_bytes" => {
             for f in &status.filesystems {
-                let key = labels(&[("signal", &f.signal), ("mountpoint", &f.mountpoint)]);
+                let key = labels(&[("signal", f.signal.as_str()), ("mountpoint", &f.mountpoint)]);
                 add(&mut out, key, f.capacity_bytes);
             }
         }
@@ -135,14 +135,14 @@ fn expected(status: &Status, name: &str) -> Series {
             for f in &status.filesystems {
                 add(
                     &mut out,
-                    labels(&[("signal", &f.signal)]),
+                    labels(&[("signal", f.signal.as_str())]),
                     f.threshold_bytes,
                 );
             }
         }
         "headroom_reclaimable_bytes" => {
             for (runtime, bytes) in &status.reclaimable_by_runtime {
-                add(&mut out, labels(&[("runtime", runtime)]), *bytes);
+                add(&mut out, labels(&[("runtime", runtime.as_str())]), *bytes);
             }
         }
         _ => {}

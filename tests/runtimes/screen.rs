@@ -19,7 +19,7 @@ pub fn mentions_signals_and_top_image(w: &World) -> Result<()> {
         run.code,
     );
     for fs in &status.filesystems {
-        c.that(run.stdout.contains(&fs.signal), || {
+        c.that(run.stdout.contains(fs.signal.as_str()), || {
             format!("screen should mention signal {}", fs.signal)
         });
     }

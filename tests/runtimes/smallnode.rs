@@ -22,7 +22,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use headroom::report::{Filesystem, Prediction, Status};
+use headroom::report::{Filesystem, Prediction, Signal, State, Status};
 use serde_json::Value;
 
 use crate::agent::{self, poll, short_lived, Containerd, Paths, Proc};
@@ -177,7 +177,7 @@ impl SmallNode {
         let mount = path_str(&self.fs_root)?;
         let device = fs::metadata(&self.fs_root)?.dev();
         let s = agent::status(&self.addr)?;
-        for signal in ["nodefs", "imagefs"] {
+        for signal in [Signal::Nodefs, Signal::Imagefs] {
             let fs = filesystem(&s, signal)?;
             let same = fs::metadata(&fs.mountpoint).is_ok_and(|m| m.dev() == device);
             if !same || !fs.mountpoint.starts_with(mount) || fs.threshold_bytes == 0 {
@@ -311,7 +311,7 @@ fn start_dockerd(dir: &Path, root: &Path, ctrd: &Containerd, insecure: &[&str]) 
 }
 
 /// The filesystem entry of `signal`.
-pub fn filesystem<'a>(s: &'a Status, signal: &str) -> Result<&'a Filesystem> {
+pub fn filesystem(s: &Status, signal: Signal) -> Result<&Filesystem> {
     s.filesystems
         .iter()
         .find(|f| f.signal == signal)
@@ -332,15 +332,16 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// The verdict on `signal` (state `missing` when the document has none).
-    pub fn verdict(&self, signal: &str) -> Prediction {
+    /// The verdict on `signal` (ok, saying it is missing, when the document
+    /// has none).
+    pub fn verdict(&self, signal: Signal) -> Prediction {
         self.status
             .prediction
-            .get(signal)
+            .get(&signal)
             .cloned()
             .unwrap_or_else(|| Prediction {
                 predicted: false,
-                state: "missing".into(),
+                state: State::Ok,
                 seconds_until: None,
                 projected_available_after_pull: 0,
                 projected_available_after_gc: 0,
@@ -350,13 +351,13 @@ impl Sample {
 
     /// The imagefs verdict.
     pub fn imagefs(&self) -> Prediction {
-        self.verdict("imagefs")
+        self.verdict(Signal::Imagefs)
     }
 
     /// Whether imagefs is in pressure (state and flag).
     pub fn pressure(&self) -> bool {
         let p = self.imagefs();
-        p.state == "pressure" && p.predicted
+        p.state == State::Pressure && p.predicted
     }
 
     /// Whether any signal says pressure (state or flag).
@@ -364,7 +365,7 @@ impl Sample {
         self.status
             .prediction
             .values()
-            .any(|p| p.predicted || p.state == "pressure")
+            .any(|p| p.predicted || p.state == State::Pressure)
     }
 
     /// One line for a failure message.
