@@ -203,10 +203,7 @@ fn render(
 }
 
 fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Result<()> {
-    let blobs = match target.runtime {
-        RuntimeKind::Containerd => "kept in containerd's content store",
-        RuntimeKind::Docker => "Docker needs them while pulling and deletes them after unpacking",
-    };
+    let blobs = target.runtime.runtime().blob_note();
     writeln!(
         out,
         "  download  {:>10}  compressed blobs ({blobs})",

@@ -20,7 +20,7 @@ use crate::predict::history::History;
 use crate::predict::pull::{unpack_ratio, PullCost};
 use crate::registry::ResolvedImage;
 use crate::report::{Image, Prediction, Signal, Status};
-use crate::runtime::RuntimeKind;
+use crate::runtime::{self, RuntimeKind};
 
 /// The store a pull goes to, with its namespace (empty for Docker).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,26 +32,21 @@ pub struct Target {
 }
 
 impl Target {
-    /// `runtime` when asked for; else containerd when it holds images, else
-    /// Docker when it was read, else containerd. `namespace` applies to
-    /// containerd only.
+    /// `runtime` when asked for; else the CRI runtime among those read
+    /// (see [`runtime::cri_runtime`]), else the preferred one. `namespace`
+    /// applies to namespaced runtimes only (containerd).
     pub fn choose(status: &Status, runtime: Option<RuntimeKind>, namespace: &str) -> Target {
         let has_images = |kind| status.images.iter().any(|i| i.runtime == kind);
-        let docker_read = status
-            .runtimes
-            .iter()
-            .any(|r| r.runtime == RuntimeKind::Docker && r.found);
-        let fallback = if !has_images(RuntimeKind::Containerd) && docker_read {
-            RuntimeKind::Docker
-        } else {
-            RuntimeKind::Containerd
-        };
-        let runtime = runtime.unwrap_or(fallback);
+        let read = status.runtimes.iter().filter(|r| r.found);
+        let runtime = runtime
+            .or_else(|| runtime::cri_runtime(read.map(|r| (r.runtime, has_images(r.runtime)))))
+            .unwrap_or_default();
         Target {
             runtime,
-            namespace: match runtime {
-                RuntimeKind::Containerd => namespace.to_string(),
-                RuntimeKind::Docker => String::new(),
+            namespace: if runtime.runtime().namespaced() {
+                namespace.to_string()
+            } else {
+                String::new()
             },
         }
     }

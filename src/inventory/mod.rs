@@ -21,7 +21,7 @@ use crate::predict::{self, history::History, pull::PullCost};
 use crate::report::{
     Pull, RuntimeState, ScanErrorSample, ScanSummary, Signal, Source, Status, SCHEMA,
 };
-use crate::runtime::{containerd, docker, Discovery, Problem, PullLayer, PullRecord, RuntimeKind};
+use crate::runtime::{self, Discovery, Problem, PullLayer, PullRecord, RuntimeKind};
 use crate::volumes::{self, EmptyDir};
 use crate::walk::{self, Walk, WalkOptions};
 
@@ -344,94 +344,35 @@ fn pull_of(record: &PullRecord, runtime: RuntimeKind) -> Pull {
 /// Where the runtimes' pulls first write when the runtimes keep their
 /// stores at the layout's roots (before they were read, or when one is down).
 pub fn default_pull_dirs(layout: &NodeLayout) -> Vec<PathBuf> {
-    vec![
-        containerd::default_ingest_dir(&layout.containerd_root),
-        docker::tmp_dir(&layout.docker_root),
-    ]
+    runtime::ALL
+        .iter()
+        .flat_map(|kind| kind.runtime().default_pull_dirs(layout))
+        .collect()
 }
 
-/// Reads both runtimes; one that is absent is reported, not fatal.
+/// Reads every runtime; one that is absent is reported, not fatal.
 fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>) {
     let mut found = Vec::new();
     let mut states = Vec::new();
-    let docker = docker::discover(&layout.docker_root)
-        .map(|d| (d, None))
-        .map_err(|e| e.to_string());
-    record(
-        RuntimeKind::Docker,
-        &layout.docker_root,
-        docker,
-        &mut found,
-        &mut states,
-    );
-    let containerd = discover_containerd(layout);
-    record(
-        RuntimeKind::Containerd,
-        &layout.containerd_address,
-        containerd,
-        &mut found,
-        &mut states,
-    );
-    (found, states)
-}
-
-/// containerd over gRPC; when it does not answer (it is often the first
-/// victim of a full disk), its files, with a note saying so.
-fn discover_containerd(layout: &NodeLayout) -> Result<(Discovery, Option<String>), String> {
-    let unanswered = match grpc_discover(layout) {
-        Ok(discovery) => return Ok((discovery, None)),
-        Err(reason) => reason,
-    };
-    match containerd::discover_from_files(&layout.containerd_root) {
-        Ok(discovery) => Ok((
-            discovery,
-            Some(format!(
-                "{unanswered}; read from its files under {} instead",
-                layout.containerd_root.display()
-            )),
-        )),
-        Err(files) => Err(format!("{unanswered}; and from its files: {files}")),
+    for kind in runtime::ALL {
+        let runtime = kind.runtime();
+        let (image_root, message) = match runtime.discover(layout) {
+            Ok(read) => {
+                let root = read.discovery.image_root.display().to_string();
+                found.push(read.discovery);
+                (Some(root), read.note)
+            }
+            Err(message) => (None, Some(message)),
+        };
+        states.push(RuntimeState {
+            runtime: kind,
+            found: image_root.is_some(),
+            location: runtime.location(layout).display().to_string(),
+            image_root,
+            message,
+        });
     }
-}
-
-fn grpc_discover(layout: &NodeLayout) -> Result<Discovery, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime
-        .block_on(containerd::discover(
-            &layout.containerd_address,
-            &layout.containerd_root,
-            layout.containerd_timeout,
-        ))
-        .map_err(|e| e.to_string())
-}
-
-/// Keeps what a reader found and says how it went: found (with a note when
-/// it had to fall back), or not found and why.
-fn record(
-    runtime: RuntimeKind,
-    location: &Path,
-    result: Result<(Discovery, Option<String>), String>,
-    found: &mut Vec<Discovery>,
-    states: &mut Vec<RuntimeState>,
-) {
-    let (image_root, message) = match result {
-        Ok((discovery, note)) => {
-            let root = discovery.image_root.display().to_string();
-            found.push(discovery);
-            (Some(root), note)
-        }
-        Err(message) => (None, Some(message)),
-    };
-    states.push(RuntimeState {
-        runtime,
-        found: image_root.is_some(),
-        location: location.display().to_string(),
-        image_root,
-        message,
-    });
+    (found, states)
 }
 
 fn load_kubelet(path: &Path, problems: &mut Vec<Problem>) -> KubeletConfig {
@@ -451,19 +392,22 @@ fn thresholds_source(kubelet: &KubeletConfig, asked: &Path) -> String {
     }
 }
 
-/// The imagefs is the image store of the CRI runtime: containerd's
-/// snapshotter when containerd answered, else Docker's root.
+/// The imagefs is the image store of the CRI runtime (see
+/// [`runtime::cri_runtime`]); the preferred runtime's configured root when
+/// none was read.
 fn imagefs_root(layout: &NodeLayout, discoveries: &[Discovery]) -> PathBuf {
-    let by = |kind| discoveries.iter().find(|d| d.runtime == kind);
-    // Docker 20.10 (and cri-dockerd nodes) run their own containerd, which
-    // answers but holds no images: then the image store is Docker's.
-    let holds_images = |d: &&Discovery| !d.images.is_empty() || !d.layers.is_empty();
-    by(RuntimeKind::Containerd)
-        .filter(holds_images)
-        .or_else(|| by(RuntimeKind::Docker))
-        .or_else(|| by(RuntimeKind::Containerd))
-        .map(|d| d.image_root.clone())
-        .unwrap_or_else(|| layout.containerd_root.clone())
+    let holds_images = |d: &Discovery| !d.images.is_empty() || !d.layers.is_empty();
+    let cri = runtime::cri_runtime(discoveries.iter().map(|d| (d.runtime, holds_images(d))));
+    match cri.and_then(|kind| discoveries.iter().find(|d| d.runtime == kind)) {
+        Some(d) => d.image_root.clone(),
+        None => {
+            let preferred = runtime::cri_runtime(runtime::ALL.map(|kind| (kind, true)));
+            preferred
+                .unwrap_or_default()
+                .runtime()
+                .default_image_root(layout)
+        }
+    }
 }
 
 /// Walks every path (in one parallel batch) and keys the result by path.

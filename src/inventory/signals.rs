@@ -15,8 +15,7 @@ use crate::predict::gc::{GcImage, GcPolicy, ImageGc, SharedPart};
 use crate::predict::history::{image_key, History, BURST_WINDOW};
 use crate::predict::verdict::{verdict, Dimension, FsInput, DEFAULT_HORIZON};
 use crate::report::{Filesystem, Image, Layer, Prediction, Signal};
-use crate::runtime::Problem;
-use crate::runtime::RuntimeKind;
+use crate::runtime::{self, Problem, RuntimeKind};
 
 /// The filesystems behind nodefs (`kubelet_root`) and imagefs (`image_root`).
 /// One that cannot be described is left out and named in `problems`.
@@ -195,23 +194,21 @@ pub fn predict(
         .collect()
 }
 
-/// The images the kubelet's GC manages, as it sees them: the CRI runtime's
-/// (containerd's `k8s.io` namespace; Docker's on cri-dockerd nodes).
+/// The images the kubelet's GC manages, as it sees them: those the CRI
+/// runtime shows it (containerd's `k8s.io` namespace; Docker's images on
+/// cri-dockerd nodes).
 fn gc_images(images: &[Image], layers: &[Layer], history: &History) -> Vec<GcImage> {
-    let cri = |i: &&Image| i.runtime == RuntimeKind::Containerd && i.namespace == "k8s.io";
-    let mut managed: Vec<&Image> = images.iter().filter(cri).collect();
-    if managed.is_empty() {
-        managed = images
-            .iter()
-            .filter(|i| i.runtime == RuntimeKind::Docker)
-            .collect();
-    }
+    let shown = |i: &&Image| i.runtime.runtime().kubelet_manages(i);
+    let cri = runtime::cri_runtime(images.iter().filter(shown).map(|i| (i.runtime, true)));
+    let managed = images
+        .iter()
+        .filter(shown)
+        .filter(|i| Some(i.runtime) == cri);
     let layer_of: HashMap<(RuntimeKind, &str, &str), &Layer> = layers
         .iter()
         .map(|l| ((l.runtime, l.namespace.as_str(), l.id.as_str()), l))
         .collect();
     managed
-        .into_iter()
         .map(|image| gc_image(image, &layer_of, history))
         .collect()
 }
@@ -228,12 +225,7 @@ fn gc_image(
     let (unique, shared): (Vec<&&Layer>, Vec<&&Layer>) = layers.partition(|l| l.images <= 1);
     GcImage {
         id: image.id.clone(),
-        // CRI reports containerd images by their compressed size; Docker's
-        // by their unpacked (apparent) size.
-        credited_bytes: match image.runtime {
-            RuntimeKind::Containerd => image.content_bytes,
-            RuntimeKind::Docker => image.apparent_bytes,
-        },
+        credited_bytes: image.runtime.runtime().gc_credit(image),
         unique_bytes: image
             .unique_disk_bytes
             .saturating_add(image.unique_content_bytes),

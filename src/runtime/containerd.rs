@@ -30,7 +30,101 @@ use self::images::Content;
 use self::pulls::Ingest;
 use self::rpc::Rpc;
 use self::snapshots::Backend;
-use super::{BlobRecord, Discovery, LayerRecord, Problem, RuntimeKind};
+use super::{BlobRecord, Discovery, LayerRecord, Problem, Read, Runtime, RuntimeKind};
+use crate::layout::NodeLayout;
+use crate::report;
+
+/// The namespace the kubelet's CRI plugin keeps its images in.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// containerd with the overlayfs snapshotter, read over gRPC (from its
+/// files when it does not answer).
+#[derive(Debug, Clone, Copy)]
+pub struct Containerd;
+
+impl Runtime for Containerd {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Containerd
+    }
+
+    fn location<'a>(&self, layout: &'a NodeLayout) -> &'a Path {
+        &layout.containerd_address
+    }
+
+    /// Over gRPC; when containerd does not answer (it is often the first
+    /// victim of a full disk), its files, with a note saying so.
+    fn discover(&self, layout: &NodeLayout) -> Result<Read, String> {
+        let unanswered = match grpc_discover(layout) {
+            Ok(discovery) => {
+                return Ok(Read {
+                    discovery,
+                    note: None,
+                })
+            }
+            Err(reason) => reason,
+        };
+        match discover_from_files(&layout.containerd_root) {
+            Ok(discovery) => Ok(Read {
+                discovery,
+                note: Some(format!(
+                    "{unanswered}; read from its files under {} instead",
+                    layout.containerd_root.display()
+                )),
+            }),
+            Err(files) => Err(format!("{unanswered}; and from its files: {files}")),
+        }
+    }
+
+    fn default_pull_dirs(&self, layout: &NodeLayout) -> Vec<PathBuf> {
+        vec![default_ingest_dir(&layout.containerd_root)]
+    }
+
+    fn default_image_root(&self, layout: &NodeLayout) -> PathBuf {
+        layout.containerd_root.clone()
+    }
+
+    /// The kubelet's image store when it holds images; one that holds none
+    /// is likely Docker 20.10's own containerd, behind Docker's store.
+    fn cri_rank(&self, holds_images: bool) -> u8 {
+        if holds_images {
+            0
+        } else {
+            2
+        }
+    }
+
+    /// The kubelet sees the images of its CRI namespace only.
+    fn kubelet_manages(&self, image: &report::Image) -> bool {
+        image.namespace == CRI_NAMESPACE
+    }
+
+    /// CRI reports a containerd image by its compressed size.
+    fn gc_credit(&self, image: &report::Image) -> u64 {
+        image.content_bytes
+    }
+
+    fn namespaced(&self) -> bool {
+        true
+    }
+
+    fn blob_note(&self) -> &'static str {
+        "kept in containerd's content store"
+    }
+}
+
+fn grpc_discover(layout: &NodeLayout) -> Result<Discovery, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime
+        .block_on(discover(
+            &layout.containerd_address,
+            &layout.containerd_root,
+            layout.containerd_timeout,
+        ))
+        .map_err(|e| e.to_string())
+}
 
 /// The only snapshotter whose layers are attributed.
 const OVERLAYFS: &str = "overlayfs";

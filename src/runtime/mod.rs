@@ -3,15 +3,80 @@
 //! A reader only says what exists and where it lives on disk; it never
 //! measures. [`crate::inventory`] walks the directories named here and
 //! attributes the bytes, so Docker and containerd are measured the same way.
+//! Everything else that differs between runtimes is behind [`Runtime`].
 
 pub mod bolt;
 pub mod containerd;
 pub mod docker;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+
+use crate::layout::NodeLayout;
+use crate::report::Image;
+
+/// What a container runtime is to Headroom, in one place: where it is
+/// looked for, how its store is read, where its pulls first write, and how
+/// the kubelet treats its images. A new runtime is a module implementing
+/// this, a [`RuntimeKind`] variant naming it, and its place in [`ALL`].
+pub trait Runtime: Sync {
+    /// Which runtime this is.
+    fn kind(&self) -> RuntimeKind;
+
+    /// Where it is looked for on `layout` (its root or socket), as reported.
+    fn location<'a>(&self, layout: &'a NodeLayout) -> &'a Path;
+
+    /// Reads its store. An error says why it could not be read at all.
+    fn discover(&self, layout: &NodeLayout) -> Result<Read, String>;
+
+    /// Where its pulls first write when its store is at the layout's root
+    /// (before it was read, or while it is down).
+    fn default_pull_dirs(&self, layout: &NodeLayout) -> Vec<PathBuf>;
+
+    /// Its image store's root on `layout` when it cannot tell (it is down).
+    fn default_image_root(&self, layout: &NodeLayout) -> PathBuf;
+
+    /// How the kubelet ranks it as the image store (lower first), given
+    /// whether it `holds_images`: see [`cri_runtime`].
+    fn cri_rank(&self, holds_images: bool) -> u8;
+
+    /// Whether the kubelet's image GC manages `image` (sees it over CRI).
+    fn kubelet_manages(&self, image: &Image) -> bool;
+
+    /// The bytes the kubelet's image GC credits for removing `image`: the
+    /// size CRI reports for it.
+    fn gc_credit(&self, image: &Image) -> u64;
+
+    /// Whether its images live in namespaces (a pull names one).
+    fn namespaced(&self) -> bool;
+
+    /// What becomes of a pull's compressed blobs, in words.
+    fn blob_note(&self) -> &'static str;
+}
+
+/// Every runtime Headroom reads, in the order they are reported.
+pub const ALL: [RuntimeKind; 2] = [RuntimeKind::Docker, RuntimeKind::Containerd];
+
+/// What [`Runtime::discover`] found, with a note when the store had to be
+/// read another way than usual (containerd from its files).
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// The store's contents.
+    pub discovery: Discovery,
+    /// Why and how it was read another way, if it was.
+    pub note: Option<String>,
+}
+
+/// The runtime the kubelet takes as its image store (the imagefs), among
+/// the runtimes read (`kind`, whether it holds images): the best ranked by
+/// [`Runtime::cri_rank`]; `None` when none was read.
+pub fn cri_runtime(read: impl IntoIterator<Item = (RuntimeKind, bool)>) -> Option<RuntimeKind> {
+    read.into_iter()
+        .min_by_key(|(kind, holds)| kind.runtime().cri_rank(*holds))
+        .map(|(kind, _)| kind)
+}
 
 /// Which container runtime a record came from.
 #[derive(
@@ -29,6 +94,14 @@ pub enum RuntimeKind {
 }
 
 impl RuntimeKind {
+    /// What this runtime is.
+    pub fn runtime(self) -> &'static dyn Runtime {
+        match self {
+            RuntimeKind::Docker => &docker::Docker,
+            RuntimeKind::Containerd => &containerd::Containerd,
+        }
+    }
+
     /// The lowercase name used in JSON and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -212,6 +285,29 @@ impl Problem {
         Problem {
             source: source.into(),
             message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cri_runtime_is_containerd_with_images_else_docker_else_containerd() {
+        use RuntimeKind::{Containerd, Docker};
+        type Read = &'static [(RuntimeKind, bool)];
+        let cases: [(Read, Option<RuntimeKind>); 6] = [
+            (&[], None),
+            (&[(Containerd, false)], Some(Containerd)),
+            (&[(Docker, false)], Some(Docker)),
+            // Docker 20.10's own containerd answers but holds no images.
+            (&[(Docker, true), (Containerd, false)], Some(Docker)),
+            (&[(Docker, false), (Containerd, false)], Some(Docker)),
+            (&[(Docker, true), (Containerd, true)], Some(Containerd)),
+        ];
+        for (read, want) in cases {
+            assert_eq!(cri_runtime(read.iter().copied()), want, "{read:?}");
         }
     }
 }

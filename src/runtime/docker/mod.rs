@@ -23,7 +23,63 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{Discovery, RuntimeKind};
+use super::{Discovery, Read, Runtime, RuntimeKind};
+use crate::layout::NodeLayout;
+use crate::report::Image;
+
+/// Docker with the overlay2 graph driver, read from its files.
+#[derive(Debug, Clone, Copy)]
+pub struct Docker;
+
+impl Runtime for Docker {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::Docker
+    }
+
+    fn location<'a>(&self, layout: &'a NodeLayout) -> &'a Path {
+        &layout.docker_root
+    }
+
+    fn discover(&self, layout: &NodeLayout) -> Result<Read, String> {
+        let discovery = discover(&layout.docker_root).map_err(|e| e.to_string())?;
+        Ok(Read {
+            discovery,
+            note: None,
+        })
+    }
+
+    fn default_pull_dirs(&self, layout: &NodeLayout) -> Vec<PathBuf> {
+        vec![tmp_dir(&layout.docker_root)]
+    }
+
+    fn default_image_root(&self, layout: &NodeLayout) -> PathBuf {
+        layout.docker_root.clone()
+    }
+
+    /// The image store of cri-dockerd nodes, and of Docker 20.10 nodes
+    /// whose own containerd answers but holds no images.
+    fn cri_rank(&self, _holds_images: bool) -> u8 {
+        1
+    }
+
+    /// cri-dockerd shows the kubelet every Docker image.
+    fn kubelet_manages(&self, _image: &Image) -> bool {
+        true
+    }
+
+    /// cri-dockerd reports an image by its unpacked (apparent) size.
+    fn gc_credit(&self, image: &Image) -> u64 {
+        image.apparent_bytes
+    }
+
+    fn namespaced(&self) -> bool {
+        false
+    }
+
+    fn blob_note(&self) -> &'static str {
+        "Docker needs them while pulling and deletes them after unpacking"
+    }
+}
 
 /// Why Docker's store could not be read at all.
 #[derive(Debug, thiserror::Error)]
