@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use procfs::process::MountInfo;
 
+use crate::runtime::{Classified, ProblemKind};
+
 /// The mount table of this process's mount namespace.
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
@@ -69,6 +71,18 @@ pub enum HostError {
         /// The cause.
         source: nix::errno::Errno,
     },
+}
+
+impl Classified for HostError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            HostError::Stat { source, .. } | HostError::MountInfo { source, .. } => {
+                ProblemKind::of_io(source)
+            }
+            HostError::NoMount { .. } => ProblemKind::Missing,
+            HostError::Statvfs { .. } => ProblemKind::Unreadable,
+        }
+    }
 }
 
 /// One mount table entry, as far as finding a path's filesystem needs it.

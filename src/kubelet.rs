@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::runtime::{Classified, ProblemKind};
+
 /// A kubelet disk eviction signal.
 ///
 /// The kubelet also has `containerfs.available` and `containerfs.inodesFree`, but a user
@@ -320,6 +322,17 @@ pub enum KubeletError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl Classified for KubeletError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            KubeletError::Read { source, .. } => ProblemKind::of_io(source),
+            KubeletError::Empty { .. }
+            | KubeletError::Yaml { .. }
+            | KubeletError::Invalid { .. } => ProblemKind::Malformed,
+        }
+    }
 }
 
 /// The keys Headroom reads; every other key is ignored.

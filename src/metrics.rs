@@ -26,6 +26,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::report::{Container, Filesystem, Image, Pull, ScanSummary, Signal, Status, Volume};
+use crate::runtime::{Problem, ProblemKind, Reader};
 use crate::walk::ErrorKind;
 
 /// The label value of the series that sums everything past the top N.
@@ -115,6 +116,12 @@ struct PullLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProblemLabels {
+    kind: String,
+    reader: String,
 }
 
 /// Renders `status` and `totals` as OpenMetrics text (ending in `# EOF`),
@@ -420,14 +427,30 @@ fn verdicts(registry: &mut Registry, status: &Status) {
             (labels, i64::from(r.found))
         }),
     );
-    let problems = Gauge::<i64>::default();
-    problems.set(gauge(
-        u64::try_from(status.problems.len()).unwrap_or(u64::MAX),
-    ));
-    registry.register(
+    problems(registry, &status.problems);
+}
+
+/// `headroom_problems{kind,reader}`: the last scan's problems of each kind
+/// met by each reader. Every (kind, reader) pair has a series, 0 when
+/// clean, so the family is never absent and its shape never changes:
+/// `sum(headroom_problems) > 0` alerts on any problem and a series going
+/// from 0 to n is a plain change, with no `increase()` over a series that
+/// appears only with its first problem.
+fn problems(registry: &mut Registry, problems: &[Problem]) {
+    let labels = |kind: ProblemKind, reader: Reader| ProblemLabels {
+        kind: kind.as_str().to_string(),
+        reader: reader.as_str().to_string(),
+    };
+    let zeros = ProblemKind::ALL
+        .into_iter()
+        .flat_map(|kind| Reader::all().map(move |reader| (labels(kind, reader), 0)));
+    let found = problems.iter().map(|p| (labels(p.kind, p.reader), 1));
+    register_gauges(
+        registry,
         "problems",
-        "Metadata that could not be read in the last scan",
-        problems,
+        "Things a reader could not read in the last scan, by kind and reader",
+        None,
+        zeros.chain(found),
     );
 }
 
@@ -548,7 +571,7 @@ mod tests {
 
     use super::*;
     use crate::report::{Prediction, RuntimeState, ScanErrorSample, Source, State};
-    use crate::runtime::{Problem, RuntimeKind};
+    use crate::runtime::RuntimeKind;
 
     fn filesystem(signal: Signal, mountpoint: &str, available: u64, threshold: u64) -> Filesystem {
         Filesystem {
@@ -699,7 +722,11 @@ mod tests {
                     message: Some("not found".into()),
                 },
             ],
-            problems: vec![Problem::new("/x", "unreadable")],
+            problems: vec![
+                Reader::Runtime(RuntimeKind::Docker).problem(ProblemKind::Malformed, "/x", "bad"),
+                Reader::Runtime(RuntimeKind::Docker).problem(ProblemKind::Malformed, "/y", "bad"),
+                Reader::PodLogs.problem(ProblemKind::Unreadable, "/z", "denied"),
+            ],
             scan: ScanSummary {
                 files: 10,
                 errors: 1,
@@ -806,7 +833,18 @@ mod tests {
             (r#"headroom_reclaimable_bytes{runtime="docker"}"#, "2000"),
             (r#"headroom_runtime_up{runtime="containerd"}"#, "1"),
             (r#"headroom_runtime_up{runtime="docker"}"#, "0"),
-            ("headroom_problems", "1"),
+            (
+                r#"headroom_problems{kind="malformed",reader="docker"}"#,
+                "2",
+            ),
+            (
+                r#"headroom_problems{kind="unreadable",reader="pod_logs"}"#,
+                "1",
+            ),
+            (
+                r#"headroom_problems{kind="unanswered",reader="containerd"}"#,
+                "0",
+            ),
             ("headroom_scan_duration_seconds", "1.5"),
             ("headroom_scan_timestamp_seconds", "1777636800"),
             ("headroom_scan_files_total", "1234"),
@@ -903,6 +941,22 @@ mod tests {
         assert_eq!(logs.get(labels("c5").as_str()), Some(&95));
         assert_eq!(logs.get(other), Some(&(99 + 98 + 97)), "{logs:?}");
         assert_eq!((writable.len(), logs.len()), (3, 3));
+    }
+
+    #[test]
+    fn every_kind_and_reader_of_problem_has_a_series() {
+        let text = encode(&status(), &totals(), 10).unwrap();
+        let got = samples(&text, "headroom_problems");
+        assert_eq!(got.len(), ProblemKind::ALL.len() * Reader::all().count());
+        assert_eq!(got.iter().map(|(_, v)| v).sum::<i64>(), 3);
+        let clean = Status {
+            problems: Vec::new(),
+            ..status()
+        };
+        let text = encode(&clean, &totals(), 10).unwrap();
+        let got = samples(&text, "headroom_problems");
+        assert_eq!(got.len(), ProblemKind::ALL.len() * Reader::all().count());
+        assert!(got.iter().all(|(_, v)| *v == 0), "{got:?}");
     }
 
     #[test]

@@ -11,7 +11,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::runtime::{PodRef, Problem};
+use crate::runtime::{PodRef, Problem, ProblemKind, Reader};
+
+/// Who meets the problems of this reader.
+const READER: Reader = Reader::PodLogs;
 
 /// The log files of one container of one pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +36,7 @@ pub fn discover(root: &Path) -> (Vec<PodLogs>, Vec<Problem>) {
         Ok(dirs) => dirs,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            problems.push(Problem::new(root.display().to_string(), e.to_string()));
+            problems.push(READER.problem_from(root.display().to_string(), &e));
             Vec::new()
         }
     };
@@ -41,7 +44,11 @@ pub fn discover(root: &Path) -> (Vec<PodLogs>, Vec<Problem>) {
         let pod = parse_pod_dir(&name).unwrap_or_else(|| {
             let message =
                 "not <namespace>_<pod>_<uid>; its logs are filed under the directory name";
-            problems.push(Problem::new(dir.display().to_string(), message));
+            problems.push(READER.problem(
+                ProblemKind::Malformed,
+                dir.display().to_string(),
+                message,
+            ));
             PodRef {
                 pod: name.clone(),
                 ..PodRef::default()
@@ -76,12 +83,12 @@ fn parse_pod_dir(name: &str) -> Option<PodRef> {
 /// Adds one [`PodLogs`] per container directory of `pod_dir` that holds files.
 fn pod_logs(pod_dir: &Path, pod: &PodRef, logs: &mut Vec<PodLogs>, problems: &mut Vec<Problem>) {
     let containers = subdirs(pod_dir).unwrap_or_else(|e| {
-        problems.push(Problem::new(pod_dir.display().to_string(), e.to_string()));
+        problems.push(READER.problem_from(pod_dir.display().to_string(), &e));
         Vec::new()
     });
     for (container, dir) in containers {
         let files = regular_files(&dir).unwrap_or_else(|e| {
-            problems.push(Problem::new(dir.display().to_string(), e.to_string()));
+            problems.push(READER.problem_from(dir.display().to_string(), &e));
             Vec::new()
         });
         if !files.is_empty() {

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::podlogs::subdirs;
-use crate::runtime::Problem;
+use crate::runtime::{Problem, Reader};
 
 /// The directory, below a pod's, holding its emptyDir volumes.
 const EMPTY_DIRS: &str = "volumes/kubernetes.io~empty-dir";
@@ -68,7 +68,7 @@ fn device(path: &Path) -> io::Result<u64> {
 /// emptyDir); any other error is.
 fn note(dir: &Path, e: &io::Error, problems: &mut Vec<Problem>) {
     if e.kind() != io::ErrorKind::NotFound {
-        problems.push(Problem::new(dir.display().to_string(), e.to_string()));
+        problems.push(Reader::Volumes.problem_from(dir.display().to_string(), e));
     }
 }
 

@@ -21,7 +21,9 @@ use crate::predict::{self, history::History, pull::PullCost};
 use crate::report::{
     Pull, RuntimeState, ScanErrorSample, ScanSummary, Signal, Source, Status, SCHEMA,
 };
-use crate::runtime::{self, Discovery, Problem, PullLayer, PullRecord, RuntimeKind};
+use crate::runtime::{
+    self, Classified, Discovery, Problem, PullLayer, PullRecord, Reader, RuntimeKind,
+};
 use crate::volumes::{self, EmptyDir};
 use crate::walk::{self, Walk, WalkOptions};
 
@@ -362,7 +364,7 @@ fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>)
                 found.push(read.discovery);
                 (Some(root), read.note)
             }
-            Err(message) => (None, Some(message)),
+            Err(err) => (None, Some(err.to_string())),
         };
         states.push(RuntimeState {
             runtime: kind,
@@ -377,7 +379,8 @@ fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>)
 
 fn load_kubelet(path: &Path, problems: &mut Vec<Problem>) -> KubeletConfig {
     kubelet::load(path).unwrap_or_else(|err| {
-        problems.push(Problem::new(
+        problems.push(Reader::Kubelet.problem(
+            err.kind(),
             path.display().to_string(),
             format!("{err}; using the kubelet's Linux defaults"),
         ));

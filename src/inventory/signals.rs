@@ -15,7 +15,7 @@ use crate::predict::gc::{GcImage, GcPolicy, ImageGc, SharedPart};
 use crate::predict::history::{image_key, History, BURST_WINDOW};
 use crate::predict::verdict::{verdict, Dimension, FsInput, DEFAULT_HORIZON};
 use crate::report::{Filesystem, Image, Layer, Prediction, Signal};
-use crate::runtime::{self, Problem, RuntimeKind};
+use crate::runtime::{self, Classified, Problem, Reader, RuntimeKind};
 
 /// The filesystems behind nodefs (`kubelet_root`) and imagefs (`image_root`).
 /// One that cannot be described is left out and named in `problems`.
@@ -49,7 +49,8 @@ pub fn filesystems(
                     inodes_left: signed_diff(fs.inodes_free, threshold_inodes),
                 });
             }
-            Err(err) => problems.push(Problem::new(
+            Err(err) => problems.push(Reader::Filesystems.problem(
+                err.kind(),
                 path.display().to_string(),
                 format!("{signal}: {err}"),
             )),

@@ -18,6 +18,7 @@ mod rpc;
 mod snapshots;
 
 use std::collections::{BTreeSet, HashSet};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,10 +30,17 @@ pub use self::files::{discover_from_files, FilesError};
 use self::images::Content;
 use self::pulls::Ingest;
 use self::rpc::Rpc;
+pub use self::rpc::{Call, RpcError};
 use self::snapshots::Backend;
-use super::{BlobRecord, Discovery, LayerRecord, Problem, Read, Runtime, RuntimeKind};
+use super::{
+    BlobRecord, Classified, Discovery, LayerRecord, Problem, ProblemKind, Read, ReadError, Reader,
+    Runtime, RuntimeKind,
+};
 use crate::layout::NodeLayout;
 use crate::report;
+
+/// Who meets the problems of this reader.
+const READER: Reader = Reader::Runtime(RuntimeKind::Containerd);
 
 /// The namespace the kubelet's CRI plugin keeps its images in.
 pub const CRI_NAMESPACE: &str = "k8s.io";
@@ -53,7 +61,7 @@ impl Runtime for Containerd {
 
     /// Over gRPC; when containerd does not answer (it is often the first
     /// victim of a full disk), its files, with a note saying so.
-    fn discover(&self, layout: &NodeLayout) -> Result<Read, String> {
+    fn discover(&self, layout: &NodeLayout) -> Result<Read, ReadError> {
         let unanswered = match grpc_discover(layout) {
             Ok(discovery) => {
                 return Ok(Read {
@@ -71,7 +79,7 @@ impl Runtime for Containerd {
                     layout.containerd_root.display()
                 )),
             }),
-            Err(files) => Err(format!("{unanswered}; and from its files: {files}")),
+            Err(files) => Err(ReadError::Containerd { unanswered, files }),
         }
     }
 
@@ -112,18 +120,16 @@ impl Runtime for Containerd {
     }
 }
 
-fn grpc_discover(layout: &NodeLayout) -> Result<Discovery, String> {
+fn grpc_discover(layout: &NodeLayout) -> Result<Discovery, ContainerdError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime
-        .block_on(discover(
-            &layout.containerd_address,
-            &layout.containerd_root,
-            layout.containerd_timeout,
-        ))
-        .map_err(|e| e.to_string())
+        .map_err(ContainerdError::AsyncRuntime)?;
+    runtime.block_on(discover(
+        &layout.containerd_address,
+        &layout.containerd_root,
+        layout.containerd_timeout,
+    ))
 }
 
 /// The only snapshotter whose layers are attributed.
@@ -132,17 +138,43 @@ const OVERLAYFS: &str = "overlayfs";
 const SNAPSHOTTER_PLUGIN: &str = "io.containerd.snapshotter.v1";
 const CONTENT_PLUGIN: &str = "io.containerd.content.v1";
 
-/// Why containerd could not be read at all.
+/// Why containerd could not be read at all (or its events not followed).
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
-    /// The socket is missing, refuses connections, or nothing answered in time.
-    #[error("containerd not reachable at {}: {reason}", socket.display())]
-    Unreachable {
+    /// There is no socket at the address.
+    #[error("containerd not reachable at {}: no such socket", socket.display())]
+    NoSocket {
         /// The socket that was tried.
         socket: PathBuf,
-        /// What happened, in words.
+    },
+    /// Connecting took longer than the timeout.
+    #[error("containerd not reachable at {}: no answer within {}", socket.display(), rpc::secs(*timeout))]
+    ConnectTimeout {
+        /// The socket that was tried.
+        socket: PathBuf,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// Connecting failed (e.g. refused).
+    #[error("containerd not reachable at {}: {reason}", socket.display())]
+    Connect {
+        /// The socket that was tried.
+        socket: PathBuf,
+        /// The innermost cause, in words (the transport's error chain).
         reason: String,
     },
+    /// A call everything else needs (listing namespaces, subscribing to or
+    /// following events) failed.
+    #[error("containerd not reachable at {}: {source}", socket.display())]
+    Call {
+        /// The socket called.
+        socket: PathBuf,
+        /// The failed call.
+        source: RpcError,
+    },
+    /// The async runtime the calls run on could not start.
+    #[error("cannot start the async runtime: {0}")]
+    AsyncRuntime(#[source] io::Error),
 }
 
 /// Reads every namespace of the containerd at `socket`, whose root directory
@@ -194,7 +226,8 @@ impl Roots {
         let mut exported = |kind: &str, id: &str| {
             let plugin = plugins.iter().find(|p| p.r#type == kind && p.id == id)?;
             if let Some(err) = &plugin.init_err {
-                problems.push(Problem::new(
+                problems.push(READER.problem(
+                    ProblemKind::Unsupported,
                     source,
                     format!("plugin {kind}.{id} failed to load: {}", err.message),
                 ));
@@ -245,11 +278,20 @@ impl Listing {
 }
 
 /// The listed items, or none and a problem naming `source`.
-fn or_problem<T>(r: Result<Vec<T>, String>, source: &str, problems: &mut Vec<Problem>) -> Vec<T> {
+fn or_problem<T>(r: Result<Vec<T>, RpcError>, source: &str, problems: &mut Vec<Problem>) -> Vec<T> {
     r.unwrap_or_else(|e| {
-        problems.push(Problem::new(source, e));
+        problems.push(READER.problem_from(source, &e));
         Vec::new()
     })
+}
+
+/// Adds `errors`, met with `source`, to `problems`.
+fn add_problems(
+    problems: &mut Vec<Problem>,
+    source: &str,
+    errors: impl IntoIterator<Item = impl Classified>,
+) {
+    problems.extend(errors.into_iter().map(|e| READER.problem_from(source, &e)));
 }
 
 /// Adds the images, layers and containers of one namespace to `disc`.
@@ -262,8 +304,7 @@ async fn add_namespace(
     disc: &mut Discovery,
 ) {
     for built in images::build(rpc, &l.ns, &l.images, &l.content).await {
-        disc.problems
-            .extend(built.problems.into_iter().map(|m| Problem::new(source, m)));
+        add_problems(&mut disc.problems, source, built.problems);
         if let Some(image) = built.record {
             disc.images.push(image);
         }
@@ -282,7 +323,8 @@ async fn add_namespace(
                 chain_id: snap.name.clone(),
                 dir: snapshot_dir(&roots.snapshotter, s.id),
             }),
-            None => disc.problems.push(Problem::new(
+            None => disc.problems.push(READER.problem(
+                ProblemKind::Missing,
                 roots.snapshotter.join("metadata.db").display().to_string(),
                 format!(
                     "snapshot {} of namespace {} is not in the database",
@@ -294,8 +336,7 @@ async fn add_namespace(
     for c in &l.containers {
         let (record, problems) =
             containers::record(rpc, &l.ns, c, &image_ids, backend, &roots.snapshotter).await;
-        disc.problems
-            .extend(problems.into_iter().map(|m| Problem::new(source, m)));
+        add_problems(&mut disc.problems, source, problems);
         disc.containers.extend(record);
     }
     add_pulls(rpc, l, source, disc).await;
@@ -321,8 +362,7 @@ async fn add_pulls(rpc: &Rpc, l: &Listing, source: &str, disc: &mut Discovery) {
     };
     let (records, problems) = pulls::find(rpc, &ns).await;
     disc.pulls.extend(records);
-    disc.problems
-        .extend(problems.into_iter().map(|m| Problem::new(source, m)));
+    add_problems(&mut disc.problems, source, problems);
 }
 
 /// The content store's root under containerd's `root`, unless configured.
@@ -360,7 +400,8 @@ fn blob_records(
     for digest in digests {
         match blob_path(content_root, &digest) {
             Some(path) => out.push(BlobRecord { digest, path }),
-            None => problems.push(Problem::new(
+            None => problems.push(READER.problem(
+                ProblemKind::Malformed,
                 content_root.display().to_string(),
                 format!("content digest {digest:?} is malformed; not counted"),
             )),

@@ -29,7 +29,7 @@ pub trait Runtime: Sync {
     fn location<'a>(&self, layout: &'a NodeLayout) -> &'a Path;
 
     /// Reads its store. An error says why it could not be read at all.
-    fn discover(&self, layout: &NodeLayout) -> Result<Read, String>;
+    fn discover(&self, layout: &NodeLayout) -> Result<Read, ReadError>;
 
     /// Where its pulls first write when its store is at the layout's root
     /// (before it was read, or while it is down).
@@ -277,16 +277,168 @@ pub struct Problem {
     pub source: String,
     /// What went wrong, in words.
     pub message: String,
+    /// What kind of trouble it is.
+    pub kind: ProblemKind,
+    /// Who met it.
+    pub reader: Reader,
 }
 
-impl Problem {
-    /// A problem with `source` described by `message`.
-    pub fn new(source: impl Into<String>, message: impl Into<String>) -> Self {
+/// What kind of trouble a [`Problem`] is: what an operator would do about it
+/// differs (fix permissions, restore a file, restart the runtime, accept it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// A file or directory could not be read (an I/O error).
+    Unreadable,
+    /// Content is corrupt, or not in the format expected.
+    Malformed,
+    /// Metadata names something that is absent: a layer directory, a
+    /// snapshot, a blob, an image.
+    Missing,
+    /// A call to a runtime's API failed or was not answered in time.
+    Unanswered,
+    /// Stored in a way Headroom does not read (another snapshotter or graph
+    /// driver): not counted.
+    Unsupported,
+}
+
+impl ProblemKind {
+    /// Every kind, so a metric series of each can exist (at 0) before one happens.
+    pub const ALL: [ProblemKind; 5] = [
+        ProblemKind::Unreadable,
+        ProblemKind::Malformed,
+        ProblemKind::Missing,
+        ProblemKind::Unanswered,
+        ProblemKind::Unsupported,
+    ];
+
+    /// The lowercase name used in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::Unreadable => "unreadable",
+            ProblemKind::Malformed => "malformed",
+            ProblemKind::Missing => "missing",
+            ProblemKind::Unanswered => "unanswered",
+            ProblemKind::Unsupported => "unsupported",
+        }
+    }
+
+    /// The kind of an I/O error met reading a file: content refused by a
+    /// careful read (`InvalidData`) is malformed, a file that is not there
+    /// is missing, anything else unreadable.
+    pub fn of_io(err: &std::io::Error) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::InvalidData => ProblemKind::Malformed,
+            std::io::ErrorKind::NotFound => ProblemKind::Missing,
+            _ => ProblemKind::Unreadable,
+        }
+    }
+}
+
+/// Who met a [`Problem`]: a runtime's reader, or one of the node's other
+/// sources. Serialized as its lowercase name (`docker`, `pod_logs`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "&'static str", try_from = "String")]
+pub enum Reader {
+    /// A container runtime's reader.
+    Runtime(RuntimeKind),
+    /// The kubelet config (its eviction thresholds).
+    Kubelet,
+    /// The pod log directories (`/var/log/pods`).
+    PodLogs,
+    /// The pods' emptyDir volumes.
+    Volumes,
+    /// The filesystems behind the kubelet's signals (their statfs).
+    Filesystems,
+}
+
+impl Reader {
+    /// Every reader: the runtimes (in [`ALL`]'s order), then the rest.
+    pub fn all() -> impl Iterator<Item = Reader> {
+        ALL.into_iter().map(Reader::Runtime).chain([
+            Reader::Kubelet,
+            Reader::PodLogs,
+            Reader::Volumes,
+            Reader::Filesystems,
+        ])
+    }
+
+    /// The lowercase name used in JSON and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reader::Runtime(kind) => kind.as_str(),
+            Reader::Kubelet => "kubelet",
+            Reader::PodLogs => "pod_logs",
+            Reader::Volumes => "volumes",
+            Reader::Filesystems => "filesystems",
+        }
+    }
+
+    /// A problem of `kind` this reader met with `source`, in `message`.
+    pub fn problem(
+        self,
+        kind: ProblemKind,
+        source: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Problem {
         Problem {
             source: source.into(),
             message: message.into(),
+            kind,
+            reader: self,
         }
     }
+
+    /// The problem `err` is, met with `source`: its kind and its words.
+    pub fn problem_from(self, source: impl Into<String>, err: &impl Classified) -> Problem {
+        self.problem(err.kind(), source, err.to_string())
+    }
+}
+
+impl From<Reader> for &'static str {
+    fn from(reader: Reader) -> Self {
+        reader.as_str()
+    }
+}
+
+impl TryFrom<String> for Reader {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Reader::all()
+            .find(|r| r.as_str() == name)
+            .ok_or_else(|| format!("unknown reader {name:?}"))
+    }
+}
+
+/// An error a reader records as a [`Problem`] rather than failing: its
+/// `Display` is the problem's message.
+pub trait Classified: std::fmt::Display {
+    /// What kind of problem it is.
+    fn kind(&self) -> ProblemKind;
+}
+
+impl Classified for std::io::Error {
+    fn kind(&self) -> ProblemKind {
+        ProblemKind::of_io(self)
+    }
+}
+
+/// Why a runtime's store could not be read at all
+/// (what [`Runtime::discover`] fails with).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Docker's store is missing, foreign or unreadable.
+    #[error(transparent)]
+    Docker(#[from] docker::DockerError),
+    /// containerd did not answer, and its files could not be read either.
+    #[error("{unanswered}; and from its files: {files}")]
+    Containerd {
+        /// Why containerd itself could not be read.
+        unanswered: containerd::ContainerdError,
+        /// Why its files could not be read.
+        files: containerd::FilesError,
+    },
 }
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use containerd_client::services::v1::Container;
 use containerd_client::types::Mount;
 
-use super::rpc::Rpc;
+use super::rpc::{Rpc, RpcError};
 use super::snapshots::Backend;
 use super::{snapshot_dir, OVERLAYFS};
-use crate::runtime::{ContainerRecord, PodRef};
+use crate::runtime::{Classified, ContainerRecord, PodRef, ProblemKind};
 
 /// CRI's label telling pod sandboxes from app containers.
 const KIND_LABEL: &str = "io.cri-containerd.kind";
@@ -19,7 +19,43 @@ const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 const POD_UID: &str = "io.kubernetes.pod.uid";
 const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 
-/// The record for `c`, with problems in words.
+/// Why a container's writable layer is not placed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ContainerError {
+    /// Its snapshot's mounts could not be read.
+    #[error(transparent)]
+    Mounts(#[from] RpcError),
+    /// Its snapshot is another snapshotter's.
+    #[error("container {id} in namespace {ns} uses snapshotter {snapshotter}; only overlayfs is supported, its writable layer is not counted")]
+    OtherSnapshotter {
+        /// The container's ID.
+        id: String,
+        /// Its namespace.
+        ns: String,
+        /// The snapshotter it uses.
+        snapshotter: String,
+    },
+    /// Neither its mounts nor `metadata.db` place its writable layer.
+    #[error("container {id} in namespace {ns}: writable layer directory not found")]
+    NoWritableDir {
+        /// The container's ID.
+        id: String,
+        /// Its namespace.
+        ns: String,
+    },
+}
+
+impl Classified for ContainerError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            ContainerError::Mounts(e) => e.kind(),
+            ContainerError::OtherSnapshotter { .. } => ProblemKind::Unsupported,
+            ContainerError::NoWritableDir { .. } => ProblemKind::Missing,
+        }
+    }
+}
+
+/// The record for `c`, with its problems.
 ///
 /// Returns `None` for containers without a snapshot (Docker 20.10 registers
 /// its containers in namespace `moby` that way; the Docker reader reports
@@ -32,7 +68,7 @@ pub(super) async fn record(
     image_ids: &HashMap<&str, &str>,
     backend: Option<&Backend>,
     snapshot_root: &Path,
-) -> (Option<ContainerRecord>, Vec<String>) {
+) -> (Option<ContainerRecord>, Vec<ContainerError>) {
     if skipped(c) {
         return (None, Vec::new());
     }
@@ -41,7 +77,7 @@ pub(super) async fn record(
     if on_overlayfs(c) {
         match rpc.mounts(ns, OVERLAYFS, &c.snapshot_key).await {
             Ok(mounts) => from_mounts = upper_dir(&mounts),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.into()),
         }
     }
     let found = Writable {
@@ -63,7 +99,7 @@ pub(super) fn record_from_files(
     image_ids: &HashMap<&str, &str>,
     backend: Option<&Backend>,
     snapshot_root: &Path,
-) -> (Option<ContainerRecord>, Vec<String>) {
+) -> (Option<ContainerRecord>, Vec<ContainerError>) {
     if skipped(c) {
         return (None, Vec::new());
     }
@@ -102,14 +138,14 @@ fn assemble(
     c: &Container,
     image_ids: &HashMap<&str, &str>,
     found: Writable<'_>,
-) -> (ContainerRecord, Vec<String>) {
+) -> (ContainerRecord, Vec<ContainerError>) {
     let mut problems = Vec::new();
-    let what = format!("container {} in namespace {ns}", c.id);
     let writable_dir = if !on_overlayfs(c) {
-        problems.push(format!(
-            "{what} uses snapshotter {}; only overlayfs is supported, its writable layer is not counted",
-            c.snapshotter
-        ));
+        problems.push(ContainerError::OtherSnapshotter {
+            id: c.id.clone(),
+            ns: ns.to_string(),
+            snapshotter: c.snapshotter.clone(),
+        });
         None
     } else {
         let from_db = || {
@@ -120,7 +156,10 @@ fn assemble(
         };
         let dir = found.from_mounts.or_else(from_db);
         if dir.is_none() {
-            problems.push(format!("{what}: writable layer directory not found"));
+            problems.push(ContainerError::NoWritableDir {
+                id: c.id.clone(),
+                ns: ns.to_string(),
+            });
         }
         dir
     };

@@ -29,7 +29,10 @@ pub async fn subscribe(socket: &Path, timeout: Duration) -> Result<EventStream, 
     let inner = rpc
         .subscribe(filters)
         .await
-        .map_err(|reason| unreachable(socket, reason))?;
+        .map_err(|source| ContainerdError::Call {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
     Ok(EventStream {
         socket: socket.to_path_buf(),
         inner,
@@ -43,15 +46,10 @@ impl EventStream {
     pub async fn next_topic(&mut self) -> Result<Option<String>, ContainerdError> {
         match self.inner.next().await {
             Ok(event) => Ok(event.map(|e| e.topic)),
-            Err(reason) => Err(unreachable(&self.socket, reason)),
+            Err(source) => Err(ContainerdError::Call {
+                socket: self.socket.clone(),
+                source,
+            }),
         }
-    }
-}
-
-/// containerd at `socket` failed us, for `reason`.
-fn unreachable(socket: &Path, reason: String) -> ContainerdError {
-    ContainerdError::Unreachable {
-        socket: socket.to_path_buf(),
-        reason,
     }
 }

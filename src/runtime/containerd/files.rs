@@ -15,17 +15,21 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::future::Future;
+use std::io;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use super::images::{self, BlobSource, Built};
+use super::images::{self, BlobError, BlobSource, Built};
 use super::meta_db::{self, Namespace};
 use super::pulls::{self, Ingest};
 use super::snapshots::{self, Backend, CopyError, Kind, ATTEMPTS};
-use super::{blob_path, blob_records, containers, snapshot_dir, OVERLAYFS, SNAPSHOTTER_PLUGIN};
-use crate::runtime::{Discovery, LayerRecord, Problem, RuntimeKind};
+use super::{
+    add_problems, blob_path, blob_records, containers, snapshot_dir, OVERLAYFS, READER,
+    SNAPSHOTTER_PLUGIN,
+};
+use crate::runtime::{Classified, Discovery, LayerRecord, Problem, ProblemKind, RuntimeKind};
 
 /// The metadata plugin's directory under the root, holding `meta.db`.
 const METADATA_DIR: &str = "io.containerd.metadata.v1.bolt";
@@ -43,6 +47,50 @@ pub enum FilesError {
         /// What happened, in words.
         reason: String,
     },
+}
+
+/// Why an ingest directory could not be read.
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    /// One of its files could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Its `data` file could not be stat'ed.
+    #[error("cannot stat {}: {source}", path.display())]
+    Stat {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Its `ref` is not `<namespace>/<n>/<ref>`.
+    #[error("ingest ref {key:?} is not <namespace>/<n>/<ref>")]
+    BadRef {
+        /// The ref as read.
+        key: String,
+    },
+    /// Its `total` is not a number.
+    #[error("ingest total {total:?} is not a byte count")]
+    BadTotal {
+        /// The total as read.
+        total: String,
+    },
+}
+
+impl Classified for IngestError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            IngestError::Read { source, .. } | IngestError::Stat { source, .. } => {
+                ProblemKind::of_io(source)
+            }
+            IngestError::BadRef { .. } | IngestError::BadTotal { .. } => ProblemKind::Malformed,
+        }
+    }
 }
 
 /// Reads what the containerd whose root directory is `root` holds, from its
@@ -72,8 +120,11 @@ pub fn discover_from_files(root: &Path) -> Result<Discovery, FilesError> {
     })?;
     let mut disc = Discovery::new(RuntimeKind::Containerd, store.snapshotter.clone());
     disc.pull_dirs = vec![super::ingest_dir(&store.content)];
-    disc.problems
-        .extend(meta.problems.into_iter().map(|m| store.meta_problem(m)));
+    disc.problems.extend(
+        meta.problems
+            .into_iter()
+            .map(|m| READER.problem(ProblemKind::Malformed, &store.meta_db, m)),
+    );
     // Read after meta.db, so every snapshot it lists is in the copy.
     let backend = snapshots::read_blocking(&store.snapshotter.join("metadata.db"))
         .map_err(|p| disc.problems.push(p))
@@ -110,9 +161,10 @@ impl Store {
         }
     }
 
-    /// A problem with an entry of `meta.db`.
-    fn meta_problem(&self, message: String) -> Problem {
-        Problem::new(&self.meta_db, message)
+    /// A problem for reads of the files that would have waited (plain file
+    /// reads never do; this is the guard against a future that does).
+    fn waited(&self, message: String) -> Problem {
+        READER.problem(ProblemKind::Unreadable, &self.meta_db, message)
     }
 
     /// Adds the images, layers and containers of namespace `ns` to `disc`.
@@ -124,14 +176,11 @@ impl Store {
                     "images of namespace {} not resolved: a read waited",
                     ns.name
                 );
-                vec![Built {
-                    record: None,
-                    problems: vec![msg],
-                }]
+                disc.problems.push(self.waited(msg));
+                Vec::new()
             });
         for Built { record, problems } in built {
-            disc.problems
-                .extend(problems.into_iter().map(|m| self.meta_problem(m)));
+            add_problems(&mut disc.problems, &self.meta_db, problems);
             disc.images.extend(record);
         }
         if let Some(backend) = backend {
@@ -141,8 +190,7 @@ impl Store {
         for c in &ns.containers {
             let (record, problems) =
                 containers::record_from_files(&ns.name, c, &image_ids, backend, &self.snapshotter);
-            disc.problems
-                .extend(problems.into_iter().map(|m| self.meta_problem(m)));
+            add_problems(&mut disc.problems, &self.meta_db, problems);
             disc.containers.extend(record);
         }
     }
@@ -178,11 +226,11 @@ impl Store {
         let blobs = ContentFiles(&self.content);
         let (records, problems) = run_ready(pulls::find(&blobs, &found)).unwrap_or_else(|| {
             let msg = format!("pulls of namespace {} not read: a read waited", ns.name);
-            (Vec::new(), vec![msg])
+            disc.problems.push(self.waited(msg));
+            (Vec::new(), Vec::new())
         });
         disc.pulls.extend(records);
-        disc.problems
-            .extend(problems.into_iter().map(|m| self.meta_problem(m)));
+        add_problems(&mut disc.problems, &self.meta_db, problems);
     }
 
     /// The ingests under `<content root>/ingest`, by namespace. One that
@@ -194,7 +242,8 @@ impl Store {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
             Err(e) => {
-                problems.push(Problem::new(
+                problems.push(READER.problem(
+                    ProblemKind::of_io(&e),
                     dir.display().to_string(),
                     format!("cannot list the ingests: {e}"),
                 ));
@@ -205,8 +254,8 @@ impl Store {
             match read_ingest(&entry.path()) {
                 Ok(Some((ns, ingest))) => out.entry(ns).or_default().push(ingest),
                 Ok(None) => {}
-                Err(message) => {
-                    problems.push(Problem::new(entry.path().display().to_string(), message))
+                Err(e) => {
+                    problems.push(READER.problem_from(entry.path().display().to_string(), &e))
                 }
             }
         }
@@ -226,7 +275,8 @@ impl Store {
                     dir: snapshot_dir(&self.snapshotter, s.id),
                 }),
                 Some(_) => {}
-                None => disc.problems.push(Problem::new(
+                None => disc.problems.push(READER.problem(
+                    ProblemKind::Missing,
                     self.snapshotter.join("metadata.db").display().to_string(),
                     format!(
                         "snapshot {name} of namespace {} (backend key {backend_key:?}) is not in the database",
@@ -241,32 +291,31 @@ impl Store {
 /// One ingest directory as (namespace, ingest): its `ref` file holds
 /// `<ns>/<seq>/<ref>`, `total` the expected size (0 when missing) and the
 /// size of `data` the bytes so far. `None` when it vanished while read.
-fn read_ingest(dir: &Path) -> Result<Option<(String, Ingest)>, String> {
-    let text = |name: &str| -> Result<Option<String>, String> {
+fn read_ingest(dir: &Path) -> Result<Option<(String, Ingest)>, IngestError> {
+    let text = |name: &str| -> Result<Option<String>, IngestError> {
         let path = dir.join(name);
         let mut data = String::new();
         match File::open(&path).and_then(|f| f.take(MAX_INGEST_FILE).read_to_string(&mut data)) {
             Ok(_) => Ok(Some(data.trim().to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(IngestError::Read { path, source }),
         }
     };
     let Some(key) = text("ref")? else {
         return Ok(None);
     };
-    let (ns, reference) = snapshots::split_key(&key)
-        .ok_or_else(|| format!("ingest ref {key:?} is not <namespace>/<n>/<ref>"))?;
+    let Some((ns, reference)) = snapshots::split_key(&key) else {
+        return Err(IngestError::BadRef { key });
+    };
     let total = match text("total")? {
         None => 0,
-        Some(t) => t
-            .parse()
-            .map_err(|_| format!("ingest total {t:?} is not a byte count"))?,
+        Some(t) => t.parse().map_err(|_| IngestError::BadTotal { total: t })?,
     };
     let data = dir.join("data");
     let offset = match std::fs::symlink_metadata(&data) {
         Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot stat {}: {e}", data.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(IngestError::Stat { path: data, source }),
     };
     let ingest = Ingest {
         reference: reference.to_string(),
@@ -281,20 +330,17 @@ fn read_ingest(dir: &Path) -> Result<Option<(String, Ingest)>, String> {
 struct ContentFiles<'a>(&'a Path);
 
 impl BlobSource for ContentFiles<'_> {
-    async fn read_blob(&self, _ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, String> {
-        let path = blob_path(self.0, digest)
-            .ok_or_else(|| format!("blob digest {digest:?} is malformed"))?;
-        let fail = |e: std::io::Error| format!("cannot read blob file {}: {e}", path.display());
+    async fn read_blob(&self, _ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, BlobError> {
+        let path = blob_path(self.0, digest).ok_or_else(|| BlobError::BadDigest {
+            digest: digest.to_string(),
+        })?;
         let mut data = Vec::new();
         let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
-        File::open(&path)
-            .and_then(|f| f.take(limit).read_to_end(&mut data))
-            .map_err(fail)?;
+        if let Err(source) = File::open(&path).and_then(|f| f.take(limit).read_to_end(&mut data)) {
+            return Err(BlobError::File { path, source });
+        }
         if data.len() > cap {
-            return Err(format!(
-                "blob file {} is larger than {cap} bytes, not read",
-                path.display()
-            ));
+            return Err(BlobError::FileTooLarge { path, cap });
         }
         Ok(data)
     }

@@ -8,14 +8,16 @@
 //! the content store's files when containerd does not answer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_client::services::v1::{Image, Info as ContentInfo};
 use serde::Deserialize;
 
-use super::rpc::Rpc;
+use super::rpc::{Rpc, RpcError};
 use super::OVERLAYFS;
-use crate::runtime::ImageRecord;
+use crate::runtime::{Classified, ImageRecord, ProblemKind};
 
 /// Largest manifest, index or config blob read (real ones are a few KiB).
 const MAX_DOCUMENT: usize = 4 << 20;
@@ -33,14 +35,146 @@ pub(super) type Content = HashMap<String, ContentInfo>;
 
 /// Where the index, manifest and config blobs are read from.
 pub(super) trait BlobSource {
-    /// The bytes of blob `digest` as namespace `ns` sees it; an error, in
-    /// words naming the blob, if it cannot be read or exceeds `cap` bytes.
-    async fn read_blob(&self, ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, String>;
+    /// The bytes of blob `digest` as namespace `ns` sees it; an error
+    /// naming the blob if it cannot be read or exceeds `cap` bytes.
+    async fn read_blob(&self, ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, BlobError>;
 }
 
 impl BlobSource for Rpc {
-    async fn read_blob(&self, ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, String> {
-        self.read(ns, digest, cap).await
+    async fn read_blob(&self, ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, BlobError> {
+        Ok(self.read(ns, digest, cap).await?)
+    }
+}
+
+/// Why an index, manifest or config blob could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BlobError {
+    /// The content store does not list it.
+    #[error("blob {digest} is not in the content store")]
+    NotInStore {
+        /// The blob's digest.
+        digest: String,
+    },
+    /// Its size is beyond any real document's.
+    #[error("blob {digest} is {size} bytes, too large to read")]
+    TooLarge {
+        /// The blob's digest.
+        digest: String,
+        /// The size the content store records.
+        size: i64,
+    },
+    /// It is not the JSON document expected.
+    #[error("blob {digest} is not a valid document: {source}")]
+    Invalid {
+        /// The blob's digest.
+        digest: String,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// containerd did not give it.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// Its digest cannot name a file of the store.
+    #[error("blob digest {digest:?} is malformed")]
+    BadDigest {
+        /// The digest.
+        digest: String,
+    },
+    /// Its file could not be read.
+    #[error("cannot read blob file {}: {source}", path.display())]
+    File {
+        /// The blob file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Its file is larger than the reader takes.
+    #[error("blob file {} is larger than {cap} bytes, not read", path.display())]
+    FileTooLarge {
+        /// The blob file.
+        path: PathBuf,
+        /// The most bytes read.
+        cap: usize,
+    },
+}
+
+impl Classified for BlobError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            BlobError::NotInStore { .. } => ProblemKind::Missing,
+            BlobError::File { source, .. } => ProblemKind::of_io(source),
+            BlobError::Rpc(e) => e.kind(),
+            BlobError::TooLarge { .. }
+            | BlobError::Invalid { .. }
+            | BlobError::BadDigest { .. }
+            | BlobError::FileTooLarge { .. } => ProblemKind::Malformed,
+        }
+    }
+}
+
+/// Why an image's layers could not be found, or are not counted.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ResolveError {
+    /// The image record points at nothing.
+    #[error("the image record has no target")]
+    NoTarget,
+    /// An index lists no manifest the reader can pick.
+    #[error("index {index} has no manifest for this platform")]
+    NoManifest {
+        /// The index's digest.
+        index: String,
+    },
+    /// A manifest names no config.
+    #[error("manifest {manifest} has no config")]
+    NoConfig {
+        /// The manifest's digest.
+        manifest: String,
+    },
+    /// Indexes point at indexes beyond [`MAX_NESTING`].
+    #[error("indexes nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
+    /// A document could not be read.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// Only snapshotters other than overlayfs unpacked it.
+    #[error(
+        "unpacked with snapshotter {} only; only overlayfs is supported, its layers are not counted",
+        snapshotters.join(", ")
+    )]
+    OtherSnapshotters {
+        /// The snapshotters that did.
+        snapshotters: Vec<String>,
+    },
+}
+
+impl Classified for ResolveError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            ResolveError::NoManifest { .. } => ProblemKind::Missing,
+            ResolveError::NoTarget | ResolveError::NoConfig { .. } | ResolveError::TooDeep => {
+                ProblemKind::Malformed
+            }
+            ResolveError::Blob(e) => e.kind(),
+            ResolveError::OtherSnapshotters { .. } => ProblemKind::Unsupported,
+        }
+    }
+}
+
+/// A problem with one image, named by its first name and namespace.
+#[derive(Debug, thiserror::Error)]
+#[error("image {name} in namespace {ns}: {source}")]
+pub(super) struct ImageError {
+    /// The image's first name.
+    name: String,
+    /// Its namespace.
+    ns: String,
+    /// What is wrong.
+    source: ResolveError,
+}
+
+impl Classified for ImageError {
+    fn kind(&self) -> ProblemKind {
+        self.source.kind()
     }
 }
 
@@ -97,8 +231,8 @@ struct Resolved {
 pub(super) struct Built {
     /// The record, unless not even its ID could be found.
     pub(super) record: Option<ImageRecord>,
-    /// Problems, in words, each naming the image.
-    pub(super) problems: Vec<String>,
+    /// Problems, each naming the image.
+    pub(super) problems: Vec<ImageError>,
 }
 
 /// Groups the image records of `ns` by target and resolves each image.
@@ -132,17 +266,22 @@ async fn build_one(
     refs.sort();
     let name = refs.first().cloned().unwrap_or_default();
     let mut problems = Vec::new();
-    let resolved = match resolve(source, ns, target, content).await {
-        Ok(r) => Some(r),
-        Err(e) => {
-            problems.push(format!("image {name} in namespace {ns}: {e}"));
-            None
-        }
+    let mut problem = |source| {
+        problems.push(ImageError {
+            name: name.clone(),
+            ns: ns.to_string(),
+            source,
+        })
     };
-    if let Some(r) = &resolved {
-        if let Some(msg) = unsupported_snapshotter(content.get(&r.config)) {
-            problems.push(format!("image {name} in namespace {ns}: {msg}"));
-        }
+    let resolved = resolve(source, ns, target, content)
+        .await
+        .map_err(&mut problem)
+        .ok();
+    if let Some(err) = resolved
+        .as_ref()
+        .and_then(|r| unsupported_snapshotter(content.get(&r.config)))
+    {
+        problem(err);
     }
     // Without the config, CRI's `sha256:<config>` name still gives the ID.
     let id = match &resolved {
@@ -185,9 +324,9 @@ async fn resolve(
     ns: &str,
     target: &str,
     content: &Content,
-) -> Result<Resolved, String> {
+) -> Result<Resolved, ResolveError> {
     if target.is_empty() {
-        return Err("the image record has no target".into());
+        return Err(ResolveError::NoTarget);
     }
     let mut blobs = BTreeSet::new();
     let mut digest = target.to_string();
@@ -197,12 +336,14 @@ async fn resolve(
         if !doc.manifests.is_empty() {
             blobs.extend(doc.manifests.iter().map(|m| m.digest.clone()));
             digest = pick_manifest(&doc.manifests, content)
-                .ok_or_else(|| format!("index {digest} has no manifest for this platform"))?;
+                .ok_or(ResolveError::NoManifest { index: digest })?;
             continue;
         }
         let config = doc
             .config
-            .ok_or_else(|| format!("manifest {digest} has no config"))?
+            .ok_or_else(|| ResolveError::NoConfig {
+                manifest: digest.clone(),
+            })?
             .digest;
         blobs.extend(doc.layers.into_iter().map(|l| l.digest));
         let image_config: ImageConfig = parse(&read(source, ns, &config, content).await?, &config)?;
@@ -213,7 +354,7 @@ async fn resolve(
             blobs,
         });
     }
-    Err(format!("indexes nested deeper than {MAX_NESTING} levels"))
+    Err(ResolveError::TooDeep)
 }
 
 /// Reads a document blob after checking it is present and small.
@@ -222,22 +363,28 @@ pub(super) async fn read(
     ns: &str,
     digest: &str,
     content: &Content,
-) -> Result<Vec<u8>, String> {
-    let info = content
-        .get(digest)
-        .ok_or_else(|| format!("blob {digest} is not in the content store"))?;
+) -> Result<Vec<u8>, BlobError> {
+    let info = content.get(digest).ok_or_else(|| BlobError::NotInStore {
+        digest: digest.to_string(),
+    })?;
     if usize::try_from(info.size).map_or(true, |s| s > MAX_DOCUMENT) {
-        return Err(format!(
-            "blob {digest} is {} bytes, too large to read",
-            info.size
-        ));
+        return Err(BlobError::TooLarge {
+            digest: digest.to_string(),
+            size: info.size,
+        });
     }
     source.read_blob(ns, digest, MAX_DOCUMENT).await
 }
 
 /// Parses a JSON document, naming its digest on failure.
-pub(super) fn parse<'de, T: Deserialize<'de>>(bytes: &'de [u8], digest: &str) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("blob {digest} is not a valid document: {e}"))
+pub(super) fn parse<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    digest: &str,
+) -> Result<T, BlobError> {
+    serde_json::from_slice(bytes).map_err(|source| BlobError::Invalid {
+        digest: digest.to_string(),
+        source,
+    })
 }
 
 /// Picks the manifest containerd unpacked: the one whose config names an
@@ -297,7 +444,7 @@ fn gc_children(root: &str, content: &Content) -> BTreeSet<String> {
 }
 
 /// A complaint when a config was unpacked only by other snapshotters.
-fn unsupported_snapshotter(config: Option<&ContentInfo>) -> Option<String> {
+fn unsupported_snapshotter(config: Option<&ContentInfo>) -> Option<ResolveError> {
     let snapshotters: BTreeSet<&str> = config?
         .labels
         .keys()
@@ -306,11 +453,9 @@ fn unsupported_snapshotter(config: Option<&ContentInfo>) -> Option<String> {
     if snapshotters.is_empty() || snapshotters.contains(OVERLAYFS) {
         return None;
     }
-    let list: Vec<&str> = snapshotters.into_iter().collect();
-    Some(format!(
-        "unpacked with snapshotter {} only; only overlayfs is supported, its layers are not counted",
-        list.join(", ")
-    ))
+    Some(ResolveError::OtherSnapshotters {
+        snapshotters: snapshotters.into_iter().map(str::to_string).collect(),
+    })
 }
 
 /// When an image record last changed.
@@ -427,9 +572,9 @@ mod tests {
     #[test]
     fn other_snapshotters_are_named() {
         let (_, native) = info("c", &[("containerd.io/gc.ref.snapshot.native", "x")]);
-        assert!(unsupported_snapshotter(Some(&native))
-            .unwrap()
-            .contains("native"));
+        let err = unsupported_snapshotter(Some(&native)).unwrap();
+        assert!(err.to_string().contains("native"), "{err}");
+        assert_eq!(err.kind(), ProblemKind::Unsupported);
         let (_, both) = info(
             "c",
             &[
@@ -437,8 +582,8 @@ mod tests {
                 ("containerd.io/gc.ref.snapshot.overlayfs", "x"),
             ],
         );
-        assert_eq!(unsupported_snapshotter(Some(&both)), None);
+        assert!(unsupported_snapshotter(Some(&both)).is_none());
         let (_, packed) = info("c", &[]);
-        assert_eq!(unsupported_snapshotter(Some(&packed)), None);
+        assert!(unsupported_snapshotter(Some(&packed)).is_none());
     }
 }

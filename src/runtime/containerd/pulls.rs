@@ -17,9 +17,9 @@ use std::collections::{HashMap, HashSet};
 use containerd_client::services::v1::Status as IngestStatus;
 use serde::Deserialize;
 
-use super::images::{parse, read, BlobSource, Content, ImageConfig};
+use super::images::{parse, read, BlobError, BlobSource, Content, ImageConfig};
 use super::OVERLAYFS;
-use crate::runtime::{ImageRecord, PullLayer, PullRecord};
+use crate::runtime::{Classified, ImageRecord, ProblemKind, PullLayer, PullRecord};
 
 /// The manifest label naming its config; only manifests carry it.
 const CONFIG_LABEL: &str = "containerd.io/gc.ref.content.config";
@@ -117,12 +117,30 @@ struct Descriptor {
     size: u64,
 }
 
-/// The pulls in flight in `ns`, and problems in words (a manifest or config
+/// A manifest or config of a pull that could not be read; its pull is left out.
+#[derive(Debug, thiserror::Error)]
+#[error("manifest {manifest} in namespace {ns}: {source}; its pull is not counted")]
+pub(super) struct PullError {
+    /// The manifest's digest.
+    manifest: String,
+    /// Its namespace.
+    ns: String,
+    /// Why it could not be read.
+    source: BlobError,
+}
+
+impl Classified for PullError {
+    fn kind(&self) -> ProblemKind {
+        self.source.kind()
+    }
+}
+
+/// The pulls in flight in `ns`, and the problems met (a manifest or config
 /// that could not be read; its pull is then left out).
 pub(super) async fn find(
     source: &impl BlobSource,
     ns: &Namespace<'_>,
-) -> (Vec<PullRecord>, Vec<String>) {
+) -> (Vec<PullRecord>, Vec<PullError>) {
     let ingests: HashMap<&str, &Ingest> = ns
         .ingests
         .iter()
@@ -155,10 +173,11 @@ pub(super) async fn find(
                 pulls.push(pull);
             }
             Ok(None) => {}
-            Err(e) => problems.push(format!(
-                "manifest {digest} in namespace {}: {e}; its pull is not counted",
-                ns.name
-            )),
+            Err(source) => problems.push(PullError {
+                manifest: digest.to_string(),
+                ns: ns.name.to_string(),
+                source,
+            }),
         }
     }
     let mut lone: Vec<&Ingest> = ns
@@ -215,7 +234,7 @@ async fn pull_of<'a>(
     digest: &'a str,
     image: Option<&ImageRecord>,
     ingests: &HashMap<&str, &Ingest>,
-) -> Result<Option<(PullRecord, Vec<&'a str>)>, String> {
+) -> Result<Option<(PullRecord, Vec<&'a str>)>, BlobError> {
     let manifest: Manifest = parse(&read(source, ns.name, digest, ns.content).await?, digest)?;
     let config = manifest.config.map(|c| c.digest);
     let chains = match &config {
@@ -356,11 +375,18 @@ mod tests {
     struct Blobs(HashMap<String, Vec<u8>>);
 
     impl BlobSource for Blobs {
-        async fn read_blob(&self, _ns: &str, digest: &str, _cap: usize) -> Result<Vec<u8>, String> {
+        async fn read_blob(
+            &self,
+            _ns: &str,
+            digest: &str,
+            _cap: usize,
+        ) -> Result<Vec<u8>, BlobError> {
             self.0
                 .get(digest)
                 .cloned()
-                .ok_or_else(|| format!("no blob {digest}"))
+                .ok_or_else(|| BlobError::NotInStore {
+                    digest: digest.to_string(),
+                })
         }
     }
 
@@ -443,7 +469,7 @@ mod tests {
         }
     }
 
-    async fn find_in(n: &Node) -> (Vec<PullRecord>, Vec<String>) {
+    async fn find_in(n: &Node) -> (Vec<PullRecord>, Vec<PullError>) {
         let ns = Namespace {
             name: "k8s.io",
             content: &n.content,
@@ -586,7 +612,8 @@ mod tests {
         n.blobs.0.insert(MANIFEST.into(), b"{not json".to_vec());
         let (pulls, problems) = find_in(&n).await;
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains(MANIFEST), "{problems:?}");
+        assert!(problems[0].to_string().contains(MANIFEST), "{problems:?}");
+        assert_eq!(problems[0].kind(), ProblemKind::Malformed);
         // Its layer's ingest is still shown, on its own.
         assert_eq!(pulls.len(), 1);
         assert_eq!(pulls[0].ingest.as_deref(), Some("layer-sha256:b"));

@@ -2,12 +2,13 @@
 //! (save the wait for events, which a quiet containerd may never end: a
 //! [`Subscription`] proves liveness with probes instead).
 //!
-//! Every call takes the namespace explicitly and returns a message naming
-//! what was asked on failure, so the caller can turn it into a
+//! Every call takes the namespace explicitly and fails with an [`RpcError`]
+//! naming the [`Call`], so the caller can turn it into a
 //! [`Problem`](crate::runtime::Problem) and carry on.
 
+use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -31,9 +32,153 @@ use containerd_client::services::v1::{
 use containerd_client::types::{Envelope, Mount};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
 use super::ContainerdError;
+use crate::runtime::{Classified, ProblemKind};
+
+/// A containerd API call, as errors name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// Listing the namespaces.
+    Namespaces,
+    /// Listing the plugins (introspection).
+    Plugins,
+    /// Listing the image records of a namespace.
+    Images {
+        /// The namespace.
+        ns: String,
+    },
+    /// Listing the containers of a namespace.
+    Containers {
+        /// The namespace.
+        ns: String,
+    },
+    /// Listing the content blobs of a namespace.
+    Content {
+        /// The namespace.
+        ns: String,
+    },
+    /// Listing the ingests of a namespace.
+    Ingests {
+        /// The namespace.
+        ns: String,
+    },
+    /// Listing a snapshotter's snapshots of a namespace.
+    Snapshots {
+        /// The namespace.
+        ns: String,
+        /// The snapshotter.
+        snapshotter: String,
+    },
+    /// Reading the mounts of an active snapshot.
+    Mounts {
+        /// The namespace.
+        ns: String,
+        /// The snapshot key.
+        key: String,
+    },
+    /// Reading a blob of the content store.
+    ReadBlob {
+        /// The namespace.
+        ns: String,
+        /// The blob's digest.
+        digest: String,
+    },
+    /// Subscribing to events.
+    Subscribe,
+    /// Reading the event stream.
+    Events,
+    /// Asking containerd's version, to prove it answers while `during` goes on.
+    Version {
+        /// What the probe serves, e.g. "following events".
+        during: &'static str,
+    },
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Call::Namespaces => write!(f, "listing namespaces"),
+            Call::Plugins => write!(f, "listing plugins"),
+            Call::Images { ns } => write!(f, "listing images of namespace {ns}"),
+            Call::Containers { ns } => write!(f, "listing containers of namespace {ns}"),
+            Call::Content { ns } => write!(f, "listing content of namespace {ns}"),
+            Call::Ingests { ns } => write!(f, "listing ingests of namespace {ns}"),
+            Call::Snapshots { ns, snapshotter } => {
+                write!(f, "listing {snapshotter} snapshots of namespace {ns}")
+            }
+            Call::Mounts { ns, key } => {
+                write!(f, "reading mounts of snapshot {key} in namespace {ns}")
+            }
+            Call::ReadBlob { ns, digest } => write!(f, "reading blob {digest} in namespace {ns}"),
+            Call::Subscribe => write!(f, "subscribing to events"),
+            Call::Events => write!(f, "event stream broke"),
+            Call::Version { during } => write!(f, "{during}: asking containerd's version"),
+        }
+    }
+}
+
+/// Why a call to containerd failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// containerd answered with an error status.
+    #[error("{call}: {message}")]
+    Status {
+        /// The call.
+        call: Call,
+        /// The status code.
+        code: Code,
+        /// The status message (its code when it has none).
+        message: String,
+    },
+    /// containerd did not answer within the timeout.
+    #[error("{call}: no answer within {}", secs(*timeout))]
+    Timeout {
+        /// The call.
+        call: Call,
+        /// The timeout it had.
+        timeout: Duration,
+    },
+    /// A blob is larger than the reader takes.
+    #[error("{call}: larger than {cap} bytes, not read")]
+    TooLarge {
+        /// The call reading it.
+        call: Call,
+        /// The most bytes read.
+        cap: usize,
+    },
+    /// The namespace cannot be sent as a gRPC header.
+    #[error("namespace {ns:?} is not a valid gRPC header value")]
+    BadNamespace {
+        /// The namespace.
+        ns: String,
+    },
+}
+
+impl RpcError {
+    /// The failed `call` as its `status` says.
+    fn status(call: Call, status: &Status) -> Self {
+        RpcError::Status {
+            call,
+            code: status.code(),
+            message: status_text(status),
+        }
+    }
+}
+
+impl Classified for RpcError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            RpcError::Status {
+                code: Code::NotFound,
+                ..
+            } => ProblemKind::Missing,
+            RpcError::Status { .. } | RpcError::Timeout { .. } => ProblemKind::Unanswered,
+            RpcError::TooLarge { .. } | RpcError::BadNamespace { .. } => ProblemKind::Malformed,
+        }
+    }
+}
 
 /// gRPC metadata key that selects the containerd namespace.
 const NAMESPACE_KEY: &str = "containerd-namespace";
@@ -47,17 +192,19 @@ pub(super) struct Rpc {
 impl Rpc {
     /// Connects to the socket, giving up after `timeout`.
     pub(super) async fn connect(socket: &Path, timeout: Duration) -> Result<Self, ContainerdError> {
-        let unreachable = |reason: String| ContainerdError::Unreachable {
-            socket: socket.to_path_buf(),
-            reason,
-        };
+        let socket = socket.to_path_buf();
         if !socket.exists() {
-            return Err(unreachable("no such socket".into()));
+            return Err(ContainerdError::NoSocket { socket });
         }
-        let channel = tokio::time::timeout(timeout, containerd_client::connect(socket))
-            .await
-            .map_err(|_| unreachable(format!("no answer within {}", secs(timeout))))?
-            .map_err(|e| unreachable(root_cause(&e)))?;
+        let channel = match tokio::time::timeout(timeout, containerd_client::connect(&socket)).await
+        {
+            Err(_) => return Err(ContainerdError::ConnectTimeout { socket, timeout }),
+            Ok(Err(e)) => {
+                let reason = root_cause(&e);
+                return Err(ContainerdError::Connect { socket, reason });
+            }
+            Ok(Ok(channel)) => channel,
+        };
         Ok(Rpc { channel, timeout })
     }
 
@@ -65,22 +212,22 @@ impl Rpc {
     pub(super) async fn namespaces(&self, socket: &Path) -> Result<Vec<String>, ContainerdError> {
         let mut client = NamespacesClient::new(self.channel.clone());
         let list = self
-            .bounded("listing namespaces", async move {
+            .bounded(Call::Namespaces, async move {
                 client.list(ListNamespacesRequest::default()).await
             })
             .await
-            .map_err(|reason| ContainerdError::Unreachable {
-                socket: PathBuf::from(socket),
-                reason,
+            .map_err(|source| ContainerdError::Call {
+                socket: socket.to_path_buf(),
+                source,
             })?;
         Ok(list.namespaces.into_iter().map(|n| n.name).collect())
     }
 
     /// Every plugin containerd loaded, with its exports.
-    pub(super) async fn plugins(&self) -> Result<Vec<Plugin>, String> {
+    pub(super) async fn plugins(&self) -> Result<Vec<Plugin>, RpcError> {
         let mut client = IntrospectionClient::new(self.channel.clone());
         let resp = self
-            .bounded("listing plugins", async move {
+            .bounded(Call::Plugins, async move {
                 client.plugins(PluginsRequest::default()).await
             })
             .await?;
@@ -88,35 +235,32 @@ impl Rpc {
     }
 
     /// Every image record of namespace `ns`.
-    pub(super) async fn images(&self, ns: &str) -> Result<Vec<Image>, String> {
+    pub(super) async fn images(&self, ns: &str) -> Result<Vec<Image>, RpcError> {
         let mut client = ImagesClient::new(self.channel.clone());
         let req = namespaced(ns, ListImagesRequest::default())?;
+        let call = Call::Images { ns: ns.into() };
         let resp = self
-            .bounded(&format!("listing images of namespace {ns}"), async move {
-                client.list(req).await
-            })
+            .bounded(call, async move { client.list(req).await })
             .await?;
         Ok(resp.images)
     }
 
     /// Every container of namespace `ns`.
-    pub(super) async fn containers(&self, ns: &str) -> Result<Vec<Container>, String> {
+    pub(super) async fn containers(&self, ns: &str) -> Result<Vec<Container>, RpcError> {
         let mut client = ContainersClient::new(self.channel.clone());
         let req = namespaced(ns, ListContainersRequest::default())?;
+        let call = Call::Containers { ns: ns.into() };
         let resp = self
-            .bounded(
-                &format!("listing containers of namespace {ns}"),
-                async move { client.list(req).await },
-            )
+            .bounded(call, async move { client.list(req).await })
             .await?;
         Ok(resp.containers)
     }
 
     /// Every content blob visible in namespace `ns`, with its labels.
-    pub(super) async fn content(&self, ns: &str) -> Result<Vec<ContentInfo>, String> {
+    pub(super) async fn content(&self, ns: &str) -> Result<Vec<ContentInfo>, RpcError> {
         let mut client = ContentClient::new(self.channel.clone());
         let req = namespaced(ns, ListContentRequest::default())?;
-        self.bounded_raw(&format!("listing content of namespace {ns}"), async move {
+        self.bounded_raw(Call::Content { ns: ns.into() }, async move {
             let stream = client.list(req).await?.into_inner();
             collect(stream, |msg| msg.info).await
         })
@@ -125,13 +269,12 @@ impl Rpc {
 
     /// Every ingest (a blob being written, e.g. a layer being downloaded) of
     /// namespace `ns`, with its offset and expected total.
-    pub(super) async fn ingests(&self, ns: &str) -> Result<Vec<IngestStatus>, String> {
+    pub(super) async fn ingests(&self, ns: &str) -> Result<Vec<IngestStatus>, RpcError> {
         let mut client = ContentClient::new(self.channel.clone());
         let req = namespaced(ns, ListStatusesRequest::default())?;
+        let call = Call::Ingests { ns: ns.into() };
         let resp = self
-            .bounded(&format!("listing ingests of namespace {ns}"), async move {
-                client.list_statuses(req).await
-            })
+            .bounded(call, async move { client.list_statuses(req).await })
             .await?;
         Ok(resp.statuses)
     }
@@ -141,7 +284,7 @@ impl Rpc {
         &self,
         ns: &str,
         snapshotter: &str,
-    ) -> Result<Vec<SnapshotInfo>, String> {
+    ) -> Result<Vec<SnapshotInfo>, RpcError> {
         let mut client = SnapshotsClient::new(self.channel.clone());
         let req = namespaced(
             ns,
@@ -150,13 +293,14 @@ impl Rpc {
                 filters: Vec::new(),
             },
         )?;
-        self.bounded_raw(
-            &format!("listing {snapshotter} snapshots of namespace {ns}"),
-            async move {
-                let stream = client.list(req).await?.into_inner();
-                collect(stream, |msg| msg.info).await
-            },
-        )
+        let call = Call::Snapshots {
+            ns: ns.into(),
+            snapshotter: snapshotter.into(),
+        };
+        self.bounded_raw(call, async move {
+            let stream = client.list(req).await?.into_inner();
+            collect(stream, |msg| msg.info).await
+        })
         .await
     }
 
@@ -166,7 +310,7 @@ impl Rpc {
         ns: &str,
         snapshotter: &str,
         key: &str,
-    ) -> Result<Vec<Mount>, String> {
+    ) -> Result<Vec<Mount>, RpcError> {
         let mut client = SnapshotsClient::new(self.channel.clone());
         let req = namespaced(
             ns,
@@ -175,17 +319,23 @@ impl Rpc {
                 key: key.to_string(),
             },
         )?;
+        let call = Call::Mounts {
+            ns: ns.into(),
+            key: key.into(),
+        };
         let resp = self
-            .bounded(
-                &format!("reading mounts of snapshot {key} in namespace {ns}"),
-                async move { client.mounts(req).await },
-            )
+            .bounded(call, async move { client.mounts(req).await })
             .await?;
         Ok(resp.mounts)
     }
 
     /// The bytes of blob `digest`, refusing blobs larger than `cap`.
-    pub(super) async fn read(&self, ns: &str, digest: &str, cap: usize) -> Result<Vec<u8>, String> {
+    pub(super) async fn read(
+        &self,
+        ns: &str,
+        digest: &str,
+        cap: usize,
+    ) -> Result<Vec<u8>, RpcError> {
         let mut client = ContentClient::new(self.channel.clone());
         let req = namespaced(
             ns,
@@ -195,35 +345,36 @@ impl Rpc {
                 size: 0,
             },
         )?;
-        let what = format!("reading blob {digest} in namespace {ns}");
+        let call = Call::ReadBlob {
+            ns: ns.into(),
+            digest: digest.into(),
+        };
+        // `None` once past the cap: the rest is not read.
         let data = self
-            .bounded_raw(&what, async move {
+            .bounded_raw(call.clone(), async move {
                 let mut stream = client.read(req).await?.into_inner();
                 let mut data = Vec::new();
                 while let Some(msg) = stream.message().await? {
                     data.extend_from_slice(&msg.data);
                     if data.len() > cap {
-                        return Err(Status::out_of_range(format!(
-                            "larger than {cap} bytes, not read"
-                        )));
+                        return Ok(None);
                     }
                 }
-                Ok(data)
+                Ok(Some(data))
             })
             .await?;
-        Ok(data)
+        data.ok_or(RpcError::TooLarge { call, cap })
     }
 
     /// Subscribes to the events of every namespace whose topic matches one
     /// of `filters`. Returns once containerd has taken the subscription: a
     /// probe sent after it got its answer within the timeout. The events
     /// themselves are awaited without a timeout (see [`Subscription`]).
-    pub(super) async fn subscribe(&self, filters: Vec<String>) -> Result<Subscription, String> {
-        const WHAT: &str = "subscribing to events";
+    pub(super) async fn subscribe(&self, filters: Vec<String>) -> Result<Subscription, RpcError> {
         let mut client = EventsClient::new(self.channel.clone());
         let mut call: PendingEvents =
             Box::pin(async move { client.subscribe(SubscribeRequest { filters }).await });
-        let probe = self.probe(WHAT);
+        let probe = self.probe("subscribing to events");
         tokio::pin!(probe);
         // `biased`: the call is polled first, so its request goes out on the
         // connection before the probe's, and the probe's answer shows that
@@ -234,7 +385,7 @@ impl Rpc {
             biased;
             answer = call.as_mut() => match answer {
                 Ok(response) => Events::Flowing(Box::new(response.into_inner())),
-                Err(status) => return Err(format!("{WHAT}: {}", status_text(&status))),
+                Err(status) => return Err(RpcError::status(Call::Subscribe, &status)),
             },
             alive = &mut probe => {
                 alive?;
@@ -256,10 +407,10 @@ impl Rpc {
 
     /// Proves containerd still answers: its version (a constant, so the
     /// cheapest call there is), within the timeout.
-    async fn probe(&self, what: &str) -> Result<(), String> {
+    async fn probe(&self, during: &'static str) -> Result<(), RpcError> {
         let mut client = VersionClient::new(self.channel.clone());
         self.bounded(
-            &format!("{what}: asking containerd's version"),
+            Call::Version { during },
             async move { client.version(()).await },
         )
         .await
@@ -269,26 +420,28 @@ impl Rpc {
     /// Runs a unary call within the timeout and unwraps its response.
     async fn bounded<T>(
         &self,
-        what: &str,
-        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
-    ) -> Result<T, String> {
-        self.bounded_raw(
-            what,
-            async move { call.await.map(tonic::Response::into_inner) },
-        )
+        call: Call,
+        answer: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, RpcError> {
+        self.bounded_raw(call, async move {
+            answer.await.map(tonic::Response::into_inner)
+        })
         .await
     }
 
-    /// Runs `call` within the timeout; errors name `what` was being done.
+    /// Runs `answer` within the timeout; errors name the `call`.
     async fn bounded_raw<T>(
         &self,
-        what: &str,
-        call: impl Future<Output = Result<T, Status>>,
-    ) -> Result<T, String> {
-        match tokio::time::timeout(self.timeout, call).await {
+        call: Call,
+        answer: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, RpcError> {
+        match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(status)) => Err(format!("{what}: {}", status_text(&status))),
-            Err(_) => Err(format!("{what}: no answer within {}", secs(self.timeout))),
+            Ok(Err(status)) => Err(RpcError::status(call, &status)),
+            Err(_) => Err(RpcError::Timeout {
+                call,
+                timeout: self.timeout,
+            }),
         }
     }
 }
@@ -323,11 +476,11 @@ pub(super) struct Subscription {
 impl Subscription {
     /// The next event; `None` when containerd ended the subscription. Fails
     /// when the connection broke or containerd stopped answering probes.
-    pub(super) async fn next(&mut self) -> Result<Option<Envelope>, String> {
+    pub(super) async fn next(&mut self) -> Result<Option<Envelope>, RpcError> {
         loop {
             tokio::select! {
                 event = self.events.next() => {
-                    return event.map_err(|s| format!("event stream broke: {}", status_text(&s)));
+                    return event.map_err(|s| RpcError::status(Call::Events, &s));
                 }
                 _ = self.probes.tick() => self.rpc.probe("following events").await?,
             }
@@ -378,9 +531,9 @@ async fn collect<M, T>(
 
 /// A request carrying the namespace header. Unlike `with_namespace!`, this
 /// does not panic on a namespace that is not a valid header value.
-fn namespaced<T>(ns: &str, msg: T) -> Result<Request<T>, String> {
-    let value = MetadataValue::try_from(ns)
-        .map_err(|_| format!("namespace {ns:?} is not a valid gRPC header value"))?;
+fn namespaced<T>(ns: &str, msg: T) -> Result<Request<T>, RpcError> {
+    let value =
+        MetadataValue::try_from(ns).map_err(|_| RpcError::BadNamespace { ns: ns.into() })?;
     let mut req = Request::new(msg);
     req.metadata_mut().insert(NAMESPACE_KEY, value);
     Ok(req)
@@ -405,6 +558,6 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// A timeout in words, e.g. "5s" or "0.5s".
-fn secs(d: Duration) -> String {
+pub(super) fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use super::READER;
 use crate::runtime::bolt::{BoltError, Bucket, Db, Value};
-use crate::runtime::Problem;
+use crate::runtime::{Problem, ProblemKind};
 
 /// Attempts at reading a consistent copy before giving up.
 pub(super) const ATTEMPTS: usize = 4;
@@ -69,7 +70,8 @@ pub(super) async fn read(path: &Path) -> Result<Backend, Problem> {
     tokio::task::spawn_blocking(move || read_blocking(&owned))
         .await
         .unwrap_or_else(|e| {
-            Err(Problem::new(
+            Err(READER.problem(
+                ProblemKind::Unreadable,
                 path.display().to_string(),
                 format!("reading the overlayfs snapshot database failed: {e}"),
             ))
@@ -79,13 +81,19 @@ pub(super) async fn read(path: &Path) -> Result<Backend, Problem> {
 /// [`read`] for callers outside an async runtime.
 pub(super) fn read_blocking(path: &Path) -> Result<Backend, Problem> {
     read_consistent(path, parse).map_err(|e| {
-        let msg = match e {
-            CopyError::Io(e) => format!("cannot read the overlayfs snapshot database: {e}"),
-            CopyError::Inconsistent(last) => format!(
-                "overlayfs snapshot database unreadable after {ATTEMPTS} attempts ({last}); snapshot directories unknown"
+        let (kind, msg) = match e {
+            CopyError::Io(e) => (
+                ProblemKind::of_io(&e),
+                format!("cannot read the overlayfs snapshot database: {e}"),
+            ),
+            CopyError::Inconsistent(last) => (
+                ProblemKind::Malformed,
+                format!(
+                    "overlayfs snapshot database unreadable after {ATTEMPTS} attempts ({last}); snapshot directories unknown"
+                ),
             ),
         };
-        Problem::new(path.display().to_string(), msg)
+        READER.problem(kind, path.display().to_string(), msg)
     })
 }
 

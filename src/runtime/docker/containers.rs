@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::files::{hex_entries, is_real_dir, read_id, read_json};
-use crate::runtime::{ContainerRecord, PodRef, Problem};
+use super::READER;
+use crate::runtime::{ContainerRecord, PodRef, Problem, ProblemKind};
 
 /// The fields of `config.v2.json` that matter here.
 #[derive(Deserialize, Default)]
@@ -45,10 +46,7 @@ pub(super) fn discover(
         Ok(ids) => ids,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            problems.push(Problem::new(
-                containers.display().to_string(),
-                e.to_string(),
-            ));
+            problems.push(READER.problem_from(containers.display().to_string(), &e));
             Vec::new()
         }
     };
@@ -71,12 +69,14 @@ fn record(dir: &Path, id: String, problems: &mut Vec<Problem>) -> ContainerRecor
     let path = dir.join("config.v2.json");
     let config = read_json::<ContainerConfig>(&path).unwrap_or_else(|e| {
         let message = format!("container {id}: name and image unknown: {e}");
-        problems.push(Problem::new(path.display().to_string(), message));
+        let kind = ProblemKind::of_io(&e);
+        problems.push(READER.problem(kind, path.display().to_string(), message));
         ContainerConfig::default()
     });
     if !config.id.is_empty() && config.id != id {
         let message = format!("says ID {:.80?}; using the directory name {id}", config.id);
-        problems.push(Problem::new(path.display().to_string(), message));
+        let kind = ProblemKind::Malformed;
+        problems.push(READER.problem(kind, path.display().to_string(), message));
     }
     let spec = config.config.unwrap_or_default();
     ContainerRecord {
@@ -114,7 +114,8 @@ fn writable_dir(
     let source = mount_id_file.display().to_string();
     let mount_id = read_id(&mount_id_file)
         .map_err(|e| {
-            problems.push(Problem::new(
+            problems.push(READER.problem(
+                ProblemKind::of_io(&e),
                 &source,
                 format!("writable layer unknown: {e}"),
             ))
@@ -123,7 +124,7 @@ fn writable_dir(
     let dir = docker_root.join("overlay2").join(mount_id).join("diff");
     if !is_real_dir(&dir) {
         let message = format!("mount-id names {}, which is not a directory", dir.display());
-        problems.push(Problem::new(source, message));
+        problems.push(READER.problem(ProblemKind::Missing, source, message));
         return None;
     }
     Some(dir)
@@ -136,7 +137,7 @@ fn log_files(dir: &Path, id: &str, problems: &mut Vec<Problem>) -> Vec<PathBuf> 
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            problems.push(Problem::new(dir.display().to_string(), e.to_string()));
+            problems.push(READER.problem_from(dir.display().to_string(), &e));
             return Vec::new();
         }
     };

@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::files::{hex_entries, parse_time, read_json, read_line};
-use crate::runtime::{ImageRecord, Problem};
+use super::READER;
+use crate::runtime::{ImageRecord, Problem, ProblemKind};
 
 /// `repositories.json`: repository → (reference → image ID).
 #[derive(Deserialize)]
@@ -46,7 +47,7 @@ pub(super) fn discover(
         Ok(ids) => ids,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            problems.push(Problem::new(content.display().to_string(), e.to_string()));
+            problems.push(READER.problem_from(content.display().to_string(), &e));
             Vec::new()
         }
     };
@@ -69,7 +70,7 @@ pub(super) fn discover(
             names.join(", ")
         );
         let source = image_dir.join("repositories.json");
-        problems.push(Problem::new(source.display().to_string(), message));
+        problems.push(READER.problem(ProblemKind::Missing, source.display().to_string(), message));
     }
     images
 }
@@ -81,7 +82,8 @@ fn read_refs(path: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, BTree
         Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => {
             let message = format!("image names unknown: {e}");
-            problems.push(Problem::new(path.display().to_string(), message));
+            let kind = ProblemKind::of_io(&e);
+            problems.push(READER.problem(kind, path.display().to_string(), message));
             BTreeMap::new()
         }
     };
@@ -102,7 +104,10 @@ fn image(
     let config_path = imagedb.join("content").join("sha256").join(hex);
     let source = config_path.display().to_string();
     let config = read_json::<ImageConfig>(&config_path)
-        .map_err(|e| problems.push(Problem::new(&source, format!("image layers unknown: {e}"))))
+        .map_err(|e| {
+            let message = format!("image layers unknown: {e}");
+            problems.push(READER.problem(ProblemKind::of_io(&e), &source, message));
+        })
         .ok();
     let diff_ids = config
         .as_ref()
@@ -138,7 +143,7 @@ fn resolve_layers(
             chains.len(),
             chains.len()
         );
-        problems.push(Problem::new(source, message));
+        problems.push(READER.problem(ProblemKind::Malformed, source, message));
     }
     let (found, missing): (Vec<String>, Vec<String>) = chains
         .into_iter()
@@ -150,7 +155,7 @@ fn resolve_layers(
             diff_ids.len(),
             found.len()
         );
-        problems.push(Problem::new(source, message));
+        problems.push(READER.problem(ProblemKind::Missing, source, message));
     }
     found
 }
@@ -166,14 +171,15 @@ fn last_updated(imagedb: &Path, hex: &str, problems: &mut Vec<Problem>) -> Optio
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(e) => {
-            problems.push(Problem::new(path.display().to_string(), e.to_string()));
+            problems.push(READER.problem_from(path.display().to_string(), &e));
             return None;
         }
     };
     let time = parse_time(&text);
     if time.is_none() {
         let message = format!("{text:.80?} is not an RFC 3339 time");
-        problems.push(Problem::new(path.display().to_string(), message));
+        let kind = ProblemKind::Malformed;
+        problems.push(READER.problem(kind, path.display().to_string(), message));
     }
     time
 }

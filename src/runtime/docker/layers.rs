@@ -4,7 +4,8 @@ use std::io;
 use std::path::Path;
 
 use super::files::{hex_entries, is_real_dir, read_id};
-use crate::runtime::{LayerRecord, Problem};
+use super::READER;
+use crate::runtime::{LayerRecord, Problem, ProblemKind};
 
 /// Every committed layer in the layer DB, referenced by an image or not
 /// (an unreferenced layer still holds disk), sorted by chain ID.
@@ -19,7 +20,7 @@ pub(super) fn discover(
         // A daemon that never stored a layer has no layerdb/sha256 yet.
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            problems.push(Problem::new(layerdb.display().to_string(), e.to_string()));
+            problems.push(READER.problem_from(layerdb.display().to_string(), &e));
             return Vec::new();
         }
     };
@@ -43,7 +44,7 @@ fn layer(
         Ok(id) => id,
         Err(e) => {
             let message = format!("layer sha256:{chain} has no usable cache-id: {e}");
-            problems.push(Problem::new(source, message));
+            problems.push(READER.problem(ProblemKind::of_io(&e), source, message));
             return None;
         }
     };
@@ -53,7 +54,7 @@ fn layer(
             "layer sha256:{chain}: cache-id names {}, which is not a directory",
             dir.display()
         );
-        problems.push(Problem::new(source, message));
+        problems.push(READER.problem(ProblemKind::Missing, source, message));
         return None;
     }
     Some(LayerRecord {

@@ -23,9 +23,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{Discovery, Read, Runtime, RuntimeKind};
+use super::{Discovery, Read, ReadError, Reader, Runtime, RuntimeKind};
 use crate::layout::NodeLayout;
 use crate::report::Image;
+
+/// Who meets the problems of this reader.
+const READER: Reader = Reader::Runtime(RuntimeKind::Docker);
 
 /// Docker with the overlay2 graph driver, read from its files.
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +43,8 @@ impl Runtime for Docker {
         &layout.docker_root
     }
 
-    fn discover(&self, layout: &NodeLayout) -> Result<Read, String> {
-        let discovery = discover(&layout.docker_root).map_err(|e| e.to_string())?;
+    fn discover(&self, layout: &NodeLayout) -> Result<Read, ReadError> {
+        let discovery = discover(&layout.docker_root)?;
         Ok(Read {
             discovery,
             note: None,

@@ -12,7 +12,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::runtime::{Problem, PullLayer, PullRecord};
+use super::READER;
+use crate::runtime::{Problem, ProblemKind, PullLayer, PullRecord};
 
 /// Prefix of the temp files of layer downloads (moby's `distribution`).
 const BLOB_PREFIX: &str = "GetImageBlob";
@@ -37,7 +38,8 @@ pub fn discover(
         Ok(layers) => layers,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            problems.push(Problem::new(
+            problems.push(READER.problem(
+                ProblemKind::of_io(&e),
                 dir.display().to_string(),
                 format!("cannot list Docker's downloads: {e}"),
             ));
