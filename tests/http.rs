@@ -86,7 +86,9 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
 fn ready_snapshot() -> Snapshot {
     Snapshot {
         status_json: Bytes::from_static(b"{\"schema\":1}\n"),
-        metrics: Bytes::from_static(b"headroom_problems 0\n# EOF\n"),
+        metrics: Bytes::from_static(
+            b"headroom_problems{kind=\"unreadable\",reader=\"docker\"} 0\n# EOF\n",
+        ),
         ready: true,
     }
 }

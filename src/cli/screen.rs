@@ -279,7 +279,8 @@ fn problems(out: &mut impl Write, s: &Status) -> io::Result<()> {
             s.problems.len()
         )?;
         for p in s.problems.iter().take(PROBLEMS_SHOWN) {
-            writeln!(out, "  {}: {}", p.source, p.message)?;
+            let (reader, kind) = (p.reader.as_str(), p.kind.as_str());
+            writeln!(out, "  {}: {} ({reader}, {kind})", p.source, p.message)?;
         }
     }
     if s.scan.errors > 0 {

@@ -79,7 +79,10 @@ impl Runtime for Containerd {
                     layout.containerd_root.display()
                 )),
             }),
-            Err(files) => Err(ReadError::Containerd { unanswered, files }),
+            Err(files) => Err(ReadError::Containerd {
+                unanswered: Box::new(unanswered),
+                files,
+            }),
         }
     }
 

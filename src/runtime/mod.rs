@@ -434,8 +434,8 @@ pub enum ReadError {
     /// containerd did not answer, and its files could not be read either.
     #[error("{unanswered}; and from its files: {files}")]
     Containerd {
-        /// Why containerd itself could not be read.
-        unanswered: containerd::ContainerdError,
+        /// Why containerd itself could not be read (boxed: it is large).
+        unanswered: Box<containerd::ContainerdError>,
         /// Why its files could not be read.
         files: containerd::FilesError,
     },
@@ -461,5 +461,33 @@ mod tests {
         for (read, want) in cases {
             assert_eq!(cri_runtime(read.iter().copied()), want, "{read:?}");
         }
+    }
+
+    #[test]
+    fn a_problem_names_its_kind_and_reader_in_json() {
+        let p = Reader::PodLogs.problem(ProblemKind::Malformed, "/var/log/pods/x", "bad name");
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "source": "/var/log/pods/x",
+                "message": "bad name",
+                "kind": "malformed",
+                "reader": "pod_logs",
+            })
+        );
+        assert_eq!(serde_json::from_value::<Problem>(json).unwrap(), p);
+        for reader in Reader::all() {
+            let name = serde_json::to_value(reader).unwrap();
+            assert_eq!(name, reader.as_str());
+            assert_eq!(serde_json::from_value::<Reader>(name).unwrap(), reader);
+        }
+        assert!(serde_json::from_str::<Reader>("\"crio\"").is_err());
+        let names: Vec<_> = ProblemKind::ALL
+            .iter()
+            .map(|k| serde_json::to_value(k).unwrap())
+            .collect();
+        let strs: Vec<_> = ProblemKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, strs);
     }
 }

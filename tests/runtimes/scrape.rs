@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use headroom::report::Status;
-use headroom::runtime::RuntimeKind;
+use headroom::runtime::{ProblemKind, Reader, RuntimeKind};
 use serde_json::Value;
 
 use crate::agent::{self, poll};
@@ -71,6 +71,7 @@ const COMPARED: &[&str] = &[
     "headroom_filesystem_capacity_bytes",
     "headroom_eviction_threshold_bytes",
     "headroom_reclaimable_bytes",
+    "headroom_problems",
 ];
 
 /// A label set as Prometheus stores it: empty values are no label at all.
@@ -143,6 +144,20 @@ fn expected(status: &Status, name: &str) -> Series {
         "headroom_reclaimable_bytes" => {
             for (runtime, bytes) in &status.reclaimable_by_runtime {
                 add(&mut out, labels(&[("runtime", runtime.as_str())]), *bytes);
+            }
+        }
+        "headroom_problems" => {
+            // Every (kind, reader) pair has a series, 0 when clean.
+            let key = |kind: ProblemKind, reader: Reader| {
+                labels(&[("kind", kind.as_str()), ("reader", reader.as_str())])
+            };
+            for kind in ProblemKind::ALL {
+                for reader in Reader::all() {
+                    add(&mut out, key(kind, reader), 0);
+                }
+            }
+            for p in &status.problems {
+                add(&mut out, key(p.kind, p.reader), 1);
             }
         }
         _ => {}

@@ -585,6 +585,13 @@ mod tests {
             assert_eq!(got.problems[0].source, db);
             // One problem for the file, one per container it would place.
             assert_eq!(got.problems.len(), 3, "{:?}", got.problems);
+            let kind = match data {
+                None => ProblemKind::Missing,
+                Some(_) => ProblemKind::Malformed,
+            };
+            let kinds: Vec<_> = got.problems.iter().map(|p| (p.kind, p.reader)).collect();
+            let missing = (ProblemKind::Missing, READER);
+            assert_eq!(kinds, [(kind, READER), missing, missing]);
         }
     }
 
@@ -602,6 +609,7 @@ mod tests {
         for p in &got.problems {
             assert!(p.source.ends_with("meta.db"), "{p:?}");
             assert!(p.message.contains(&blob.display().to_string()), "{p:?}");
+            assert_eq!((p.kind, p.reader), (ProblemKind::Missing, READER), "{p:?}");
         }
         // CRI's `sha256:<config>` name still gives the k8s.io image its ID.
         let ids: Vec<_> = got
@@ -700,8 +708,11 @@ mod tests {
                 ("k8s.io", "layer-sha256:ab", 5000, 1234, true),
             ]
         );
-        let problems: Vec<_> = got.problems.iter().map(|p| &p.source).collect();
-        assert_eq!(problems, [&bad.display().to_string()]);
+        let problems: Vec<_> = got.problems.iter().map(|p| (&p.source, p.kind)).collect();
+        assert_eq!(
+            problems,
+            [(&bad.display().to_string(), ProblemKind::Malformed)]
+        );
     }
 
     #[test]

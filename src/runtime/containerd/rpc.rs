@@ -561,3 +561,46 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 pub(super) fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_tell_a_silent_containerd_from_an_absent_blob() {
+        let images = || Call::Images {
+            ns: "k8s.io".into(),
+        };
+        let timeout = RpcError::Timeout {
+            call: images(),
+            timeout: Duration::from_millis(500),
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "listing images of namespace k8s.io: no answer within 0.5s"
+        );
+        assert_eq!(timeout.kind(), ProblemKind::Unanswered);
+        let read = Call::ReadBlob {
+            ns: "k8s.io".into(),
+            digest: "sha256:ab".into(),
+        };
+        let absent = RpcError::status(read.clone(), &Status::not_found("content digest not found"));
+        assert_eq!(
+            absent.to_string(),
+            "reading blob sha256:ab in namespace k8s.io: content digest not found"
+        );
+        assert_eq!(absent.kind(), ProblemKind::Missing);
+        let failed = RpcError::status(images(), &Status::unavailable(""));
+        assert_eq!(
+            failed.to_string(),
+            "listing images of namespace k8s.io: Unavailable"
+        );
+        assert_eq!(failed.kind(), ProblemKind::Unanswered);
+        let huge = RpcError::TooLarge { call: read, cap: 4 };
+        assert_eq!(huge.kind(), ProblemKind::Malformed);
+        assert_eq!(
+            namespaced("bad\n", ()).unwrap_err().kind(),
+            ProblemKind::Malformed
+        );
+    }
+}

@@ -183,3 +183,28 @@ fn last_updated(imagedb: &Path, hex: &str, problems: &mut Vec<Problem>) -> Optio
     }
     time
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    #[test]
+    fn a_corrupt_image_config_is_malformed_and_the_image_still_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = "3".repeat(64);
+        let content = dir.path().join("imagedb/content/sha256");
+        fs::create_dir_all(&content).unwrap();
+        fs::write(content.join(&hex), b"{not json").unwrap();
+        let mut problems = Vec::new();
+        let images = discover(dir.path(), &HashSet::new(), &mut problems);
+        assert_eq!(images.len(), 1);
+        assert_eq!(images[0].id, format!("sha256:{hex}"));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert_eq!((p.kind, p.reader), (ProblemKind::Malformed, READER));
+        assert_eq!(p.source, content.join(&hex).display().to_string());
+        assert!(p.message.starts_with("image layers unknown: "), "{p:?}");
+    }
+}

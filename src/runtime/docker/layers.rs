@@ -63,3 +63,61 @@ fn layer(
         dir,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::runtime::ProblemKind;
+
+    const CHAIN: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    /// A Docker root whose layer DB has one entry with `cache_id`; returns
+    /// the root and the entry's `cache-id` file.
+    fn root_with_cache_id(cache_id: &str) -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let entry = image_dir(root.path()).join("layerdb/sha256").join(CHAIN);
+        fs::create_dir_all(&entry).unwrap();
+        fs::write(entry.join("cache-id"), cache_id).unwrap();
+        (root, entry.join("cache-id"))
+    }
+
+    fn image_dir(root: &Path) -> PathBuf {
+        root.join("image/overlay2")
+    }
+
+    /// The (kind, source) of each problem reading the layers under `root`,
+    /// which must all be Docker's.
+    fn problems(root: &Path) -> Vec<(ProblemKind, String)> {
+        let mut problems = Vec::new();
+        assert!(discover(root, &image_dir(root), &mut problems).is_empty());
+        assert!(problems.iter().all(|p| p.reader == READER), "{problems:?}");
+        problems.into_iter().map(|p| (p.kind, p.source)).collect()
+    }
+
+    #[test]
+    fn a_cache_id_naming_no_directory_is_missing() {
+        let (root, cache_id) = root_with_cache_id(&"2".repeat(64));
+        let source = cache_id.display().to_string();
+        assert_eq!(problems(root.path()), [(ProblemKind::Missing, source)]);
+    }
+
+    #[test]
+    fn a_cache_id_that_is_no_id_is_malformed() {
+        let (root, cache_id) = root_with_cache_id("../../etc");
+        let source = cache_id.display().to_string();
+        assert_eq!(problems(root.path()), [(ProblemKind::Malformed, source)]);
+    }
+
+    #[test]
+    fn a_layer_db_that_cannot_be_listed_is_unreadable() {
+        let root = tempfile::tempdir().unwrap();
+        let layerdb = image_dir(root.path()).join("layerdb/sha256");
+        fs::create_dir_all(layerdb.parent().unwrap()).unwrap();
+        fs::write(&layerdb, b"not a directory").unwrap();
+        let source = layerdb.display().to_string();
+        assert_eq!(problems(root.path()), [(ProblemKind::Unreadable, source)]);
+    }
+}
