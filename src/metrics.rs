@@ -571,7 +571,6 @@ mod tests {
         Image {
             runtime: RuntimeKind::Containerd,
             namespace: "k8s.io".into(),
-            created: None,
             id: id.into(),
             refs: refs.iter().map(|r| r.to_string()).collect(),
             disk_bytes: disk,
@@ -584,8 +583,8 @@ mod tests {
             unique_content_bytes: disk / 3,
             containers: 1,
             in_use: true,
-            pinned: false,
             layers: Vec::new(),
+            ..Image::default()
         }
     }
 

@@ -153,7 +153,7 @@ pub struct Filesystem {
 }
 
 /// One image with its disk usage attributed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Image {
     /// `docker` or `containerd`.
     pub runtime: RuntimeKind,

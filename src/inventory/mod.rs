@@ -472,20 +472,15 @@ mod tests {
             runtime: RuntimeKind::Containerd,
             namespace: "k8s.io".into(),
             id: "sha256:i".into(),
-            refs: vec![],
-            created: None,
             disk_bytes: 3000,
             apparent_bytes: 3000,
             unique_disk_bytes: 3000,
             unique_apparent_bytes: 3000,
-            shared_disk_bytes: 0,
-            shared_apparent_bytes: 0,
             content_bytes: 1000,
             unique_content_bytes: 1000,
             containers: 0,
             in_use: false,
-            pinned: false,
-            layers: vec![],
+            ..Image::default()
         }
     }
 
