@@ -29,7 +29,7 @@ use headroom::agent::scanner::{ScanSettings, Scanner};
 use headroom::inventory;
 use headroom::layout::NodeLayout;
 use headroom::metrics::{self, ScanTotals};
-use headroom::predict::verdict::State;
+use headroom::report::State;
 use headroom::report::{Pull, Status, SCHEMA};
 use headroom::runtime::RuntimeKind;
 use headroom::walk::{ErrorKind, WalkOptions};
@@ -308,7 +308,7 @@ fn erring_walk() -> WalkOptions {
 
 /// The fixture node as `status --local` sees it (`source` `scan`).
 fn scanned(node: &Node) -> Status {
-    inventory::scan(&node.layout(), &erring_walk(), &|_| {})
+    inventory::scan(&node.layout(), &erring_walk(), &|_| {}).status
 }
 
 /// The fixture node as the agent's first pass sees it (`source` `agent`).
