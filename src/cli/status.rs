@@ -24,7 +24,8 @@ pub struct StatusArgs {
     top: usize,
 }
 
-/// Runs `headroom status`: exit code 0 ok, 1 warning, 2 pressure now.
+/// Runs `headroom status`: exit code 0 ok, 1 warning, 2 pressure now or
+/// predicted (docs/exit-codes.md).
 pub fn run(args: &StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let status = if config.status.local {
         scan_here(config).status
