@@ -130,7 +130,7 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
     };
     // The registry first: a bad name or tag fails before the node is scanned.
     let image = registry::resolve(&reference, &options).map_err(|e| registry_error(e, &options))?;
-    let status = super::status::scan_here(config);
+    let status = super::status::scan_here(config)?;
     let target = choose_target(args, &status);
     let ratio = unpack_ratio(&status.images);
     let ratio_source = ratio_source(&status.images);

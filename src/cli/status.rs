@@ -26,9 +26,9 @@ pub struct StatusArgs {
 /// Runs `headroom status`: exit code 0 ok, 1 warning, 2 pressure now.
 pub fn run(args: &StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let status = if config.status.local {
-        scan_here(config)
+        scan_here(config)?
     } else {
-        ask_agent_or_scan(config)
+        ask_agent_or_scan(config)?
     };
 
     let mut out = anstream::stdout().lock();
@@ -43,10 +43,10 @@ pub fn run(args: &StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
 
 /// The agent's document when one answers; otherwise a scan here, saying why
 /// on stderr (stdout stays the document alone).
-fn ask_agent_or_scan(config: &Config) -> Status {
+fn ask_agent_or_scan(config: &Config) -> anyhow::Result<Status> {
     let settings = &config.status;
     match client::fetch_status(settings.agent_address, settings.agent_timeout) {
-        Ok(status) => status,
+        Ok(status) => Ok(status),
         Err(e) => {
             eprintln!("headroom: {e}; scanning this node directly");
             scan_here(config)
@@ -55,17 +55,18 @@ fn ask_agent_or_scan(config: &Config) -> Status {
 }
 
 /// One scan of this node with a spinner on a terminal: what `--local` does.
-pub(super) fn scan_here(config: &Config) -> Status {
+/// It starts the command's one async runtime, for containerd's calls.
+pub(super) fn scan_here(config: &Config) -> anyhow::Result<Status> {
+    let runtime = super::async_runtime(1)?;
     let spinner = spinner();
     let walk = WalkOptions {
         threads: config.agent.walk_threads,
         ..WalkOptions::default()
     };
-    let status = inventory::scan(&config.layout, &walk, &|phase| {
-        spinner.set_message(phase.to_string());
-    });
+    let progress = |phase: &str| spinner.set_message(phase.to_string());
+    let status = inventory::scan(&config.layout, &walk, &progress, runtime.handle());
     spinner.finish_and_clear();
-    status
+    Ok(status)
 }
 
 /// A spinner on stderr when it is a terminal; hidden otherwise.

@@ -13,6 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use tokio::runtime::Handle;
+
 use crate::kubelet::{self, KubeletConfig};
 use crate::layout::NodeLayout;
 use crate::podlogs::{self, PodLogs};
@@ -43,9 +45,11 @@ pub struct Discovered {
 }
 
 /// Reads the runtimes, pod logs and kubelet config: cheap, measures nothing.
-pub fn discover(layout: &NodeLayout) -> Discovered {
+/// containerd is asked on `runtime`, blocking on it: call this off the
+/// runtime's threads.
+pub fn discover(layout: &NodeLayout, runtime: &Handle) -> Discovered {
     let mut problems = Vec::new();
-    let (discoveries, runtimes) = discover_runtimes(layout);
+    let (discoveries, runtimes) = discover_runtimes(layout, runtime);
     let (pod_logs, log_problems) = podlogs::discover(&layout.pod_logs);
     let (empty_dirs, volume_problems) = volumes::discover(&layout.kubelet_root);
     problems.extend(discoveries.iter().flat_map(|d| d.problems.iter().cloned()));
@@ -107,11 +111,17 @@ fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
 }
 
 /// Scans the node described by `layout` once and builds the status document.
-/// `progress` is told each phase as it starts (for a spinner on a terminal).
-pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str)) -> Status {
+/// `progress` is told each phase as it starts (for a spinner on a terminal);
+/// containerd is asked on `runtime` (see [`discover`]).
+pub fn scan(
+    layout: &NodeLayout,
+    walk_opts: &WalkOptions,
+    progress: &dyn Fn(&str),
+    runtime: &Handle,
+) -> Status {
     let started = Instant::now();
     progress("reading runtime metadata");
-    let discovered = discover(layout);
+    let discovered = discover(layout, runtime);
     progress("measuring layers, containers and logs");
     let mut paths = discovered.immutable_paths();
     paths.extend(discovered.mutable_paths());
@@ -325,7 +335,7 @@ pub fn default_pull_dirs(layout: &NodeLayout) -> Vec<PathBuf> {
 }
 
 /// Reads both runtimes; one that is absent is reported, not fatal.
-fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>) {
+fn discover_runtimes(layout: &NodeLayout, runtime: &Handle) -> (Vec<Discovery>, Vec<RuntimeState>) {
     let mut found = Vec::new();
     let mut states = Vec::new();
     let docker = docker::discover(&layout.docker_root)
@@ -338,7 +348,7 @@ fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>)
         &mut found,
         &mut states,
     );
-    let containerd = discover_containerd(layout);
+    let containerd = discover_containerd(layout, runtime);
     record(
         RuntimeKind::Containerd,
         &layout.containerd_address,
@@ -351,8 +361,11 @@ fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>)
 
 /// containerd over gRPC; when it does not answer (it is often the first
 /// victim of a full disk), its files, with a note saying so.
-fn discover_containerd(layout: &NodeLayout) -> Result<(Discovery, Option<String>), String> {
-    let unanswered = match grpc_discover(layout) {
+fn discover_containerd(
+    layout: &NodeLayout,
+    runtime: &Handle,
+) -> Result<(Discovery, Option<String>), String> {
+    let unanswered = match grpc_discover(layout, runtime) {
         Ok(discovery) => return Ok((discovery, None)),
         Err(reason) => reason,
     };
@@ -368,11 +381,7 @@ fn discover_containerd(layout: &NodeLayout) -> Result<(Discovery, Option<String>
     }
 }
 
-fn grpc_discover(layout: &NodeLayout) -> Result<Discovery, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+fn grpc_discover(layout: &NodeLayout, runtime: &Handle) -> Result<Discovery, String> {
     runtime
         .block_on(containerd::discover(
             &layout.containerd_address,
