@@ -306,9 +306,20 @@ fn erring_walk() -> WalkOptions {
     }
 }
 
+/// A runtime for the scans' containerd calls (there is no containerd: they
+/// fail at once).
+fn async_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The fixture node as `status --local` sees it (`source` `scan`).
 fn scanned(node: &Node) -> Status {
-    inventory::scan(&node.layout(), &erring_walk(), &|_| {}).status
+    let runtime = async_runtime();
+    inventory::scan(&node.layout(), &erring_walk(), &|_| {}, runtime.handle()).status
 }
 
 /// The fixture node as the agent's first pass sees it (`source` `agent`).
@@ -320,7 +331,8 @@ fn agent_pass(node: &Node) -> Status {
         scan_deadline: Duration::from_secs(60),
         walk: erring_walk(),
     };
-    Scanner::new(node.layout(), settings).pass(true, true)
+    let runtime = async_runtime();
+    Scanner::new(node.layout(), settings, runtime.handle().clone()).pass(true, true)
 }
 
 // --------------------------------------------------- the binary and agent

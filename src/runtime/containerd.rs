@@ -31,6 +31,8 @@ use self::pulls::Ingest;
 use self::rpc::Rpc;
 use self::snapshots::Backend;
 use super::{BlobRecord, Discovery, LayerRecord, Problem, Read, Runtime, RuntimeKind};
+use tokio::runtime::Handle;
+
 use crate::layout::NodeLayout;
 use crate::report;
 
@@ -53,8 +55,8 @@ impl Runtime for Containerd {
 
     /// Over gRPC; when containerd does not answer (it is often the first
     /// victim of a full disk), its files, with a note saying so.
-    fn discover(&self, layout: &NodeLayout) -> Result<Read, String> {
-        let unanswered = match grpc_discover(layout) {
+    fn discover(&self, layout: &NodeLayout, handle: &Handle) -> Result<Read, String> {
+        let unanswered = match grpc_discover(layout, handle) {
             Ok(discovery) => {
                 return Ok(Read {
                     discovery,
@@ -112,12 +114,8 @@ impl Runtime for Containerd {
     }
 }
 
-fn grpc_discover(layout: &NodeLayout) -> Result<Discovery, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime
+fn grpc_discover(layout: &NodeLayout, handle: &Handle) -> Result<Discovery, String> {
+    handle
         .block_on(discover(
             &layout.containerd_address,
             &layout.containerd_root,

@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{Discovery, Read, Runtime, RuntimeKind};
+use tokio::runtime::Handle;
+
 use crate::layout::NodeLayout;
 use crate::report::Image;
 
@@ -40,7 +42,7 @@ impl Runtime for Docker {
         &layout.docker_root
     }
 
-    fn discover(&self, layout: &NodeLayout) -> Result<Read, String> {
+    fn discover(&self, layout: &NodeLayout, _handle: &Handle) -> Result<Read, String> {
         let discovery = discover(&layout.docker_root).map_err(|e| e.to_string())?;
         Ok(Read {
             discovery,
