@@ -23,7 +23,7 @@ struct Args {
 enum Command {
     /// One screen for on-call: filesystems, thresholds, top images and
     /// containers, what image GC could reclaim. Exit code: 0 ok, 1 warning,
-    /// 2 pressure now, 3 error.
+    /// 2 pressure now or predicted, 3 error (docs/exit-codes.md).
     Status(cli::status::StatusArgs),
     /// Measures paths the way Headroom measures layers (disk and apparent
     /// bytes, hard links once, no symlinks followed, one filesystem).

@@ -2,8 +2,9 @@
 //!
 //! [`encode`] builds a fresh [`Registry`] from one immutable [`Status`] and
 //! renders it once per scan; the HTTP handler then serves the cached text, so
-//! a scrape never waits for (or triggers) work. Names follow `DESIGN.md`
-//! (prefix `headroom_`, units in names).
+//! a scrape never waits for (or triggers) work. `docs/metrics.md` is the
+//! contract (prefix `headroom_`, units in names; every name, type, unit and
+//! label); `tests/contract.rs` fails when the two drift apart.
 //!
 //! Cardinality is bounded: only the `top_n` largest images (by disk bytes),
 //! containers (by writable layer plus logs) and pulls (by bytes left) get
@@ -393,7 +394,7 @@ fn verdicts(registry: &mut Registry, status: &Status) {
         registry,
         "seconds_until_pressure",
         "Seconds until the signal's threshold is crossed (absent when no trend is known)",
-        // DESIGN.md's name leads with its unit, so no `_seconds` suffix here.
+        // docs/metrics.md's name leads with its unit, so no `_seconds` suffix here.
         None,
         status
             .prediction
@@ -594,7 +595,6 @@ mod tests {
         Image {
             runtime: RuntimeKind::Containerd,
             namespace: "k8s.io".into(),
-            created: None,
             id: id.into(),
             refs: refs.iter().map(|r| r.to_string()).collect(),
             disk_bytes: disk,
@@ -607,8 +607,8 @@ mod tests {
             unique_content_bytes: disk / 3,
             containers: 1,
             in_use: true,
-            pinned: false,
             layers: Vec::new(),
+            ..Image::default()
         }
     }
 

@@ -2,7 +2,8 @@
 //! agent will serve at `/api/v1/status`.
 //!
 //! Key names are an interface (dashboards, scripts and tests read them): keep
-//! them stable and only add new ones. See `DESIGN.md` in the shared notes.
+//! them stable and only add new ones. `docs/status.md` is the contract (every
+//! key, type and value); `tests/contract.rs` fails when the two drift apart.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -153,7 +154,7 @@ pub struct Filesystem {
 }
 
 /// One image with its disk usage attributed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Image {
     /// `docker` or `containerd`.
     pub runtime: RuntimeKind,
@@ -353,8 +354,8 @@ pub struct ScanSummary {
     pub errors_by_kind: BTreeMap<ErrorKind, u64>,
     /// A few errors, with their paths, for on-call.
     pub error_samples: Vec<ScanErrorSample>,
-    /// Wall time of the scan, in seconds (JSON key `duration`, as DESIGN.md
-    /// names it).
+    /// Wall time of the scan, in seconds (JSON key `duration`, as
+    /// docs/status.md names it).
     #[serde(rename = "duration", alias = "duration_seconds")]
     pub duration_seconds: f64,
 }

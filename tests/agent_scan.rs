@@ -16,16 +16,19 @@ use std::fs;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use headroom::agent::scanner::{Pass, ScanSettings, Scanner, Wake};
+use headroom::agent::scanner::{Pass, ScanSettings, Scanner};
+use headroom::agent::shutdown::{Reason, Shutdown, TriggerOnDrop};
 use headroom::layout::NodeLayout;
 use headroom::report::{Source, Status};
 use headroom::walk::WalkOptions;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::Notify;
 
 /// A stable fake 64-hex ID.
 fn hex(label: &str) -> String {
@@ -266,8 +269,21 @@ fn settings(deadline: Duration) -> ScanSettings {
     }
 }
 
+/// The async runtime the scanners ask containerd on, as the agent's.
+fn runtime() -> Handle {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    });
+    runtime.handle().clone()
+}
+
 fn scanner(layout: NodeLayout, deadline: Duration) -> Scanner {
-    Scanner::new(layout, settings(deadline))
+    Scanner::new(layout, settings(deadline), runtime())
 }
 
 /// Layer path → (disk, apparent, inodes) in the document.
@@ -569,23 +585,29 @@ fn shipped() -> ScanSettings {
     }
 }
 
+/// What a test holds of a [`run`]ning scanner: it wakes the scanner as an
+/// event would, and stops it when dropped.
+struct Controls {
+    wake: Arc<Notify>,
+    _stop: TriggerOnDrop,
+}
+
 /// Runs `scanner` on its own thread; every published document (with what
-/// it came from and when) arrives on the returned channel. Dropping the
-/// sender stops it.
-fn run(
-    scanner: Scanner,
-) -> (
-    mpsc::SyncSender<Wake>,
-    mpsc::Receiver<(Pass, Status, Instant)>,
-) {
-    let (wake, woken) = mpsc::sync_channel(1);
+/// it came from and when) arrives on the returned channel.
+fn run(scanner: Scanner) -> (Controls, mpsc::Receiver<(Pass, Status, Instant)>) {
+    let wake = Arc::new(Notify::new());
+    let shutdown = Shutdown::new();
+    let controls = Controls {
+        wake: Arc::clone(&wake),
+        _stop: shutdown.trigger_on_drop(Reason::Terminate),
+    };
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        scanner.run(&woken, |status, pass| {
+        scanner.run(&wake, &shutdown, |status, pass| {
             let _ = tx.send((pass, status.clone(), Instant::now()));
         })
     });
-    (wake, rx)
+    (controls, rx)
 }
 
 /// The first published document for which `want` holds, within `within`.
@@ -605,19 +627,15 @@ fn first_where(
 
 /// A node with one image, scanned by a [`run`]ning scanner on the shipped
 /// intervals.
-type Running = (
-    Node,
-    mpsc::SyncSender<Wake>,
-    mpsc::Receiver<(Pass, Status, Instant)>,
-);
+type Running = (Node, Controls, mpsc::Receiver<(Pass, Status, Instant)>);
 
 fn one_image_node() -> Running {
     let node = Node::new();
     node.layers(&["base"], &[50]);
     node.image(&["base"], "demo/base:1");
     let layout = node.layout(None, Duration::from_secs(1));
-    let (wake, rx) = run(Scanner::new(layout, shipped()));
-    (node, wake, rx)
+    let (controls, rx) = run(Scanner::new(layout, shipped(), runtime()));
+    (node, controls, rx)
 }
 
 /// With the shipped intervals, a Docker download that starts between scans
@@ -625,7 +643,7 @@ fn one_image_node() -> Running {
 /// once its file is; the ticks in between walk nothing.
 #[test]
 fn a_docker_pull_is_seen_within_a_second_with_the_shipped_intervals() {
-    let (node, _wake, rx) = one_image_node();
+    let (node, _scanner, rx) = one_image_node();
     let (pass, first, _) = first_where(&rx, Duration::from_secs(10), |_| true).unwrap();
     assert_eq!((pass, first.pulls.len()), (Pass::Rescan, 0));
     // Nothing changes: the refreshed document comes after 10 s (PUBLISH_EVERY).
@@ -662,11 +680,11 @@ fn a_docker_pull_is_seen_within_a_second_with_the_shipped_intervals() {
 /// runtimes: a new image is listed at once, without waiting for the resync.
 #[test]
 fn a_change_is_read_at_once_with_the_shipped_intervals() {
-    let (node, wake, rx) = one_image_node();
+    let (node, scanner, rx) = one_image_node();
     first_where(&rx, Duration::from_secs(10), |_| true).unwrap();
     node.layers(&["base", "app"], &[50, 20]);
     node.image(&["base", "app"], "demo/app:1");
-    wake.send(Wake::Changed).unwrap();
+    scanner.wake.notify_one();
     let (_, status, _) = first_where(&rx, Duration::from_secs(3), |s| s.images.len() == 2)
         .expect("the new image should be listed within a tick of the change");
     assert_eq!(status.layers.len(), 2);

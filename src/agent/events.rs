@@ -6,12 +6,12 @@
 //! (re)connect since events may have been missed meanwhile.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
-use super::scanner::Wake;
+use super::shutdown::Shutdown;
 use crate::runtime::containerd::events;
 
 /// First wait before reconnecting.
@@ -21,29 +21,22 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 /// one small call.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// Follows events from `socket` until `shutdown` turns true or the scanner
-/// is gone.
-pub async fn follow(
-    socket: PathBuf,
-    timeout: Duration,
-    wake: SyncSender<Wake>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Follows events from `socket`, waking the scanner through `wake` (one
+/// pending wake-up is as good as many: the scanner rereads everything),
+/// until `shutdown`.
+pub async fn follow(socket: PathBuf, timeout: Duration, wake: Arc<Notify>, shutdown: Shutdown) {
     let mut backoff = Backoff::default();
     let mut journal = Journal::default();
     loop {
         let outcome = tokio::select! {
             outcome = follow_once(&socket, timeout, &wake, &mut journal) => outcome,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = shutdown.stopped() => return,
         };
         let (reason, following) = match outcome {
-            Outcome::ScannerGone => return,
             Outcome::Failed(reason) => (reason, false),
             Outcome::Lost { reason, lasted } => {
                 // containerd went away: reread so the status says so.
-                if scanner_gone(&wake) {
-                    return;
-                }
+                wake.notify_one();
                 backoff.lost_after(lasted);
                 (reason, true)
             }
@@ -55,8 +48,8 @@ pub async fn follow(
             tracing::debug!(socket = %socket.display(), %reason, ?retry_in, "containerd events still unavailable");
         }
         tokio::select! {
-            _ = tokio::time::sleep(retry_in) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(retry_in) => {}
+            _ = shutdown.stopped() => return,
         }
     }
 }
@@ -64,8 +57,6 @@ pub async fn follow(
 /// How one subscription ended.
 #[derive(Debug)]
 enum Outcome {
-    /// The scanner is gone: nothing left to wake.
-    ScannerGone,
     /// No subscription was made, for this reason.
     Failed(String),
     /// A subscription that lasted `lasted` ended, for `reason`.
@@ -77,7 +68,7 @@ enum Outcome {
 async fn follow_once(
     socket: &Path,
     timeout: Duration,
-    wake: &SyncSender<Wake>,
+    wake: &Notify,
     journal: &mut Journal,
 ) -> Outcome {
     let mut stream = match events::subscribe(socket, timeout).await {
@@ -88,16 +79,12 @@ async fn follow_once(
     journal.followed();
     tracing::info!(socket = %socket.display(), "following containerd events");
     // Whatever happened while we were not listening, reread now.
-    if scanner_gone(wake) {
-        return Outcome::ScannerGone;
-    }
+    wake.notify_one();
     loop {
         let reason = match stream.next_topic().await {
             Ok(Some(topic)) => {
                 tracing::debug!(%topic, "containerd event");
-                if scanner_gone(wake) {
-                    return Outcome::ScannerGone;
-                }
+                wake.notify_one();
                 continue;
             }
             Ok(None) => "containerd closed the event stream".to_string(),
@@ -108,15 +95,6 @@ async fn follow_once(
             lasted: since.elapsed(),
         };
     }
-}
-
-/// Wakes the scanner; a wake-up already pending is as good as a new one.
-/// True when the scanner is gone.
-fn scanner_gone(wake: &SyncSender<Wake>) -> bool {
-    matches!(
-        wake.try_send(Wake::Changed),
-        Err(TrySendError::Disconnected(_))
-    )
 }
 
 /// The waits between reconnection attempts: doubling from
@@ -186,6 +164,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::shutdown::Reason;
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
@@ -254,19 +233,17 @@ mod tests {
     async fn stops_promptly_on_shutdown_while_containerd_is_absent() {
         let dir = std::env::temp_dir().join(format!("headroom-follow-{}", std::process::id()));
         let socket = dir.join("no-containerd.sock");
-        let (wake, woken) = std::sync::mpsc::sync_channel(1);
-        let (stop, stopping) = watch::channel(false);
-        let follower = tokio::spawn(follow(socket, secs(5), wake, stopping));
+        let wake = Arc::new(Notify::new());
+        let shutdown = Shutdown::new();
+        let follower = tokio::spawn(follow(socket, secs(5), Arc::clone(&wake), shutdown.clone()));
         // Let it fail and go to sleep in its backoff, then stop it.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        stop.send_replace(true);
+        shutdown.trigger(Reason::Terminate);
         tokio::time::timeout(secs(1), follower)
             .await
             .expect("the follower should stop within a second of shutdown")
             .expect("the follower should not panic");
-        assert!(
-            woken.try_recv().is_err(),
-            "nothing was followed, so no wake-up"
-        );
+        let woken = tokio::time::timeout(Duration::ZERO, wake.notified()).await;
+        assert!(woken.is_err(), "nothing was followed, so no wake-up");
     }
 }

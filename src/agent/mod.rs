@@ -1,9 +1,11 @@
 //! `headroom agent`'s machinery: the incremental [`scanner`], its
-//! [`cache`] of immutable figures, and scanning at the lowest
-//! [`priority`]. The HTTP side only ever reads the documents it publishes.
+//! [`cache`] of immutable figures, scanning at the lowest [`priority`], the
+//! containerd [`events`] that wake it, and the one [`shutdown`] signal that
+//! stops them all. The HTTP side only ever reads the documents it publishes.
 
 pub mod cache;
 pub mod events;
 pub mod priority;
 pub mod scanner;
+pub mod shutdown;
 pub mod watch;

@@ -5,15 +5,22 @@
 //! on the resync timer), measure new immutable paths once, and rescan the
 //! mutable ones every interval with jitter; each finished status document
 //! is handed on.
+//!
+//! The loop runs on a thread of its own; it reads containerd, and waits
+//! between ticks for a change or the [`Shutdown`], on the agent's async
+//! runtime through a [`Handle`].
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
 use super::cache::ImmutableCache;
+use super::shutdown::Shutdown;
 use super::watch::PullWatch;
 use crate::inventory::{self, Discovered};
 use crate::layout::NodeLayout;
@@ -49,15 +56,6 @@ pub struct ScanSettings {
     pub walk: WalkOptions,
 }
 
-/// What wakes the scan loop before its timer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
-    /// A runtime said its images, snapshots, containers or content changed.
-    Changed,
-    /// Stop after the current pass.
-    Shutdown,
-}
-
 /// What a published document comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
@@ -79,6 +77,8 @@ const DEBOUNCE: Duration = Duration::from_millis(500);
 pub struct Scanner {
     layout: NodeLayout,
     settings: ScanSettings,
+    /// The async runtime that runs the containerd calls and the waits.
+    runtime: Handle,
     cache: ImmutableCache,
     /// The last reading of the runtimes, and when it was made.
     discovered: Option<(Discovered, Instant)>,
@@ -109,13 +109,16 @@ fn verdicts(status: &Status) -> Vec<Verdict> {
 
 impl Scanner {
     /// A scanner that has not read anything yet; it watches the layout's
-    /// default pull directories until the runtimes name theirs.
-    pub fn new(layout: NodeLayout, settings: ScanSettings) -> Self {
+    /// default pull directories until the runtimes name theirs. `runtime`
+    /// runs its async work, which it blocks on: call the scanner off the
+    /// runtime's threads.
+    pub fn new(layout: NodeLayout, settings: ScanSettings, runtime: Handle) -> Self {
         let mut watch = PullWatch::default();
         watch.watch(inventory::default_pull_dirs(&layout));
         Scanner {
             layout,
             settings,
+            runtime,
             cache: ImmutableCache::default(),
             discovered: None,
             mutable: HashMap::new(),
@@ -135,7 +138,10 @@ impl Scanner {
         let started = Instant::now();
         let (discovered, at) = match self.discovered.take() {
             Some((d, at)) if !reread => (d, at),
-            _ => (inventory::discover(&self.layout), Instant::now()),
+            _ => (
+                inventory::discover(&self.layout, &self.runtime),
+                Instant::now(),
+            ),
         };
         if reread {
             self.watch.watch(discovered.pull_dirs());
@@ -174,12 +180,20 @@ impl Scanner {
         status
     }
 
-    /// Runs until told to stop: a scan right away, then one tick a
-    /// [`TICK`], each a scan when one is due (see [`Scanner::reread_due`],
-    /// the rescan interval with jitter) and otherwise a refresh of free
-    /// space and verdicts, published when a verdict changed or
-    /// [`PUBLISH_EVERY`] has passed.
-    pub fn run(mut self, wake: &Receiver<Wake>, mut publish: impl FnMut(&Status, Pass)) {
+    /// Runs until `shutdown`: a scan right away, then one tick a [`TICK`],
+    /// each a scan when one is due (see [`Scanner::reread_due`], the rescan
+    /// interval with jitter, or a `wake` since the last tick: a runtime said
+    /// something changed) and otherwise a refresh of free space and
+    /// verdicts, published when a verdict changed or [`PUBLISH_EVERY`] has
+    /// passed. A wake ends the wait between ticks at once, and so does the
+    /// shutdown (a walk in progress stops if it polls the shutdown, see
+    /// [`Shutdown::walk_cancel`]).
+    pub fn run(
+        mut self,
+        wake: &Notify,
+        shutdown: &Shutdown,
+        mut publish: impl FnMut(&Status, Pass),
+    ) {
         let mut reread = true;
         loop {
             let tick = Instant::now();
@@ -202,16 +216,11 @@ impl Scanner {
             } else if let Some(status) = self.refresh() {
                 publish(status, Pass::Refresh);
             }
-            reread = false;
             let until = (tick + TICK).min(self.next_rescan);
-            match wake.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(Wake::Changed) => match settle(wake) {
-                    Some(()) => reread = true,
-                    None => return,
-                },
-                Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
-                Err(RecvTimeoutError::Timeout) => {}
-            }
+            reread = match self.runtime.block_on(wait(until, wake, shutdown)) {
+                Some(changed) => changed,
+                None => return,
+            };
         }
     }
 
@@ -261,16 +270,25 @@ impl Scanner {
     }
 }
 
-/// Swallows the burst of events that follows a first one (a pull publishes
-/// many); `None` when a shutdown arrives meanwhile.
-fn settle(wake: &Receiver<Wake>) -> Option<()> {
-    let until = Instant::now() + DEBOUNCE;
+/// Waits until `until`, a wake or the shutdown, whichever comes first:
+/// `None` on shutdown, else whether a wake came. After a wake it waits
+/// [`DEBOUNCE`] more, swallowing the burst that follows (a pull publishes
+/// many events), so the burst causes one reread.
+async fn wait(until: Instant, wake: &Notify, shutdown: &Shutdown) -> Option<bool> {
+    tokio::select! {
+        biased;
+        _ = shutdown.stopped() => return None,
+        () = wake.notified() => {}
+        () = tokio::time::sleep_until(until.into()) => return Some(false),
+    }
+    let settled = tokio::time::sleep(DEBOUNCE);
+    tokio::pin!(settled);
     loop {
-        let left = until.saturating_duration_since(Instant::now());
-        match wake.recv_timeout(left) {
-            Ok(Wake::Changed) => continue,
-            Ok(Wake::Shutdown) | Err(RecvTimeoutError::Disconnected) => return None,
-            Err(RecvTimeoutError::Timeout) => return Some(()),
+        tokio::select! {
+            biased;
+            _ = shutdown.stopped() => return None,
+            () = &mut settled => return Some(true),
+            () = wake.notified() => {}
         }
     }
 }
@@ -287,6 +305,7 @@ fn jittered(interval: Duration, jitter: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::shutdown::Reason;
 
     #[test]
     fn jitter_stays_within_its_fraction_and_varies() {
@@ -300,15 +319,43 @@ mod tests {
         assert_eq!(jittered(base, 0.0), base);
     }
 
-    #[test]
-    fn a_burst_of_changes_settles_into_one_and_shutdown_wins() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..5 {
-            tx.send(Wake::Changed).unwrap();
-        }
-        assert_eq!(settle(&rx), Some(()));
-        tx.send(Wake::Changed).unwrap();
-        tx.send(Wake::Shutdown).unwrap();
-        assert_eq!(settle(&rx), None);
+    #[tokio::test]
+    async fn a_burst_of_changes_settles_into_one_and_shutdown_wins() {
+        let wake = std::sync::Arc::new(Notify::new());
+        let shutdown = Shutdown::new();
+        let later = Instant::now() + Duration::from_secs(60);
+        let burst = {
+            let wake = std::sync::Arc::clone(&wake);
+            tokio::spawn(async move {
+                for _ in 0..4 {
+                    wake.notify_one();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        assert_eq!(wait(later, &wake, &shutdown).await, Some(true));
+        assert!(started.elapsed() >= DEBOUNCE, "the burst is waited out");
+        burst.await.unwrap();
+        let soon = Instant::now() + Duration::from_millis(100);
+        assert_eq!(
+            wait(soon, &wake, &shutdown).await,
+            Some(false),
+            "the burst was swallowed"
+        );
+
+        wake.notify_one();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stop.trigger(Reason::Terminate);
+        });
+        let started = Instant::now();
+        assert_eq!(wait(later, &wake, &shutdown).await, None);
+        assert!(
+            started.elapsed() < DEBOUNCE,
+            "a shutdown during the debounce wins at once"
+        );
+        assert_eq!(wait(later, &wake, &shutdown).await, None);
     }
 }

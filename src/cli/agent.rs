@@ -3,12 +3,13 @@
 //! handlers only copy the latest one, so a scrape never waits for a scan.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use headroom::agent::scanner::{Pass, ScanSettings, Scanner, Wake};
+use headroom::agent::scanner::{Pass, ScanSettings, Scanner};
+use headroom::agent::shutdown::{Reason, Shutdown};
 use headroom::agent::{events, priority};
 use headroom::config::Config;
 use headroom::http::{self, Snapshot};
@@ -16,8 +17,9 @@ use headroom::metrics::ScanTotals;
 use headroom::report::Status;
 use headroom::walk::{ErrorKind, WalkOptions};
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// How long shutdown waits for a pass in progress (the walk is cancelled,
 /// so this is reached only on a slow filesystem) before exiting anyway: a
@@ -27,107 +29,138 @@ const SCANNER_GRACE: Duration = Duration::from_secs(10);
 /// Runs the agent until SIGTERM or SIGINT, or until the scanner dies (then
 /// it exits with an error so the agent gets restarted).
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let outcome = runtime.block_on(serve(config));
-    // The scanner is a plain thread, not a runtime task: nothing here waits
-    // for it beyond SCANNER_GRACE.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    outcome.map(|()| ExitCode::SUCCESS)
+    let runtime = super::async_runtime(2)?;
+    let stopped = runtime.block_on(serve(config))?;
+    if stopped.scanning {
+        // The scan may be blocked on the runtime (a containerd call):
+        // shutting the runtime down would turn its timers into a panic in
+        // the moment before the process exits, which ends both anyway.
+        std::mem::forget(runtime);
+    } else {
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+    stopped.exit_code()
 }
 
-async fn serve(config: &Config) -> anyhow::Result<()> {
+/// How a serving agent stopped.
+struct Stopped {
+    /// The first reason it was given.
+    reason: Option<Reason>,
+    /// How the HTTP server ended.
+    served: std::io::Result<()>,
+    /// Whether a scan was still running past [`SCANNER_GRACE`].
+    scanning: bool,
+}
+
+impl Stopped {
+    /// Success on a signal; the error when the server or the scanner failed.
+    fn exit_code(self) -> anyhow::Result<ExitCode> {
+        self.served.context("serving HTTP")?;
+        if self.reason == Some(Reason::ScannerEnded) {
+            anyhow::bail!("the scanner stopped unexpectedly");
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Serves until the [`Shutdown`], which everything here triggers or
+/// watches: the signals and the scanner thread trigger it, the HTTP server,
+/// the event follower and the scanner stop on it.
+async fn serve(config: &Config) -> anyhow::Result<Stopped> {
     let listener = TcpListener::bind(config.agent.listen)
         .await
         .with_context(|| format!("listening on {}", config.agent.listen))?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = Shutdown::new();
+    stop_on_signals(&shutdown)?;
     tracing::info!(address = %config.agent.listen, "serving /metrics, /healthz, /readyz and /api/v1/status");
 
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
-    let (stop, stopping) = watch::channel(false);
-    // One pending wake-up is enough: the scanner rereads everything anyway.
-    let (wake, woken) = mpsc::sync_channel(1);
-    let cancel = Arc::new(AtomicBool::new(false));
-    let (ended, mut scanner_ended) = watch::channel(false);
-    spawn_scanner(config, Arc::clone(&cancel), publish, woken, ended)?;
+    let wake = Arc::new(Notify::new());
+    let scanner = spawn_scanner(config, &shutdown, publish, Arc::clone(&wake))?;
     let follower = tokio::spawn(events::follow(
         config.layout.containerd_address.clone(),
         config.layout.containerd_timeout,
-        wake.clone(),
-        stopping,
+        wake,
+        shutdown.clone(),
     ));
-    let scanner_died = Arc::new(AtomicBool::new(false));
-    let shutdown = {
-        let (cancel, died, mut ended) = (
-            Arc::clone(&cancel),
-            Arc::clone(&scanner_died),
-            scanner_ended.clone(),
-        );
-        async move {
-            tokio::select! {
-                _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
-                _ = ended.wait_for(|ended| *ended) => {
-                    died.store(true, Ordering::Relaxed);
-                    tracing::error!("the scanner stopped unexpectedly; exiting so the agent is restarted");
-                }
-            }
-            cancel.store(true, Ordering::Relaxed);
-            let _ = stop.send(true);
-        }
+    let stopping = {
+        let shutdown = shutdown.clone();
+        async move { announce(shutdown.stopped().await) }
     };
-    let served = http::serve(listener, snapshots, shutdown).await;
-    let _ = wake.try_send(Wake::Shutdown);
-    // A pending wake-up may have filled the channel: closing it stops the
-    // scanner as surely.
-    drop(wake);
+    let served = http::serve(listener, snapshots, stopping).await;
+    if served.is_err() {
+        shutdown.trigger(Reason::ServerFailed);
+    }
     let _ = follower.await;
-    let waited = tokio::time::timeout(SCANNER_GRACE, scanner_ended.wait_for(|ended| *ended)).await;
-    if waited.is_err() {
+    let scanner = tokio::task::spawn_blocking(move || scanner.join());
+    let scanning = tokio::time::timeout(SCANNER_GRACE, scanner).await.is_err();
+    if scanning {
         tracing::warn!("a scan was still running at shutdown; exiting without it");
     }
-    served.context("serving HTTP")?;
-    if scanner_died.load(Ordering::Relaxed) {
-        anyhow::bail!("the scanner stopped unexpectedly");
+    Ok(Stopped {
+        reason: shutdown.reason(),
+        served,
+        scanning,
+    })
+}
+
+/// Says in the log why the agent stops, as it starts stopping.
+fn announce(reason: Reason) {
+    match reason {
+        Reason::Terminate => tracing::info!("SIGTERM: shutting down"),
+        Reason::Interrupt => tracing::info!("SIGINT: shutting down"),
+        Reason::ScannerEnded => {
+            tracing::error!("the scanner stopped unexpectedly; exiting so the agent is restarted");
+        }
+        // Given only once the server has returned (this runs inside it);
+        // its error is printed as the process exits.
+        Reason::ServerFailed => {}
     }
+}
+
+/// Triggers `shutdown` on the first SIGTERM or SIGINT. The handlers are
+/// installed before this returns, so a signal from then on is not lost.
+fn stop_on_signals(shutdown: &Shutdown) -> anyhow::Result<()> {
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let reason = tokio::select! {
+            _ = terminate.recv() => Reason::Terminate,
+            _ = interrupt.recv() => Reason::Interrupt,
+            // Stopping for another reason: nothing left to listen for.
+            _ = shutdown.stopped() => return,
+        };
+        shutdown.trigger(reason);
+    });
     Ok(())
 }
 
-/// Sets `ended` when dropped: when the scanner returns and also when it
-/// panics, so the agent notices a dead scanner.
-struct EndedGuard(watch::Sender<bool>);
-
-impl Drop for EndedGuard {
-    fn drop(&mut self) {
-        self.0.send_replace(true);
-    }
-}
-
+/// Starts the scanner thread, which runs until `shutdown` and triggers it
+/// when it ends on its own (returning or panicking), so a dead scanner
+/// stops the agent; its containerd calls and waits run on the current
+/// runtime.
 fn spawn_scanner(
     config: &Config,
-    cancel: Arc<AtomicBool>,
+    shutdown: &Shutdown,
     publish: watch::Sender<Arc<Snapshot>>,
-    woken: mpsc::Receiver<Wake>,
-    ended: watch::Sender<bool>,
-) -> anyhow::Result<()> {
-    let layout = config.layout.clone();
-    let settings = scan_settings(config, cancel);
+    wake: Arc<Notify>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let settings = scan_settings(config, shutdown);
+    let scanner = Scanner::new(config.layout.clone(), settings, Handle::current());
     let top_n = config.agent.top_n;
+    let shutdown = shutdown.clone();
     std::thread::Builder::new()
         .name("scanner".into())
         .spawn(move || {
-            let _ended = EndedGuard(ended);
+            let _stop = shutdown.trigger_on_drop(Reason::ScannerEnded);
             for failure in priority::lower_current_thread() {
                 tracing::warn!(%failure, "scanning at normal priority");
             }
             let mut totals = ScanTotals::default();
             let mut ready = false;
-            Scanner::new(layout, settings).run(&woken, |status, pass| {
+            scanner.run(&wake, &shutdown, |status, pass| {
                 if pass != Pass::Refresh {
                     totals.record(&status.scan, pass == Pass::Rescan);
                     // Ready once a pass measured everything within its deadline.
@@ -142,8 +175,7 @@ fn spawn_scanner(
                 }
             });
         })
-        .context("starting the scanner thread")?;
-    Ok(())
+        .context("starting the scanner thread")
 }
 
 /// A scan that walked something is worth a line; the rereads a pull in
@@ -164,8 +196,8 @@ fn log_scan(status: &Status, ready: bool) {
 }
 
 /// Walker threads: `walk_threads` (0: one per core), never more than
-/// `max_concurrent_walks`.
-fn scan_settings(config: &Config, cancel: Arc<AtomicBool>) -> ScanSettings {
+/// `max_concurrent_walks`; a walk stops at the `shutdown`.
+fn scan_settings(config: &Config, shutdown: &Shutdown) -> ScanSettings {
     let agent = &config.agent;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let wanted = if agent.walk_threads == 0 {
@@ -180,7 +212,7 @@ fn scan_settings(config: &Config, cancel: Arc<AtomicBool>) -> ScanSettings {
         scan_deadline: agent.scan_deadline,
         walk: WalkOptions {
             threads: wanted.min(agent.max_concurrent_walks),
-            cancel: Some(cancel),
+            cancel: Some(shutdown.walk_cancel()),
             ..WalkOptions::default()
         },
     }

@@ -82,7 +82,7 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
     };
     // The registry first: a bad name or tag fails before the node is scanned.
     let image = registry::resolve(&reference, &options).map_err(|e| registry_error(e, &options))?;
-    let node = super::status::scan_here(config);
+    let node = super::status::scan_here(config)?;
     let runtime = args.runtime.map(|store| match store {
         Store::Containerd => RuntimeKind::Containerd,
         Store::Docker => RuntimeKind::Docker,

@@ -24,12 +24,13 @@ pub struct StatusArgs {
     top: usize,
 }
 
-/// Runs `headroom status`: exit code 0 ok, 1 warning, 2 pressure now.
+/// Runs `headroom status`: exit code 0 ok, 1 warning, 2 pressure now or
+/// predicted (docs/exit-codes.md).
 pub fn run(args: &StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let status = if config.status.local {
-        scan_here(config).status
+        scan_here(config)?.status
     } else {
-        ask_agent_or_scan(config)
+        ask_agent_or_scan(config)?
     };
 
     let mut out = anstream::stdout().lock();
@@ -44,29 +45,30 @@ pub fn run(args: &StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
 
 /// The agent's document when one answers; otherwise a scan here, saying why
 /// on stderr (stdout stays the document alone).
-fn ask_agent_or_scan(config: &Config) -> Status {
+fn ask_agent_or_scan(config: &Config) -> anyhow::Result<Status> {
     let settings = &config.status;
     match client::fetch_status(settings.agent_address, settings.agent_timeout) {
-        Ok(status) => status,
+        Ok(status) => Ok(status),
         Err(e) => {
             eprintln!("headroom: {e}; scanning this node directly");
-            scan_here(config).status
+            scan_here(config).map(|scanned| scanned.status)
         }
     }
 }
 
 /// One scan of this node with a spinner on a terminal: what `--local` does.
-pub(super) fn scan_here(config: &Config) -> Scanned {
+/// It starts the command's one async runtime, for containerd's calls.
+pub(super) fn scan_here(config: &Config) -> anyhow::Result<Scanned> {
+    let runtime = super::async_runtime(1)?;
     let spinner = spinner();
     let walk = WalkOptions {
         threads: config.agent.walk_threads,
         ..WalkOptions::default()
     };
-    let scanned = inventory::scan(&config.layout, &walk, &|phase| {
-        spinner.set_message(phase.to_string());
-    });
+    let progress = |phase: &str| spinner.set_message(phase.to_string());
+    let scanned = inventory::scan(&config.layout, &walk, &progress, runtime.handle());
     spinner.finish_and_clear();
-    scanned
+    Ok(scanned)
 }
 
 /// A spinner on stderr when it is a terminal; hidden otherwise.

@@ -185,18 +185,11 @@ impl ImageSizes<'_, '_> {
             id: img.id.clone(),
             refs: img.refs.clone(),
             created: img.created,
-            disk_bytes: 0,
-            apparent_bytes: 0,
-            unique_disk_bytes: 0,
-            unique_apparent_bytes: 0,
-            shared_disk_bytes: 0,
-            shared_apparent_bytes: 0,
-            content_bytes: 0,
-            unique_content_bytes: 0,
             containers,
             in_use: containers > 0,
             pinned: img.pinned,
             layers: img.layers.clone(),
+            ..Image::default()
         };
         for chain in dedup(&img.layers) {
             let key = (runtime, img.namespace.as_str(), chain);

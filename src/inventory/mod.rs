@@ -14,6 +14,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use tokio::runtime::Handle;
+
 use crate::kubelet::{self, KubeletConfig};
 use crate::layout::NodeLayout;
 use crate::podlogs::{self, PodLogs};
@@ -48,9 +50,11 @@ pub struct Discovered {
 }
 
 /// Reads the runtimes, pod logs and kubelet config: cheap, measures nothing.
-pub fn discover(layout: &NodeLayout) -> Discovered {
+/// containerd is asked on `runtime`, blocking on it: call this off the
+/// runtime's threads.
+pub fn discover(layout: &NodeLayout, runtime: &Handle) -> Discovered {
     let mut problems = Vec::new();
-    let (discoveries, runtimes) = discover_runtimes(layout);
+    let (discoveries, runtimes) = discover_runtimes(layout, runtime);
     let (pod_logs, log_problems) = podlogs::discover(&layout.pod_logs);
     let (empty_dirs, volume_problems) = volumes::discover(&layout.kubelet_root);
     problems.extend(discoveries.iter().flat_map(|d| d.problems.iter().cloned()));
@@ -122,11 +126,17 @@ pub struct Scanned {
 }
 
 /// Scans the node described by `layout` once and builds the status document.
-/// `progress` is told each phase as it starts (for a spinner on a terminal).
-pub fn scan(layout: &NodeLayout, walk_opts: &WalkOptions, progress: &dyn Fn(&str)) -> Scanned {
+/// `progress` is told each phase as it starts (for a spinner on a terminal);
+/// containerd is asked on `runtime` (see [`discover`]).
+pub fn scan(
+    layout: &NodeLayout,
+    walk_opts: &WalkOptions,
+    progress: &dyn Fn(&str),
+    runtime: &Handle,
+) -> Scanned {
     let started = Instant::now();
     progress("reading runtime metadata");
-    let discovered = discover(layout);
+    let discovered = discover(layout, runtime);
     progress("measuring layers, containers and logs");
     let mut paths = discovered.immutable_paths();
     paths.extend(discovered.mutable_paths());
@@ -353,12 +363,12 @@ pub fn default_pull_dirs(layout: &NodeLayout) -> Vec<PathBuf> {
 }
 
 /// Reads every runtime; one that is absent is reported, not fatal.
-fn discover_runtimes(layout: &NodeLayout) -> (Vec<Discovery>, Vec<RuntimeState>) {
+fn discover_runtimes(layout: &NodeLayout, handle: &Handle) -> (Vec<Discovery>, Vec<RuntimeState>) {
     let mut found = Vec::new();
     let mut states = Vec::new();
     for kind in runtime::ALL {
         let runtime = kind.runtime();
-        let (image_root, message) = match runtime.discover(layout) {
+        let (image_root, message) = match runtime.discover(layout, handle) {
             Ok(read) => {
                 let root = read.discovery.image_root.display().to_string();
                 found.push(read.discovery);
@@ -475,20 +485,15 @@ mod tests {
             runtime: RuntimeKind::Containerd,
             namespace: "k8s.io".into(),
             id: "sha256:i".into(),
-            refs: vec![],
-            created: None,
             disk_bytes: 3000,
             apparent_bytes: 3000,
             unique_disk_bytes: 3000,
             unique_apparent_bytes: 3000,
-            shared_disk_bytes: 0,
-            shared_apparent_bytes: 0,
             content_bytes: 1000,
             unique_content_bytes: 1000,
             containers: 0,
             in_use: false,
-            pinned: false,
-            layers: vec![],
+            ..Image::default()
         }
     }
 

@@ -161,20 +161,9 @@ mod tests {
             runtime: RuntimeKind::Containerd,
             namespace: "k8s.io".into(),
             id: id.into(),
-            refs: vec![],
-            created: None,
-            disk_bytes: 0,
-            apparent_bytes: 0,
-            unique_disk_bytes: 0,
-            unique_apparent_bytes: 0,
-            shared_disk_bytes: 0,
-            shared_apparent_bytes: 0,
-            content_bytes: 0,
-            unique_content_bytes: 0,
             containers: u64::from(in_use),
             in_use,
-            pinned: false,
-            layers: vec![],
+            ..Image::default()
         }
     }
 

@@ -76,20 +76,15 @@ mod tests {
             runtime: RuntimeKind::Containerd,
             namespace: "k8s.io".into(),
             id: "sha256:x".into(),
-            refs: vec![],
-            created: None,
             disk_bytes: disk,
             apparent_bytes: disk,
             unique_disk_bytes: unique_disk,
             unique_apparent_bytes: unique_disk,
-            shared_disk_bytes: 0,
-            shared_apparent_bytes: 0,
             content_bytes: content,
             unique_content_bytes: unique_content,
             containers: 0,
             in_use: false,
-            pinned: false,
-            layers: vec![],
+            ..Image::default()
         }
     }
 

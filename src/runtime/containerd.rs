@@ -18,7 +18,6 @@ mod rpc;
 mod snapshots;
 
 use std::collections::{BTreeSet, HashSet};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +35,8 @@ use super::{
     BlobRecord, Classified, Discovery, LayerRecord, Problem, ProblemKind, Read, ReadError, Reader,
     Runtime, RuntimeKind,
 };
+use tokio::runtime::Handle;
+
 use crate::layout::NodeLayout;
 use crate::report;
 
@@ -61,8 +62,8 @@ impl Runtime for Containerd {
 
     /// Over gRPC; when containerd does not answer (it is often the first
     /// victim of a full disk), its files, with a note saying so.
-    fn discover(&self, layout: &NodeLayout) -> Result<Read, ReadError> {
-        let unanswered = match grpc_discover(layout) {
+    fn discover(&self, layout: &NodeLayout, handle: &Handle) -> Result<Read, ReadError> {
+        let unanswered = match grpc_discover(layout, handle) {
             Ok(discovery) => {
                 return Ok(Read {
                     discovery,
@@ -123,12 +124,8 @@ impl Runtime for Containerd {
     }
 }
 
-fn grpc_discover(layout: &NodeLayout) -> Result<Discovery, ContainerdError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ContainerdError::AsyncRuntime)?;
-    runtime.block_on(discover(
+fn grpc_discover(layout: &NodeLayout, handle: &Handle) -> Result<Discovery, ContainerdError> {
+    handle.block_on(discover(
         &layout.containerd_address,
         &layout.containerd_root,
         layout.containerd_timeout,
@@ -175,9 +172,6 @@ pub enum ContainerdError {
         /// The failed call.
         source: RpcError,
     },
-    /// The async runtime the calls run on could not start.
-    #[error("cannot start the async runtime: {0}")]
-    AsyncRuntime(#[source] io::Error),
 }
 
 /// Reads every namespace of the containerd at `socket`, whose root directory

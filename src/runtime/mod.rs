@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
 
 use crate::layout::NodeLayout;
 use crate::report::Image;
@@ -28,8 +29,9 @@ pub trait Runtime: Sync {
     /// Where it is looked for on `layout` (its root or socket), as reported.
     fn location<'a>(&self, layout: &'a NodeLayout) -> &'a Path;
 
-    /// Reads its store. An error says why it could not be read at all.
-    fn discover(&self, layout: &NodeLayout) -> Result<Read, ReadError>;
+    /// Reads its store, any API calls made on `handle` (the command's one
+    /// async runtime). An error says why it could not be read at all.
+    fn discover(&self, layout: &NodeLayout, handle: &Handle) -> Result<Read, ReadError>;
 
     /// Where its pulls first write when its store is at the layout's root
     /// (before it was read, or while it is down).

@@ -262,16 +262,7 @@ fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
     let mut refs = Vec::new();
     for name in IMAGE_NAMES {
         let reference = format!("{}/hr/{name}:1", s.registry);
-        oracle::run(
-            "skopeo",
-            &[
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-                &format!("oci:{}", image(name)),
-                &format!("docker://{reference}"),
-            ],
-        )?;
+        push_oci(&image(name), &reference)?;
         refs.push((name.to_owned(), reference));
     }
     Ok(refs)
@@ -293,6 +284,13 @@ pub fn build_grow_image(s: &Services) -> Result<String> {
     umoci(&["repack", "--image", &image, path_str(&work.join("g1"))?])?;
     umoci(&["config", "--image", &image, "--config.cmd", "/bin/sh"])?;
     let reference = format!("{}/hr/grow:1", s.registry);
+    push_oci(&image, &reference)?;
+    Ok(reference)
+}
+
+/// Pushes the OCI layout `image` (`dir:tag`) to the loopback registry as
+/// `reference`.
+pub fn push_oci(image: &str, reference: &str) -> Result<()> {
     oracle::run(
         "skopeo",
         &[
@@ -303,7 +301,7 @@ pub fn build_grow_image(s: &Services) -> Result<String> {
             &format!("docker://{reference}"),
         ],
     )?;
-    Ok(reference)
+    Ok(())
 }
 
 fn umoci(args: &[&str]) -> Result<String> {

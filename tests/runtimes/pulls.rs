@@ -20,7 +20,7 @@ use headroom::report::Pull;
 
 use crate::agent::{self, poll, Proc};
 use crate::checks::Checks;
-use crate::images::K8S_NS;
+use crate::images::{push_oci, K8S_NS};
 use crate::oracle::{self, path_str};
 use crate::{web, World};
 
@@ -199,16 +199,7 @@ pub fn push_layered_image(
         )?;
         std::fs::remove_file(&tar)?;
     }
-    oracle::run(
-        "skopeo",
-        &[
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            &format!("oci:{image}"),
-            &format!("docker://{registry}/{repository}:1"),
-        ],
-    )?;
+    push_oci(&image, &format!("{registry}/{repository}:1"))?;
     // The registry holds it now: the build is not needed any more.
     std::fs::remove_dir_all(&work)?;
     Ok(())

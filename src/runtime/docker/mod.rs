@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{Discovery, Read, ReadError, Reader, Runtime, RuntimeKind};
+use tokio::runtime::Handle;
+
 use crate::layout::NodeLayout;
 use crate::report::Image;
 
@@ -43,7 +45,7 @@ impl Runtime for Docker {
         &layout.docker_root
     }
 
-    fn discover(&self, layout: &NodeLayout) -> Result<Read, ReadError> {
+    fn discover(&self, layout: &NodeLayout, _handle: &Handle) -> Result<Read, ReadError> {
         let discovery = discover(&layout.docker_root)?;
         Ok(Read {
             discovery,
