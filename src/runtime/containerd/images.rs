@@ -180,18 +180,24 @@ impl Classified for ImageError {
 
 /// An index or manifest document: the fields used here of either kind.
 #[derive(Debug, Deserialize)]
-struct Document {
+pub(super) struct Document {
     #[serde(default)]
     manifests: Vec<Descriptor>,
-    config: Option<Descriptor>,
+    /// A manifest's config.
+    pub(super) config: Option<Descriptor>,
+    /// A manifest's layers, base first.
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub(super) layers: Vec<Descriptor>,
 }
 
 /// A content descriptor inside a document.
 #[derive(Debug, Deserialize)]
-struct Descriptor {
-    digest: String,
+pub(super) struct Descriptor {
+    /// The content's digest.
+    pub(super) digest: String,
+    /// Its size in bytes (0 when the document does not say).
+    #[serde(default)]
+    pub(super) size: u64,
     platform: Option<Platform>,
 }
 

@@ -15,9 +15,10 @@
 use std::collections::{HashMap, HashSet};
 
 use containerd_client::services::v1::Status as IngestStatus;
-use serde::Deserialize;
 
-use super::images::{parse, read, BlobError, BlobSource, Content, ImageConfig};
+use super::images::{
+    parse, read, BlobError, BlobSource, Content, Descriptor, Document, ImageConfig,
+};
 use super::OVERLAYFS;
 use crate::runtime::{Classified, ImageRecord, ProblemKind, PullLayer, PullRecord};
 
@@ -99,22 +100,6 @@ pub(super) struct Namespace<'a> {
     pub(super) committed: &'a HashSet<String>,
     /// Chain IDs being unpacked (see [`extracting`]).
     pub(super) extracting: &'a HashSet<String>,
-}
-
-/// The fields used here of a manifest.
-#[derive(Debug, Deserialize)]
-struct Manifest {
-    config: Option<Descriptor>,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-/// A descriptor inside a manifest.
-#[derive(Debug, Deserialize)]
-struct Descriptor {
-    digest: String,
-    #[serde(default)]
-    size: u64,
 }
 
 /// A manifest or config of a pull that could not be read; its pull is left out.
@@ -235,7 +220,7 @@ async fn pull_of<'a>(
     image: Option<&ImageRecord>,
     ingests: &HashMap<&str, &Ingest>,
 ) -> Result<Option<(PullRecord, Vec<&'a str>)>, BlobError> {
-    let manifest: Manifest = parse(&read(source, ns.name, digest, ns.content).await?, digest)?;
+    let manifest: Document = parse(&read(source, ns.name, digest, ns.content).await?, digest)?;
     let config = manifest.config.map(|c| c.digest);
     let chains = match &config {
         Some(c) if ns.content.contains_key(c) => {
