@@ -1,6 +1,7 @@
 //! The agent's incremental scanner ([`Scanner`]) on a Docker overlay2 store
-//! written in a temp dir the way dockerd writes it, with containerd pointed
-//! at a socket and root that do not exist. Oracles: `find` counts the
+//! written in a temp dir the way dockerd writes it (by
+//! `headroom::runtime::docker::fixture`), with containerd pointed at a
+//! socket and root that do not exist. Oracles: `find` counts the
 //! entries a pass should walk, GNU `du -s -B1` (and `--apparent-size`,
 //! `--inodes`) the sizes it should report.
 //!
@@ -24,59 +25,25 @@ use headroom::agent::scanner::{Pass, ScanSettings, Scanner};
 use headroom::agent::shutdown::{Reason, Shutdown, TriggerOnDrop};
 use headroom::layout::NodeLayout;
 use headroom::report::{Source, Status};
+use headroom::runtime::docker::fixture::{self, fill, ContainerSpec, DockerRoot, Layer};
 use headroom::walk::WalkOptions;
-use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::Notify;
-
-/// A stable fake 64-hex ID.
-fn hex(label: &str) -> String {
-    format!("{:x}", Sha256::digest(label.as_bytes()))
-}
-
-/// The chain IDs of `diff_ids`, base first: ChainID(d0) = d0,
-/// ChainID(..n) = sha256(ChainID(..n-1) + " " + dn).
-fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut chains: Vec<String> = Vec::new();
-    for d in diff_ids {
-        let chain = match chains.last() {
-            None => d.clone(),
-            Some(parent) => format!("sha256:{:x}", Sha256::digest(format!("{parent} {d}"))),
-        };
-        chains.push(chain);
-    }
-    chains
-}
 
 /// A node: a Docker root, a kubelet root and pod logs in one temp dir.
 struct Node {
     dir: tempfile::TempDir,
-}
-
-/// One committed layer of the fixture.
-#[derive(Debug, Clone)]
-struct FixtureLayer {
-    chain: String,
-    dir: PathBuf,
+    docker: DockerRoot,
 }
 
 impl Node {
     fn new() -> Node {
-        let node = Node {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        for rel in [
-            "docker/image/overlay2/imagedb/content/sha256",
-            "docker/image/overlay2/layerdb/sha256",
-            "docker/image/overlay2/layerdb/mounts",
-            "docker/containers",
-            "kubelet",
-            "pods",
-        ] {
-            fs::create_dir_all(node.path(rel)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let docker = DockerRoot::create(dir.path().join("docker")).unwrap();
+        for rel in ["kubelet", "pods"] {
+            fs::create_dir_all(dir.path().join(rel)).unwrap();
         }
-        node
+        Node { dir, docker }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -84,7 +51,7 @@ impl Node {
     }
 
     fn docker(&self, rel: &str) -> PathBuf {
-        self.path("docker").join(rel)
+        self.docker.path(rel)
     }
 
     fn write(&self, path: &Path, contents: impl AsRef<[u8]>) {
@@ -95,7 +62,7 @@ impl Node {
     /// Where the node's pieces are; containerd is nowhere unless `containerd`.
     fn layout(&self, containerd: Option<&Path>, timeout: Duration) -> NodeLayout {
         NodeLayout {
-            docker_root: self.path("docker"),
+            docker_root: self.docker.root().to_path_buf(),
             containerd_address: containerd.map_or_else(
                 || self.path("no-containerd/containerd.sock"),
                 Path::to_path_buf,
@@ -108,60 +75,17 @@ impl Node {
         }
     }
 
-    /// Layers for `names` stacked base first, each holding `files[i]` files;
-    /// the layer DB entries and overlay2 directories as dockerd writes them.
-    fn layers(&self, names: &[&str], files: &[usize]) -> Vec<FixtureLayer> {
-        let diffs: Vec<String> = names
-            .iter()
-            .map(|n| format!("sha256:{}", hex(&format!("diff {n}"))))
-            .collect();
-        let chains = chain_ids(&diffs);
-        let mut out: Vec<FixtureLayer> = Vec::new();
-        for (i, chain) in chains.iter().enumerate() {
-            let entry = self.docker(&format!("image/overlay2/layerdb/sha256/{}", &chain[7..]));
-            let cache_id = hex(&format!("cache {chain}"));
-            self.write(&entry.join("cache-id"), &cache_id);
-            self.write(&entry.join("diff"), &diffs[i]);
-            self.write(&entry.join("size"), "0");
-            if let Some(parent) = out.last() {
-                self.write(&entry.join("parent"), &parent.chain);
-            }
-            let dir = self.docker(&format!("overlay2/{cache_id}/diff"));
-            fill(&dir, files[i], names[i]);
-            out.push(FixtureLayer {
-                chain: chain.clone(),
-                dir,
-            });
-        }
-        out
+    /// Layers for `names` stacked base first, each holding `files[i]` files.
+    fn layers(&self, names: &[&str], files: &[usize]) -> Vec<Layer> {
+        let stack: Vec<(&str, usize)> = names.iter().copied().zip(files.iter().copied()).collect();
+        self.docker.stack(&stack).unwrap()
     }
 
-    /// An image config naming the diff IDs of `layers`' chain; returns its ID.
-    fn image(&self, names: &[&str], reference: &str) -> String {
-        let diffs: Vec<String> = names
-            .iter()
-            .map(|n| format!("sha256:{}", hex(&format!("diff {n}"))))
-            .collect();
-        let config = json!({
-            "architecture": "amd64", "os": "linux",
-            "created": "2024-02-03T04:05:06Z",
-            "rootfs": {"type": "layers", "diff_ids": diffs},
-        });
-        let bytes = serde_json::to_vec(&config).unwrap();
-        let id = format!("{:x}", Sha256::digest(&bytes));
-        self.write(
-            &self.docker(&format!("image/overlay2/imagedb/content/sha256/{id}")),
-            bytes,
-        );
-        let repos = self.docker("image/overlay2/repositories.json");
-        let mut all: serde_json::Value = fs::read(&repos)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| json!({"Repositories": {}}));
-        let repo = reference.split(':').next().unwrap();
-        all["Repositories"][repo][reference] = json!(format!("sha256:{id}"));
-        self.write(&repos, serde_json::to_vec(&all).unwrap());
-        format!("sha256:{id}")
+    /// The image whose top layer is `top`, named `reference`; its ID.
+    fn image(&self, top: &Layer, reference: &str) -> String {
+        let image = self.docker.image(top, "2024-02-03T04:05:06Z").unwrap();
+        self.docker.name(reference, &image.id).unwrap();
+        image.id
     }
 
     /// A container with `files` files in its writable layer and `logs`
@@ -173,37 +97,20 @@ impl Node {
         files: usize,
         logs: usize,
     ) -> (PathBuf, Vec<PathBuf>) {
-        let id = hex(&format!("container {label}"));
-        let dir = self.docker(&format!("containers/{id}"));
-        let config = json!({
-            "ID": id, "Name": format!("/{label}"), "Image": image_id,
-            "Config": {"Image": "demo/app:1", "Labels": {}},
-            "State": {"Running": true}, "Driver": "overlay2",
-        });
-        self.write(
-            &dir.join("config.v2.json"),
-            serde_json::to_vec(&config).unwrap(),
-        );
-        let log_files: Vec<PathBuf> = (0..logs)
-            .map(|i| {
-                let suffix = if i == 0 {
-                    String::new()
-                } else {
-                    format!(".{i}")
-                };
-                let path = dir.join(format!("{id}-json.log{suffix}"));
-                self.write(&path, "{\"log\":\"hello\\n\"}\n".repeat(100 * (i + 1)));
-                path
+        let written = self
+            .docker
+            .container(&ContainerSpec {
+                id: fixture::id(&format!("container {label}")),
+                name: label.to_string(),
+                image: "demo/app:1".to_string(),
+                image_id: image_id.to_string(),
+                labels: Some(Default::default()),
+                files,
+                logs: (1..=logs).map(|i| 100 * i).collect(),
+                ..ContainerSpec::default()
             })
-            .collect();
-        let mount_id = hex(&format!("mount {label}"));
-        self.write(
-            &self.docker(&format!("image/overlay2/layerdb/mounts/{id}/mount-id")),
-            &mount_id,
-        );
-        let rw = self.docker(&format!("overlay2/{mount_id}/diff"));
-        fill(&rw, files, label);
-        (rw, log_files)
+            .unwrap();
+        (written.writable_dir, written.logs)
     }
 
     /// A pod log file under the pod-logs root.
@@ -211,18 +118,6 @@ impl Node {
         let path = self.path("pods").join(rel);
         self.write(&path, vec![b'l'; bytes]);
         path
-    }
-}
-
-/// `files` files of assorted sizes in a few nested directories under `dir`.
-fn fill(dir: &Path, files: usize, tag: &str) {
-    fs::create_dir_all(dir).unwrap();
-    for i in 0..files {
-        let sub = dir.join(format!("usr/lib/pkg{}/d{}", i % 7, i % 3));
-        if i < 21 {
-            fs::create_dir_all(&sub).unwrap();
-        }
-        fs::write(sub.join(format!("{tag}-{i}")), vec![b'x'; (i * 37) % 9000]).unwrap();
     }
 }
 
@@ -296,7 +191,7 @@ fn layer_figures(status: &Status) -> BTreeMap<String, (u64, u64, u64)> {
 }
 
 /// Layer path → du's figures, for `layers`.
-fn du_layers(layers: &[&FixtureLayer]) -> BTreeMap<String, (u64, u64, u64)> {
+fn du_layers(layers: &[&Layer]) -> BTreeMap<String, (u64, u64, u64)> {
     layers
         .iter()
         .map(|l| (l.dir.display().to_string(), du_figures(&l.dir)))
@@ -364,8 +259,8 @@ fn layers_are_walked_once_and_the_rest_every_pass() {
     let node = Node::new();
     let layers = node.layers(&["base", "runtime", "app"], &[400, 250, 120]);
     let other = node.layers(&["base", "tools"], &[400, 90]);
-    let app = node.image(&["base", "runtime", "app"], "demo/app:1");
-    let tools = node.image(&["base", "tools"], "demo/tools:1");
+    let app = node.image(&layers[2], "demo/app:1");
+    let tools = node.image(&other[1], "demo/tools:1");
     let (rw_a, logs_a) = node.container("web", &app, 60, 3);
     let (rw_b, logs_b) = node.container("job", &tools, 15, 1);
     let pod_logs = [
@@ -375,7 +270,7 @@ fn layers_are_walked_once_and_the_rest_every_pass() {
             700,
         ),
     ];
-    let all_layers: Vec<&FixtureLayer> = layers.iter().chain(&other[1..]).collect();
+    let all_layers: Vec<&Layer> = layers.iter().chain(&other[1..]).collect();
 
     // The independent counts: find over what the fixture created.
     let layer_entries: u64 = all_layers.iter().map(|l| find_count(&l.dir)).sum();
@@ -411,7 +306,7 @@ fn layers_are_walked_once_and_the_rest_every_pass() {
     assert_eq!(scanner.pass(true, false).scan.files, 0);
 
     // A writable layer that grew is measured again, the layers still not.
-    fill(&rw_a.join("tmp/cache"), 40, "grown");
+    fill(&rw_a.join("tmp/cache"), 40, "grown").unwrap();
     let grown = scanner.pass(false, true);
     assert_eq!(grown.scan.files, mutable_entries());
     let web = grown
@@ -431,8 +326,8 @@ fn a_layer_removed_during_a_pass_is_harmless() {
     let node = Node::new();
     let layers = node.layers(&["base", "big"], &[300, 20_000]);
     let keep = node.layers(&["base", "small"], &[300, 200]);
-    node.image(&["base", "big"], "demo/big:1");
-    node.image(&["base", "small"], "demo/small:1");
+    node.image(&layers[1], "demo/big:1");
+    node.image(&keep[1], "demo/small:1");
     let silent = SilentContainerd::new(node.path("containerd.sock"));
     let layout = node.layout(Some(&silent.path), Duration::from_millis(300));
     let mut scanner = scanner(layout, Duration::from_secs(120));
@@ -463,7 +358,7 @@ fn a_layer_removed_during_a_pass_is_harmless() {
     let after = scanner.pass(true, true);
     assert_eq!(after.scan.errors, 0, "{:?}", after.scan.error_samples);
     assert!(after.layers.iter().all(|l| l.id != big.chain));
-    let rest: Vec<&FixtureLayer> = vec![&layers[0], &keep[1]];
+    let rest: Vec<&Layer> = vec![&layers[0], &keep[1]];
     assert_eq!(layer_figures(&after), du_layers(&rest));
 }
 
@@ -474,7 +369,7 @@ fn a_layer_removed_during_a_pass_is_harmless() {
 fn a_layer_that_vanished_mid_pass_is_measured_again() {
     let node = Node::new();
     let layers = node.layers(&["base", "app"], &[300, 500]);
-    node.image(&["base", "app"], "demo/app:1");
+    node.image(&layers[1], "demo/app:1");
     let silent = SilentContainerd::new(node.path("containerd.sock"));
     let layout = node.layout(Some(&silent.path), Duration::from_millis(300));
     let mut scanner = scanner(layout, Duration::from_secs(120));
@@ -500,7 +395,7 @@ fn a_layer_that_vanished_mid_pass_is_measured_again() {
 
     // The same directory is back with other content; the metadata never changed.
     fs::rename(&moved, &app.dir).unwrap();
-    fill(&app.dir.join("opt/more"), 150, "more");
+    fill(&app.dir.join("opt/more"), 150, "more").unwrap();
     let again = scanner.pass(false, true);
     assert_eq!(again.scan.errors, 0, "{:?}", again.scan.error_samples);
     assert_eq!(
@@ -518,7 +413,7 @@ fn a_layer_that_vanished_mid_pass_is_measured_again() {
 fn a_passed_deadline_cuts_the_pass_and_caches_nothing() {
     let node = Node::new();
     let layers = node.layers(&["base", "app"], &[2000, 500]);
-    let app = node.image(&["base", "app"], "demo/app:1");
+    let app = node.image(&layers[1], "demo/app:1");
     let (rw, logs) = node.container("web", &app, 50, 1);
     let all_entries: u64 = layers.iter().map(|l| find_count(&l.dir)).sum::<u64>()
         + find_count(&rw)
@@ -548,7 +443,7 @@ fn a_passed_deadline_cuts_the_pass_and_caches_nothing() {
 fn after_a_deadline_the_next_pass_reports_whole_sizes() {
     let node = Node::new();
     let layers = node.layers(&["base", "app"], &[1500, 600]);
-    node.image(&["base", "app"], "demo/app:1");
+    node.image(&layers[1], "demo/app:1");
     let silent = SilentContainerd::new(node.path("containerd.sock"));
     // containerd's timeout (1s) outlasts the deadline (500ms): the first
     // pass starts walking after its deadline.
@@ -557,7 +452,7 @@ fn after_a_deadline_the_next_pass_reports_whole_sizes() {
 
     let cut = scanner.pass(true, true);
     assert_eq!(error_kinds(&cut), BTreeSet::from(["deadline".to_string()]));
-    let all: Vec<&FixtureLayer> = layers.iter().collect();
+    let all: Vec<&Layer> = layers.iter().collect();
     assert_ne!(
         layer_figures(&cut),
         du_layers(&all),
@@ -631,8 +526,8 @@ type Running = (Node, Controls, mpsc::Receiver<(Pass, Status, Instant)>);
 
 fn one_image_node() -> Running {
     let node = Node::new();
-    node.layers(&["base"], &[50]);
-    node.image(&["base"], "demo/base:1");
+    let layers = node.layers(&["base"], &[50]);
+    node.image(&layers[0], "demo/base:1");
     let layout = node.layout(None, Duration::from_secs(1));
     let (controls, rx) = run(Scanner::new(layout, shipped(), runtime()));
     (node, controls, rx)
@@ -650,8 +545,7 @@ fn a_docker_pull_is_seen_within_a_second_with_the_shipped_intervals() {
     let (pass, _, _) = first_where(&rx, Duration::from_secs(12), |_| true).unwrap();
     assert_eq!(pass, Pass::Refresh, "no pull, no rescan due: a refresh");
 
-    let blob = node.docker("tmp/GetImageBlob123456");
-    node.write(&blob, vec![0u8; 300_000]);
+    let blob = node.docker.download("123456", 300_000).unwrap();
     let started = Instant::now();
     let (pass, seen, at) = first_where(&rx, Duration::from_secs(5), |s| !s.pulls.is_empty())
         .expect("the download should be listed");
@@ -682,8 +576,8 @@ fn a_docker_pull_is_seen_within_a_second_with_the_shipped_intervals() {
 fn a_change_is_read_at_once_with_the_shipped_intervals() {
     let (node, scanner, rx) = one_image_node();
     first_where(&rx, Duration::from_secs(10), |_| true).unwrap();
-    node.layers(&["base", "app"], &[50, 20]);
-    node.image(&["base", "app"], "demo/app:1");
+    let layers = node.layers(&["base", "app"], &[50, 20]);
+    node.image(&layers[1], "demo/app:1");
     scanner.wake.notify_one();
     let (_, status, _) = first_where(&rx, Duration::from_secs(3), |s| s.images.len() == 2)
         .expect("the new image should be listed within a tick of the change");

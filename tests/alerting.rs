@@ -508,19 +508,14 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 /// Starts the agent on a fake Docker store under `dir`, on `port`.
 fn start_agent(dir: &Path, port: u16) -> Killed {
     let docker = dir.join("docker");
-    let out = Command::new(Path::new(ROOT).join("scripts/fake-docker-root"))
-        .arg(&docker)
-        .args([
-            "--layer-files",
-            "40",
-            "--writable-files",
-            "10",
-            "--containers",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scripts/fake-docker-root: {out:?}");
+    use headroom::runtime::docker::fixture::{synthetic, Synthetic};
+    let shape = Synthetic {
+        layer_files: 40,
+        writable_files: 10,
+        containers: 3,
+        ..Default::default()
+    };
+    synthetic(&docker, &shape).unwrap();
     // The shipped configuration: every panel and alert must have data with
     // the defaults users run.
     let config = Path::new(ROOT).join("deploy/config.toml");

@@ -11,6 +11,7 @@
 
 mod containers;
 mod files;
+pub mod fixture;
 mod images;
 mod layers;
 mod pulls;
@@ -200,26 +201,11 @@ fn other_driver(image: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::fixture::{self, diff_id, id as hex, pod_labels, ContainerSpec, DockerRoot};
     use super::*;
     use crate::runtime::{ContainerRecord, PodRef, Problem};
-    use serde_json::json;
-    use sha2::{Digest, Sha256};
     use std::process::Command;
     use std::time::{Duration, SystemTime};
-
-    /// A Docker root in a tempdir, written the way dockerd writes it.
-    struct Fixture {
-        dir: tempfile::TempDir,
-    }
-
-    /// A stable fake 64-hex ID (Docker's cache and mount IDs are random).
-    fn hex(label: &str) -> String {
-        format!("{:x}", Sha256::digest(label.as_bytes()))
-    }
-
-    fn diff_id(label: &str) -> String {
-        format!("sha256:{}", hex(label))
-    }
 
     /// Chain IDs of `diff_ids` computed by Python's hashlib (the oracle).
     fn python_chain_ids(diff_ids: &[String]) -> Vec<String> {
@@ -244,123 +230,15 @@ mod tests {
             .collect()
     }
 
-    impl Fixture {
-        fn new() -> Self {
-            let fixture = Fixture {
-                dir: tempfile::tempdir().unwrap(),
-            };
-            fixture.mkdir("image/overlay2/imagedb/content/sha256");
-            fixture.mkdir("image/overlay2/imagedb/metadata/sha256");
-            fixture.mkdir("image/overlay2/layerdb/tmp");
-            fixture.mkdir("containers");
-            fixture
-        }
-
-        fn root(&self) -> &Path {
-            self.dir.path()
-        }
-
-        fn path(&self, rel: &str) -> PathBuf {
-            self.root().join(rel)
-        }
-
-        fn mkdir(&self, rel: &str) -> PathBuf {
-            let path = self.path(rel);
-            fs::create_dir_all(&path).unwrap();
-            path
-        }
-
-        fn write(&self, rel: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-            let path = self.path(rel);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(&path, contents).unwrap();
-            path
-        }
-
-        /// Stores an image config; returns the image ID hex (sha256 of the bytes).
-        fn image(&self, diff_ids: &[String], created: &str) -> String {
-            let config = json!({
-                "architecture": "amd64",
-                "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
-                "created": created,
-                "history": [{"created": created, "created_by": "/bin/sh -c #(nop) COPY"}],
-                "os": "linux",
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            });
-            let bytes = serde_json::to_vec(&config).unwrap();
-            let id = format!("{:x}", Sha256::digest(&bytes));
-            self.write(
-                &format!("image/overlay2/imagedb/content/sha256/{id}"),
-                bytes,
-            );
-            id
-        }
-
-        /// Stores a layer DB entry and its overlay2 directory; returns `diff/`.
-        fn layer(&self, chain_id: &str, diff: &str, parent: Option<&str>) -> PathBuf {
-            let entry = format!("image/overlay2/layerdb/sha256/{}", &chain_id[7..]);
-            let cache_id = hex(&format!("cache {chain_id}"));
-            self.write(&format!("{entry}/cache-id"), &cache_id);
-            self.write(&format!("{entry}/diff"), diff);
-            self.write(&format!("{entry}/size"), "4096");
-            if let Some(parent) = parent {
-                self.write(&format!("{entry}/parent"), parent);
-            }
-            self.write(
-                &format!("overlay2/{cache_id}/link"),
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-            );
-            self.mkdir(&format!("overlay2/{cache_id}/diff"))
-        }
-
-        /// Stores a container and its RW layer; returns its writable `diff/`.
-        fn container(
-            &self,
-            id: &str,
-            name: &str,
-            image: &str,
-            image_id: &str,
-            labels: serde_json::Value,
-        ) -> PathBuf {
-            let config = json!({
-                "StreamConfig": {},
-                "State": {"Running": false, "ExitCode": 0, "Pid": 0},
-                "ID": id,
-                "Created": "2024-03-01T12:00:00.000000001Z",
-                "Managed": false,
-                "Path": "sh",
-                "Args": ["-c", "echo hi"],
-                "Config": {"Hostname": &id[..12], "Image": image, "Labels": labels, "Cmd": ["sh"]},
-                "Image": image_id,
-                "LogPath": self.path(&format!("containers/{id}/{id}-json.log")),
-                "Name": format!("/{name}"),
-                "Driver": "overlay2",
-                "MountPoints": {},
-            });
-            self.write(
-                &format!("containers/{id}/config.v2.json"),
-                serde_json::to_vec(&config).unwrap(),
-            );
-            self.write(&format!("containers/{id}/hostconfig.json"), "{}");
-            let mount_id = hex(&format!("mount {id}"));
-            self.write(
-                &format!("image/overlay2/layerdb/mounts/{id}/mount-id"),
-                &mount_id,
-            );
-            self.write(
-                &format!("image/overlay2/layerdb/mounts/{id}/init-id"),
-                format!("{mount_id}-init"),
-            );
-            self.mkdir(&format!("overlay2/{mount_id}-init/diff"));
-            self.mkdir(&format!("overlay2/{mount_id}/diff"))
-        }
-
-        fn discover(&self) -> Discovery {
-            discover(self.root()).unwrap()
-        }
+    /// A Docker root in a tempdir, written the way dockerd writes it.
+    fn store() -> (tempfile::TempDir, DockerRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DockerRoot::create(dir.path()).unwrap();
+        (dir, root)
     }
 
-    /// Base image (2 layers) and a derived image (3 layers) sharing them.
+    /// Base image (2 layers) and a derived image (3 layers) sharing them;
+    /// image IDs in hex.
     struct Images {
         base: String,
         app: String,
@@ -368,23 +246,21 @@ mod tests {
         layer_dirs: Vec<PathBuf>,
     }
 
-    fn two_images(f: &Fixture) -> Images {
+    fn two_images(f: &DockerRoot) -> Images {
+        let layers = f.stack(&[("base", 0), ("etc", 0), ("app", 0)]).unwrap();
         let diffs: Vec<String> = ["base", "etc", "app"].iter().map(|l| diff_id(l)).collect();
         let chains = python_chain_ids(&diffs);
-        let layer_dirs = (0..3)
-            .map(|i| {
-                f.layer(
-                    &chains[i],
-                    &diffs[i],
-                    i.checked_sub(1).map(|p| chains[p].as_str()),
-                )
-            })
-            .collect();
+        let written: Vec<&str> = layers.iter().map(|l| l.chain.as_str()).collect();
+        assert_eq!(written, chains, "the fixture's chain IDs are hashlib's");
+        let base = f
+            .image(&layers[1], "2024-01-02T03:04:05.123456789Z")
+            .unwrap();
+        let app = f.image(&layers[2], "2024-02-03T04:05:06Z").unwrap();
         Images {
-            base: f.image(&diffs[..2], "2024-01-02T03:04:05.123456789Z"),
-            app: f.image(&diffs, "2024-02-03T04:05:06Z"),
+            base: base.id[7..].to_string(),
+            app: app.id[7..].to_string(),
             chains,
-            layer_dirs,
+            layer_dirs: layers.into_iter().map(|l| l.dir).collect(),
         }
     }
 
@@ -398,76 +274,79 @@ mod tests {
 
     #[test]
     fn reads_images_layers_and_containers() {
-        let f = Fixture::new();
+        let (_dir, f) = store();
         let img = two_images(&f);
         let manifest = hex("manifest");
-        f.write(
-            "image/overlay2/repositories.json",
-            json!({"Repositories": {
-                "demo/base": {
-                    "demo/base:1": format!("sha256:{}", img.base),
-                    format!("demo/base@sha256:{manifest}"): format!("sha256:{}", img.base),
-                },
-                "demo/app": {
-                    "demo/app:v2": format!("sha256:{}", img.app),
-                    "demo/app:latest": format!("sha256:{}", img.app),
-                },
-            }})
-            .to_string(),
+        let (base_id, app_id) = (
+            format!("sha256:{}", img.base),
+            format!("sha256:{}", img.app),
         );
-        f.write(
-            &format!(
-                "image/overlay2/imagedb/metadata/sha256/{}/lastUpdated",
-                img.base
-            ),
-            "2024-05-06T07:08:09.5+02:00",
-        );
+        for (reference, id) in [
+            ("demo/base:1".to_string(), &base_id),
+            (format!("demo/base@sha256:{manifest}"), &base_id),
+            ("demo/app:v2".to_string(), &app_id),
+            ("demo/app:latest".to_string(), &app_id),
+        ] {
+            f.name(&reference, id).unwrap();
+        }
+        f.last_updated(&base_id, "2024-05-06T07:08:09.5+02:00")
+            .unwrap();
         // An unreferenced layer still holds disk; scratch entries do not count.
-        let orphan = diff_id("orphan");
-        let orphan_dir = f.layer(&orphan, &orphan, None);
-        f.mkdir(&format!(
+        let orphan = f.layer(None, "orphan", 0).unwrap();
+        fs::create_dir_all(f.path(&format!(
             "image/overlay2/layerdb/sha256/{}-1234-removing",
             hex("gone")
-        ));
+        )))
+        .unwrap();
         f.write(
             "image/overlay2/layerdb/tmp/write-set-1/cache-id",
             hex("tmp"),
-        );
+        )
+        .unwrap();
 
         let (web, job) = (hex("web"), hex("job"));
-        let labels = json!({
-            "io.kubernetes.pod.name": "web-7d9f",
-            "io.kubernetes.pod.namespace": "shop",
-            "io.kubernetes.pod.uid": "0b0e6c1a-1111-2222-3333-444455556666",
-            "io.kubernetes.container.name": "nginx",
-            "io.kubernetes.docker.type": "container",
-        });
-        let web_rw = f.container(
-            &web,
-            "k8s_nginx_web-7d9f_shop_0",
-            "demo/app:v2",
-            &format!("sha256:{}", img.app),
-            labels,
+        let web_written = f
+            .container(&ContainerSpec {
+                id: web.clone(),
+                name: "k8s_nginx_web-7d9f_shop_0".to_string(),
+                image: "demo/app:v2".to_string(),
+                image_id: app_id.clone(),
+                labels: Some(pod_labels(
+                    "web-7d9f",
+                    "shop",
+                    "0b0e6c1a-1111-2222-3333-444455556666",
+                    "nginx",
+                )),
+                logs: vec![1, 1],
+                ..ContainerSpec::default()
+            })
+            .unwrap();
+        let web_rw = web_written.writable_dir;
+        let job_rw = f
+            .container(&ContainerSpec {
+                id: job.clone(),
+                name: "job".to_string(),
+                image: "demo/base:1".to_string(),
+                image_id: base_id.clone(),
+                labels: None,
+                ..ContainerSpec::default()
+            })
+            .unwrap()
+            .writable_dir;
+        let mut logs = web_written.logs;
+        logs.push(
+            f.write(&format!("containers/{web}/{web}-json.log.2.gz"), "{}\n")
+                .unwrap(),
         );
-        let job_rw = f.container(
-            &job,
-            "job",
-            "demo/base:1",
-            &format!("sha256:{}", img.base),
-            serde_json::Value::Null,
-        );
-        let logs: Vec<PathBuf> = ["", ".1", ".2.gz"]
-            .iter()
-            .map(|suffix| f.write(&format!("containers/{web}/{web}-json.log{suffix}"), "{}\n"))
-            .collect();
-        f.write(&format!("containers/{web}/{web}-json.logx"), "not a log");
+        f.write(&format!("containers/{web}/{web}-json.logx"), "not a log")
+            .unwrap();
         std::os::unix::fs::symlink(
             "/etc/passwd",
             f.path(&format!("containers/{web}/{web}-json.log.3")),
         )
         .unwrap();
 
-        let d = f.discover();
+        let d = discover(f.root()).unwrap();
         assert_eq!(d.problems, vec![]);
         assert_eq!(d.runtime, RuntimeKind::Docker);
         assert_eq!(d.image_root, f.root());
@@ -479,7 +358,7 @@ mod tests {
             .cloned()
             .zip(img.layer_dirs.iter().cloned())
             .collect();
-        want_layers.push((orphan, orphan_dir));
+        want_layers.push((orphan.chain, orphan.dir));
         want_layers.sort();
         let got_layers: Vec<(String, PathBuf)> = d
             .layers
@@ -554,7 +433,7 @@ mod tests {
 
     #[test]
     fn corrupt_metadata_becomes_problems_and_the_rest_still_comes_out() {
-        let f = Fixture::new();
+        let (_dir, f) = store();
         let img = two_images(&f);
         // The middle layer lost its cache-id: both images lose it.
         let middle_cache_id = f.path(&format!(
@@ -563,24 +442,28 @@ mod tests {
         ));
         fs::remove_file(&middle_cache_id).unwrap();
         // A cache-id that tries to leave the store.
-        let evil = diff_id("evil");
-        f.layer(&evil, &evil, None);
-        let evil_cache_id = f.write(
-            &format!("image/overlay2/layerdb/sha256/{}/cache-id", &evil[7..]),
-            "../../../etc",
-        );
-        let repositories = f.write(
-            "image/overlay2/repositories.json",
-            r#"{"Repositories": {"demo/base": {"#,
-        );
-        let junk = f.write(
-            &format!("image/overlay2/imagedb/content/sha256/{}", hex("junk")),
-            "\x00\x01 not json",
-        );
-        let huge = f.write(
-            &format!("image/overlay2/imagedb/content/sha256/{}", hex("huge")),
-            "",
-        );
+        let evil = f.layer(None, "evil", 0).unwrap().chain;
+        let evil_cache_id = f
+            .write(
+                &format!("image/overlay2/layerdb/sha256/{}/cache-id", &evil[7..]),
+                "../../../etc",
+            )
+            .unwrap();
+        let repositories = f
+            .write(fixture::REPOSITORIES, r#"{"Repositories": {"demo/base": {"#)
+            .unwrap();
+        let junk = f
+            .write(
+                &format!("image/overlay2/imagedb/content/sha256/{}", hex("junk")),
+                "\x00\x01 not json",
+            )
+            .unwrap();
+        let huge = f
+            .write(
+                &format!("image/overlay2/imagedb/content/sha256/{}", hex("huge")),
+                "",
+            )
+            .unwrap();
         fs::File::options()
             .write(true)
             .open(&huge)
@@ -589,31 +472,41 @@ mod tests {
             .unwrap();
 
         let (broken, lost) = (hex("broken"), hex("lost"));
-        let broken_rw = f.container(
-            &broken,
-            "broken",
-            "demo/base:1",
-            "sha256:x",
-            serde_json::Value::Null,
-        );
-        let broken_config = f.write(
-            &format!("containers/{broken}/config.v2.json"),
-            r#"{"StreamConfig":{},"State":{"Running":tr"#,
-        );
-        let broken_log = f.write(&format!("containers/{broken}/{broken}-json.log"), "{}\n");
-        f.container(
-            &lost,
-            "lost",
-            "demo/base:1",
-            &format!("sha256:{}", img.base),
-            json!({}),
-        );
-        let lost_mount_id = f.write(
-            &format!("image/overlay2/layerdb/mounts/{lost}/mount-id"),
-            hex("nowhere"),
-        );
+        let broken_written = f
+            .container(&ContainerSpec {
+                id: broken.clone(),
+                name: "broken".to_string(),
+                image: "demo/base:1".to_string(),
+                image_id: "sha256:x".to_string(),
+                logs: vec![1],
+                ..ContainerSpec::default()
+            })
+            .unwrap();
+        let broken_rw = broken_written.writable_dir;
+        let broken_config = f
+            .write(
+                &format!("containers/{broken}/config.v2.json"),
+                r#"{"StreamConfig":{},"State":{"Running":tr"#,
+            )
+            .unwrap();
+        let broken_log = broken_written.logs[0].clone();
+        f.container(&ContainerSpec {
+            id: lost.clone(),
+            name: "lost".to_string(),
+            image: "demo/base:1".to_string(),
+            image_id: format!("sha256:{}", img.base),
+            labels: Some(Default::default()),
+            ..ContainerSpec::default()
+        })
+        .unwrap();
+        let lost_mount_id = f
+            .write(
+                &format!("image/overlay2/layerdb/mounts/{lost}/mount-id"),
+                hex("nowhere"),
+            )
+            .unwrap();
 
-        let d = f.discover();
+        let d = discover(f.root()).unwrap();
         let base_config = f.path(&format!(
             "image/overlay2/imagedb/content/sha256/{}",
             img.base
@@ -697,14 +590,11 @@ mod tests {
 
     #[test]
     fn a_name_for_an_image_that_is_gone_is_a_problem() {
-        let f = Fixture::new();
-        let ghost = hex("ghost");
-        let repositories = f.write(
-            "image/overlay2/repositories.json",
-            json!({"Repositories": {"demo/ghost": {"demo/ghost:1": format!("sha256:{ghost}")}}})
-                .to_string(),
-        );
-        let d = f.discover();
+        let (_dir, f) = store();
+        f.name("demo/ghost:1", &format!("sha256:{}", hex("ghost")))
+            .unwrap();
+        let repositories = f.path(fixture::REPOSITORIES);
+        let d = discover(f.root()).unwrap();
         assert!(d.images.is_empty());
         assert_eq!(sources(&d), vec![repositories.display().to_string()]);
         assert!(d.problems[0].message.contains("demo/ghost:1"));
@@ -712,11 +602,10 @@ mod tests {
 
     #[test]
     fn an_empty_store_is_empty_without_problems() {
-        let f = Fixture {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        f.mkdir("image/overlay2");
-        let d = f.discover();
+        // What a daemon that never stored anything has: no layer DB yet.
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("image/overlay2")).unwrap();
+        let d = discover(dir.path()).unwrap();
         assert!(d.images.is_empty() && d.layers.is_empty() && d.containers.is_empty());
         assert_eq!(d.problems, Vec::<Problem>::new());
     }

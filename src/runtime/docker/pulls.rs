@@ -91,25 +91,24 @@ fn downloads(dir: &Path, now: SystemTime) -> io::Result<Vec<PullLayer>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::docker::fixture::DockerRoot;
 
-    fn root_with(files: &[(&str, usize)]) -> tempfile::TempDir {
-        let root = tempfile::tempdir().unwrap();
-        fs::create_dir(tmp_dir(root.path())).unwrap();
-        for (name, len) in files {
-            fs::write(tmp_dir(root.path()).join(name), vec![0u8; *len]).unwrap();
+    /// A Docker root with the downloads `GetImageBlob<suffix>` of `len` bytes.
+    fn root_with(downloads: &[(&str, usize)]) -> (tempfile::TempDir, DockerRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = DockerRoot::create(dir.path()).unwrap();
+        for (suffix, len) in downloads {
+            root.download(suffix, *len).unwrap();
         }
-        root
+        (dir, root)
     }
 
     #[test]
     fn live_downloads_are_one_pull_of_unknown_size() {
-        let root = root_with(&[
-            ("GetImageBlob111", 10),
-            ("GetImageBlob222", 5),
-            ("other", 7),
-        ]);
+        let (_dir, root) = root_with(&[("111", 10), ("222", 5)]);
+        root.write("tmp/other", [0u8; 7]).unwrap();
         let mut problems = Vec::new();
-        let pulls = discover(root.path(), SystemTime::now(), &mut problems);
+        let pulls = discover(root.root(), SystemTime::now(), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(pulls.len(), 1);
         let sizes: Vec<(u64, u64)> = pulls[0]
@@ -123,10 +122,10 @@ mod tests {
 
     #[test]
     fn stale_leftovers_and_a_missing_tmp_are_no_pull() {
-        let root = root_with(&[("GetImageBlob111", 10)]);
+        let (_dir, root) = root_with(&[("111", 10)]);
         let later = SystemTime::now() + STALE_AFTER + Duration::from_secs(1);
         let mut problems = Vec::new();
-        assert!(discover(root.path(), later, &mut problems).is_empty());
+        assert!(discover(root.root(), later, &mut problems).is_empty());
         let empty = tempfile::tempdir().unwrap();
         assert!(discover(empty.path(), SystemTime::now(), &mut problems).is_empty());
         assert!(problems.is_empty(), "{problems:?}");
