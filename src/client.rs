@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::report::Status;
+use crate::model::Status;
 
 /// The largest status document accepted (a node with thousands of images
 /// stays well below it).

@@ -33,7 +33,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::{self, MetricsError, ScanTotals};
-use crate::report::Status;
+use crate::model::Status;
 
 /// The `Content-Type` of `/metrics` (OpenMetrics 1.0 text).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

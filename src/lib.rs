@@ -4,7 +4,8 @@
 //! Data flows one way: the runtime readers ([`runtime`]) and the pod-log
 //! reader ([`podlogs`]) say *what* exists and *where* it lives on disk; the
 //! [`walk`]er measures those directories; [`inventory`] attributes the bytes
-//! and builds the [`report::Status`] document that every face prints.
+//! and builds the typed [`model`] of the node that every face reads (its
+//! serde form is the status document).
 
 pub mod agent;
 pub mod client;
@@ -17,10 +18,10 @@ pub mod kubelet;
 pub mod layout;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod podlogs;
 pub mod predict;
 pub mod registry;
-pub mod report;
 pub mod runtime;
 pub mod volumes;
 pub mod walk;

@@ -26,7 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::report::{Container, Filesystem, Image, Pull, ScanSummary, Signal, Status, Volume};
+use crate::model::{Container, Filesystem, Image, Pull, ScanSummary, Signal, Status, Volume};
 use crate::runtime::{Problem, ProblemKind, Reader};
 use crate::walk::ErrorKind;
 
@@ -571,7 +571,7 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
-    use crate::report::{Prediction, RuntimeState, ScanErrorSample, Source, State};
+    use crate::model::{Prediction, RuntimeState, ScanErrorSample, Source, State};
     use crate::runtime::RuntimeKind;
 
     fn filesystem(signal: Signal, mountpoint: &str, available: u64, threshold: u64) -> Filesystem {
@@ -645,7 +645,7 @@ mod tests {
 
     fn status() -> Status {
         Status {
-            schema: crate::report::SCHEMA,
+            schema: crate::model::SCHEMA,
             node: "node-1".into(),
             generated_at: humantime::parse_rfc3339("2026-05-01T12:00:00Z").unwrap(),
             source: Source::Scan,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use headroom::agent::scanner::{Pass, ScanSettings, Scanner};
 use headroom::agent::shutdown::{Reason, Shutdown, TriggerOnDrop};
 use headroom::layout::NodeLayout;
-use headroom::report::{Source, Status};
+use headroom::model::{Source, Status};
 use headroom::runtime::docker::fixture::{self, fill, ContainerSpec, DockerRoot, Layer};
 use headroom::walk::WalkOptions;
 use tokio::runtime::{Handle, Runtime};

@@ -602,8 +602,8 @@ fn alerts_and_panels_work_against_a_live_agent_and_prometheus() {
     // The busy ones: the live status document, with a pull and a trend,
     // through the agent's own encoder.
     let (_, body) = get(agent_port, "/api/v1/status").unwrap();
-    let mut status: headroom::report::Status = serde_json::from_str(&body).unwrap();
-    status.pulls.push(headroom::report::Pull {
+    let mut status: headroom::model::Status = serde_json::from_str(&body).unwrap();
+    status.pulls.push(headroom::model::Pull {
         reference: "registry.example/big:1@sha256:00".into(),
         total_bytes: 1000,
         offset_bytes: 10,

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use headroom::report::Status;
+use headroom::model::Status;
 use serde_yaml_ng::Value;
 
 /// The image must stay below this (the 15 MB).

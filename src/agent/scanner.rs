@@ -24,8 +24,8 @@ use super::shutdown::Shutdown;
 use super::watch::PullWatch;
 use crate::inventory::{self, Discovered};
 use crate::layout::NodeLayout;
+use crate::model::{Signal, Source, State, Status};
 use crate::predict::history::History;
-use crate::report::{Signal, Source, State, Status};
 use crate::walk::{Usage, WalkOptions};
 
 /// How far apart the agent looks for new pulls and samples free space.

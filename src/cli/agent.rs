@@ -14,7 +14,7 @@ use headroom::agent::{events, priority};
 use headroom::config::Config;
 use headroom::http::{self, Snapshot};
 use headroom::metrics::ScanTotals;
-use headroom::report::Status;
+use headroom::model::Status;
 use headroom::walk::{ErrorKind, WalkOptions};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use headroom::config::Config;
 use headroom::inventory::check_pull::{check_pull, PlannedLayer, PullCheck, Target};
+use headroom::model::{human_bytes, short_id, Filesystem, Prediction, Signal, Status};
 use headroom::registry::{self, Platform, Reference};
-use headroom::report::{human_bytes, short_id, Filesystem, Prediction, Signal, Status};
 use headroom::runtime::RuntimeKind;
 use serde::Serialize;
 

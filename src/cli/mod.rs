@@ -8,7 +8,7 @@ pub mod du;
 mod screen;
 pub mod status;
 
-use headroom::report::State;
+use headroom::model::State;
 
 /// Exit code when Headroom itself failed.
 pub const EXIT_ERROR: u8 = 3;

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{presets, CellAlignment, Table};
-use headroom::report::{human_bytes, Filesystem, Prediction, Source, State, Status};
+use headroom::model::{human_bytes, Filesystem, Prediction, Source, State, Status};
 
 const BAR_WIDTH: usize = 30;
 const PROBLEMS_SHOWN: usize = 5;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use headroom::client;
 use headroom::config::Config;
 use headroom::inventory::{self, Scanned};
-use headroom::report::Status;
+use headroom::model::Status;
 use headroom::walk::WalkOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 

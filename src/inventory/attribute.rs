@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use crate::model::{Container, Image, Layer, Volume};
 use crate::podlogs::PodLogs;
-use crate::report::{Container, Image, Layer, Volume};
 use crate::runtime::{ContainerRecord, Discovery, ImageRecord, PodRef, RuntimeKind};
 use crate::volumes::EmptyDir;
 use crate::walk::Usage;

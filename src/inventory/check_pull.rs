@@ -16,10 +16,10 @@ use serde::Serialize;
 
 use super::signals::{self, Incoming};
 use super::Scanned;
+use crate::model::{Image, Prediction, Signal, Status};
 use crate::predict::history::History;
 use crate::predict::pull::{unpack_ratio, PullCost};
 use crate::registry::ResolvedImage;
-use crate::report::{Image, Prediction, Signal, Status};
 use crate::runtime::{self, RuntimeKind};
 
 /// The store a pull goes to, with its namespace (empty for Docker).
@@ -241,8 +241,8 @@ fn affected(node: &Scanned, incoming: &Incoming<'_>) -> BTreeMap<Signal, Predict
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Layer;
     use crate::registry::{self, Platform, ResolvedLayer};
-    use crate::report::Layer;
 
     fn digest(n: u8) -> String {
         format!("sha256:{}", format!("{n:02x}").repeat(32))

@@ -18,11 +18,11 @@ use tokio::runtime::Handle;
 
 use crate::kubelet::{self, KubeletConfig};
 use crate::layout::NodeLayout;
-use crate::podlogs::{self, PodLogs};
-use crate::predict::{self, history::History, pull::PullCost};
-use crate::report::{
+use crate::model::{
     Pull, RuntimeState, ScanErrorSample, ScanSummary, Signal, Source, Status, SCHEMA,
 };
+use crate::podlogs::{self, PodLogs};
+use crate::predict::{self, history::History, pull::PullCost};
 use crate::runtime::{
     self, Classified, Discovery, Problem, PullLayer, PullRecord, Reader, RuntimeKind,
 };
@@ -456,7 +456,7 @@ pub fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Image;
+    use crate::model::Image;
 
     fn layer(digest: &str, compressed: u64, downloaded: u64, unpacked: bool) -> PullLayer {
         PullLayer {

@@ -11,10 +11,10 @@ use std::time::SystemTime;
 
 use crate::host;
 use crate::kubelet::{KubeletConfig, Signal as Eviction};
+use crate::model::{Filesystem, Image, Layer, Prediction, Signal};
 use crate::predict::gc::{GcImage, GcPolicy, ImageGc, SharedPart};
 use crate::predict::history::{image_key, History, BURST_WINDOW};
 use crate::predict::verdict::{verdict, Dimension, FsInput, DEFAULT_HORIZON};
-use crate::report::{Filesystem, Image, Layer, Prediction, Signal};
 use crate::runtime::{self, Classified, Problem, Reader, RuntimeKind};
 
 /// The filesystems behind nodefs (`kubelet_root`) and imagefs (`image_root`).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::pull::DEFAULT_UNPACK_RATIO;
 use super::trend::{Samples, Trend, TrendConfig, BIN};
-use crate::report::{Filesystem, Image, Signal};
+use crate::model::{Filesystem, Image, Signal};
 
 /// Samples kept per signal and dimension: an hour of 1-s samples, about 85 kB each for
 /// bytes and inodes (24 bytes a sample), so ~170 kB per signal at most.

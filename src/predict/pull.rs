@@ -3,7 +3,7 @@
 //! size they become, estimated from the compressed size with the ratio the
 //! layers already on the node show. Layers already present cost nothing.
 
-use crate::report::Image;
+use crate::model::Image;
 
 /// The ratio used when the node has no unpacked layer with a known
 /// compressed size to learn from (gzip on typical image layers).

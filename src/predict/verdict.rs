@@ -30,7 +30,7 @@ use std::time::Duration;
 use super::gc::{GcOutcome, ImageGc};
 use super::trend::Trend;
 use crate::kubelet::Threshold;
-use crate::report::{human_bytes, Prediction, Signal, State};
+use crate::model::{human_bytes, Prediction, Signal, State};
 
 /// How far ahead a trend counts as predicted pressure, unless configured.
 pub const DEFAULT_HORIZON: Duration = Duration::from_secs(3600);
@@ -900,8 +900,8 @@ mod tests {
     }
 
     /// imagefs as the agent samples it: 100 GB with `available` bytes.
-    fn sampled(available: u64) -> crate::report::Filesystem {
-        crate::report::Filesystem {
+    fn sampled(available: u64) -> crate::model::Filesystem {
+        crate::model::Filesystem {
             signal: Signal::Imagefs,
             path: "/var/lib/containerd".into(),
             mountpoint: "/".into(),

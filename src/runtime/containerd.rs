@@ -38,7 +38,7 @@ use super::{
 use tokio::runtime::Handle;
 
 use crate::layout::NodeLayout;
-use crate::report;
+use crate::model;
 
 /// Who meets the problems of this reader.
 const READER: Reader = Reader::Runtime(RuntimeKind::Containerd);
@@ -106,12 +106,12 @@ impl Runtime for Containerd {
     }
 
     /// The kubelet sees the images of its CRI namespace only.
-    fn kubelet_manages(&self, image: &report::Image) -> bool {
+    fn kubelet_manages(&self, image: &model::Image) -> bool {
         image.namespace == CRI_NAMESPACE
     }
 
     /// CRI reports a containerd image by its compressed size.
-    fn gc_credit(&self, image: &report::Image) -> u64 {
+    fn gc_credit(&self, image: &model::Image) -> u64 {
         image.content_bytes
     }
 

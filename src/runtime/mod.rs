@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 use crate::layout::NodeLayout;
-use crate::report::Image;
+use crate::model::Image;
 
 /// What a container runtime is to Headroom, in one place: where it is
 /// looked for, how its store is read, where its pulls first write, and how

@@ -13,7 +13,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use headroom::report::{RuntimeState, Status};
+use headroom::model::{RuntimeState, Status};
 use headroom::runtime::RuntimeKind;
 use rustix::process::{kill_process, Pid, Signal};
 

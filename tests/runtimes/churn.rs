@@ -23,7 +23,7 @@ use std::thread::{self, sleep};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use headroom::report::State;
+use headroom::model::State;
 
 use crate::agent::{self, Proc};
 use crate::checks::Checks;

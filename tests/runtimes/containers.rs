@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use headroom::report::Container;
+use headroom::model::Container;
 
 use crate::checks::Checks;
 use crate::images::{PodLogs, K8S_NS};

@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use headroom::report::{Image, Status};
+use headroom::model::{Image, Status};
 use headroom::runtime::RuntimeKind;
 use serde_json::Value;
 

@@ -2,7 +2,7 @@
 //! runtimes and nothing it could not read.
 
 use anyhow::Result;
-use headroom::report::SCHEMA;
+use headroom::model::SCHEMA;
 use headroom::runtime::RuntimeKind;
 
 use crate::checks::Checks;
@@ -19,7 +19,7 @@ pub fn scan_of_both_runtimes(w: &World) -> Result<()> {
         0,
         run.code,
     );
-    c.eq("schema", "report::SCHEMA", SCHEMA, status.schema);
+    c.eq("schema", "model::SCHEMA", SCHEMA, status.schema);
     c.eq("node", "NODE_NAME", NODE_NAME, status.node.as_str());
     c.eq(
         "source",

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use headroom::report::Filesystem;
+use headroom::model::Filesystem;
 
 use crate::checks::Checks;
 use crate::oracle::{self, Df, DF_ARGS};

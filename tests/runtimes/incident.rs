@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use headroom::report::Signal;
+use headroom::model::Signal;
 
 use crate::checks::Checks;
 use crate::pulls::{push_noise_image, registry_of, Throttle};

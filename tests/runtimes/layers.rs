@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use headroom::report::Layer;
+use headroom::model::Layer;
 use headroom::runtime::RuntimeKind;
 
 use crate::checks::Checks;

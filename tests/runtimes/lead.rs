@@ -28,7 +28,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use headroom::report::{Signal, State};
+use headroom::model::{Signal, State};
 
 use crate::agent::{self, Proc};
 use crate::checks::Checks;

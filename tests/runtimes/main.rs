@@ -42,7 +42,7 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use headroom::report::Status;
+use headroom::model::Status;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 use crate::agent::Live;

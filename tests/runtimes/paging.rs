@@ -40,7 +40,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use headroom::report::Signal;
+use headroom::model::Signal;
 use serde_json::Value;
 
 use crate::agent::{self, poll, ready, Proc};

@@ -16,7 +16,7 @@ use std::thread::{self, sleep, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use headroom::report::Pull;
+use headroom::model::Pull;
 
 use crate::agent::{self, poll, Proc};
 use crate::checks::Checks;

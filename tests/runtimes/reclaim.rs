@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use headroom::report::Image;
+use headroom::model::Image;
 use headroom::runtime::RuntimeKind;
 use serde_json::Value;
 

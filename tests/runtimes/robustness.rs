@@ -5,7 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use headroom::report::Status;
+use headroom::model::Status;
 use headroom::runtime::RuntimeKind;
 
 use crate::checks::Checks;
@@ -26,7 +26,7 @@ fn problem_names(status: &Status, path: &Path) -> bool {
 }
 
 /// Docker images present in `status`, by ID.
-fn docker_image<'a>(status: &'a Status, id: &str) -> Option<&'a headroom::report::Image> {
+fn docker_image<'a>(status: &'a Status, id: &str) -> Option<&'a headroom::model::Image> {
     status
         .images
         .iter()

@@ -12,7 +12,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use headroom::report::Status;
+use headroom::model::Status;
 use headroom::runtime::{ProblemKind, Reader, RuntimeKind};
 use serde_json::Value;
 

@@ -22,7 +22,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use headroom::report::{Filesystem, Prediction, Signal, State, Status};
+use headroom::model::{Filesystem, Prediction, Signal, State, Status};
 use serde_json::Value;
 
 use crate::agent::{self, poll, short_lived, Containerd, Paths, Proc};

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use headroom::report::Status;
+use headroom::model::Status;
 
 use crate::oracle::{line, tail};
 use crate::World;

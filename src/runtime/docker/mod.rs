@@ -28,7 +28,7 @@ use super::{Discovery, Read, ReadError, Reader, Runtime, RuntimeKind};
 use tokio::runtime::Handle;
 
 use crate::layout::NodeLayout;
-use crate::report::Image;
+use crate::model::Image;
 
 /// Who meets the problems of this reader.
 const READER: Reader = Reader::Runtime(RuntimeKind::Docker);

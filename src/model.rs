@@ -1,9 +1,13 @@
-//! The status document: what `headroom status --json` prints and what the
-//! agent will serve at `/api/v1/status`.
+//! The typed model of the node: what the inventory produces and predict,
+//! the metrics, the screen and check-pull read. Filesystems are keyed by
+//! [`Signal`], verdicts carry a [`State`], times are [`SystemTime`] and
+//! runtimes are [`RuntimeKind`]s; nothing here is matched as a string.
 //!
-//! Key names are an interface (dashboards, scripts and tests read them): keep
-//! them stable and only add new ones. `docs/status.md` is the contract (every
-//! key, type and value); `tests/contract.rs` fails when the two drift apart.
+//! Its serde form is the status document (`headroom status --json`, the
+//! agent's `/api/v1/status`), made only at the edges. Key names are an
+//! interface (dashboards, scripts and tests read them): keep them stable and
+//! only add new ones. `docs/status.md` is the contract (every key, type and
+//! value); `tests/contract.rs` fails when the two drift apart.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
