@@ -567,9 +567,6 @@ fn counter(value: u64) -> Counter {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
     use super::*;
     use crate::model::{Prediction, RuntimeState, ScanErrorSample, Source, State};
     use crate::runtime::RuntimeKind;
@@ -995,109 +992,11 @@ mod tests {
         assert_eq!(t.errors, BTreeMap::from([(ErrorKind::Denied, 3)]));
     }
 
-    /// One sample as the Python parser reads it: name, labels, value.
-    type ParsedSample = (String, BTreeMap<String, String>, f64);
-
-    /// Parses `text` with the official Python OpenMetrics parser and returns
-    /// every sample as (name, labels, value), or None when the parser is not
-    /// installed (which fails the test under CI).
-    fn python_parse(text: &str) -> Option<Vec<ParsedSample>> {
-        let module = "prometheus_client.openmetrics.parser";
-        let probe = Command::new("python3")
-            .args(["-c", &format!("import {module}")])
-            .output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "python3 with {module} is needed (pip install prometheus_client)"
-            );
-            eprintln!("skipping: python3 with {module} is not installed");
-            return None;
-        }
-        let script = "import sys, json\n\
-            from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
-            print(json.dumps([[s.name, s.labels, s.value]\n\
-                for f in text_string_to_metric_families(sys.stdin.read())\n\
-                for s in f.samples]))\n";
-        let mut child = Command::new("python3")
-            .args(["-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "the OpenMetrics parser rejected the text: {}\n{text}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(serde_json::from_slice(&out.stdout).unwrap())
-    }
-
+    /// tests/metrics_parser.rs feeds the official parser this same status,
+    /// from the JSON file.
     #[test]
-    fn the_official_parser_reads_every_sample() {
-        let text = encode(&status(), &totals(), 1).unwrap();
-        let Some(parsed) = python_parse(&text) else {
-            return;
-        };
-        let value = |name: &str, labels: &[(&str, &str)]| {
-            let labels: BTreeMap<String, String> = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            parsed
-                .iter()
-                .find(|(n, l, _)| n == name && *l == labels)
-                .map(|s| s.2)
-        };
-        assert_eq!(
-            value("headroom_filesystem_bytes_left", &[("signal", "imagefs")]),
-            Some(-14_999_999_000.0)
-        );
-        assert_eq!(
-            value(
-                "headroom_image_size_bytes",
-                &[("runtime", ""), ("namespace", ""), ("image", "other")]
-            ),
-            Some(60_000_000.0)
-        );
-        assert_eq!(value("headroom_scans_total", &[]), Some(3.0));
-        assert_eq!(value("headroom_scan_duration_seconds", &[]), Some(1.5));
-        // The parser saw as many samples as there are sample lines.
-        let lines = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(parsed.len(), lines, "{text}");
-    }
-
-    #[test]
-    fn hostile_label_values_are_escaped() {
-        let hostile = "evil\"} 1\nheadroom_fake 2\\\"\n# EOF\n";
-        let mut s = status();
-        s.images[0].refs = vec![hostile.to_string()];
-        s.containers[0].pod = Some(hostile.to_string());
-        let text = encode(&s, &ScanTotals::default(), 10).unwrap();
-        // One sample per line: no value may break out of its quotes.
-        assert_eq!(text.lines().filter(|l| *l == "# EOF").count(), 1, "{text}");
-        assert!(
-            !text.lines().any(|l| l.starts_with("headroom_fake")),
-            "{text}"
-        );
-        let Some(parsed) = python_parse(&text) else {
-            return;
-        };
-        let image = parsed
-            .iter()
-            .find(|(n, l, _)| n == "headroom_image_size_bytes" && l["image"] == hostile);
-        assert_eq!(image.map(|s| s.2), Some(180_000_000.0), "{parsed:?}");
-        assert!(parsed
-            .iter()
-            .any(|(n, l, _)| n == "headroom_container_log_bytes" && l["pod"] == hostile));
-        assert!(!parsed.iter().any(|(n, _, _)| n == "headroom_fake"));
+    fn the_parser_tests_status_is_this_one() {
+        let file = include_str!("../tests/fixtures/status.json");
+        assert_eq!(serde_json::from_str::<Status>(file).unwrap(), status());
     }
 }

@@ -22,8 +22,10 @@
 //!   alert uses is in the agent's scrape, every rule evaluates without error,
 //!   and every panel query returns data through Prometheus's query API.
 //!
-//! Without promtool, prometheus or amtool those tests are skipped with a
-//! message, except under CI (env `CI` set), where they fail.
+//! Without promtool, prometheus or amtool those tests are ignored with a
+//! message, except under CI (env `CI` set), where they fail (tests/support).
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -34,6 +36,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{trial, Need};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const RULES: &str = "deploy/prometheus/headroom.rules.yml";
@@ -67,27 +70,30 @@ const ONLY_WHEN_BUSY: &[&str] = &[
 /// How long the live test waits for scrapes, rule evaluations and data.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+fn main() {
+    let promtool = [Need::tool("promtool")];
+    let amtool = [Need::tool("amtool")];
+    let prometheus = [Need::tool("prometheus")];
+    support::main(vec![
+        trial!(rules_pass_promtool_check).needs(&promtool),
+        trial!(node_mixin_rules_are_valid).needs(&promtool),
+        trial!(node_mixin_alert_gives_no_warning_of_the_pull).needs(&promtool),
+        trial!(every_alert_fires_and_stays_silent_in_the_unit_tests).needs(&promtool),
+        trial!(rules_evaluate_every_10s_and_pull_alerts_do_not_wait),
+        trial!(the_example_prometheus_config_scrapes_the_agent_every_10s).needs(&promtool),
+        trial!(the_example_alertmanager_config_pages_at_once).needs(&amtool),
+        trial!(the_prometheusrule_is_generated_from_the_rules_file),
+        trial!(the_dashboard_has_what_grafana_needs),
+        trial!(alerts_and_panels_work_against_a_live_agent_and_prometheus).needs(&prometheus),
+    ]);
+}
+
 fn read(rel: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(rel)).unwrap()
 }
 
 fn yaml(rel: &str) -> serde_yaml_ng::Value {
     serde_yaml_ng::from_str(&read(rel)).unwrap()
-}
-
-/// Whether `tool` can run; without it, skip (fail under CI).
-fn have(tool: &str) -> bool {
-    if Command::new(tool).arg("--version").output().is_ok() {
-        return true;
-    }
-    let package = match tool {
-        "amtool" => "prometheus-alertmanager",
-        _ => "prometheus",
-    };
-    let message = format!("{tool} missing (apt-get install {package}, or scripts/setup)");
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("skipping: {message}");
-    false
 }
 
 /// Runs `tool args` in the crate root and fails with its output; its stdout.
@@ -164,32 +170,22 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     names
 }
 
-#[test]
 fn rules_pass_promtool_check() {
-    if have("promtool") {
-        promtool(&["check", "rules", RULES]);
-    }
+    promtool(&["check", "rules", RULES]);
 }
 
-#[test]
 fn node_mixin_rules_are_valid() {
-    if have("promtool") {
-        promtool(&[
-            "check",
-            "rules",
-            "deploy/prometheus/node-mixin-filesystem.rules.yml",
-        ]);
-    }
+    promtool(&[
+        "check",
+        "rules",
+        "deploy/prometheus/node-mixin-filesystem.rules.yml",
+    ]);
 }
 
-#[test]
 fn node_mixin_alert_gives_no_warning_of_the_pull() {
-    if have("promtool") {
-        promtool(&["test", "rules", "deploy/prometheus/incident.test.yml"]);
-    }
+    promtool(&["test", "rules", "deploy/prometheus/incident.test.yml"]);
 }
 
-#[test]
 fn every_alert_fires_and_stays_silent_in_the_unit_tests() {
     // Every alert has a case where it fires and one where it must not.
     let tests = yaml(UNIT_TESTS);
@@ -210,12 +206,9 @@ fn every_alert_fires_and_stays_silent_in_the_unit_tests() {
             "{alert}: no case where it stays silent"
         );
     }
-    if have("promtool") {
-        promtool(&["test", "rules", UNIT_TESTS]);
-    }
+    promtool(&["test", "rules", UNIT_TESTS]);
 }
 
-#[test]
 fn rules_evaluate_every_10s_and_pull_alerts_do_not_wait() {
     let rules = yaml(RULES);
     for group in rules["groups"].as_sequence().unwrap() {
@@ -257,7 +250,6 @@ fn rules_evaluate_every_10s_and_pull_alerts_do_not_wait() {
     assert_eq!(triggers, expected);
 }
 
-#[test]
 fn the_example_prometheus_config_scrapes_the_agent_every_10s() {
     let config = yaml(PROMETHEUS_EXAMPLE);
     let jobs = config["scrape_configs"].as_sequence().unwrap();
@@ -283,9 +275,7 @@ fn the_example_prometheus_config_scrapes_the_agent_every_10s() {
         .filter_map(|f| f.as_str())
         .collect();
     assert_eq!(rule_files, ["headroom.rules.yml"]);
-    if have("promtool") {
-        promtool(&["check", "config", PROMETHEUS_EXAMPLE]);
-    }
+    promtool(&["check", "config", PROMETHEUS_EXAMPLE]);
 }
 
 /// The route Alertmanager's `amtool` picks for an alert with `labels`
@@ -297,7 +287,6 @@ fn receivers_for(labels: &[&str]) -> String {
     run_tool("amtool", &args).trim().to_string()
 }
 
-#[test]
 fn the_example_alertmanager_config_pages_at_once() {
     // The paging route: matches every critical Headroom alert, short waits.
     let config = yaml(ALERTMANAGER_EXAMPLE);
@@ -324,9 +313,6 @@ fn the_example_alertmanager_config_pages_at_once() {
         .find(|r| r["name"].as_str() == Some(PAGE_RECEIVER))
         .and_then(|r| r["webhook_configs"][0]["url"].as_str());
     assert!(webhook.is_some(), "{PAGE_RECEIVER} has no webhook");
-    if !have("amtool") {
-        return;
-    }
     run_tool("amtool", &["check-config", ALERTMANAGER_EXAMPLE]);
     // Every critical alert of the rules file is routed to the pager, each
     // warning elsewhere.
@@ -353,7 +339,6 @@ fn the_example_alertmanager_config_pages_at_once() {
     }
 }
 
-#[test]
 fn the_prometheusrule_is_generated_from_the_rules_file() {
     let out = Command::new(Path::new(ROOT).join("scripts/gen-prometheusrule"))
         .arg("--stdout")
@@ -380,7 +365,6 @@ fn query_panels(dashboard: &Value) -> Vec<&Value> {
     panels.iter().filter(|p| p["type"] != "row").collect()
 }
 
-#[test]
 fn the_dashboard_has_what_grafana_needs() {
     let d: Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
     for key in ["title", "uid"] {
@@ -575,11 +559,7 @@ fn start_prometheus(dir: &Path, port: u16, agent: u16) -> Killed {
     Killed(child)
 }
 
-#[test]
 fn alerts_and_panels_work_against_a_live_agent_and_prometheus() {
-    if !have("prometheus") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let (agent_port, prom_port) = (free_port(), free_port());
     let _agent = start_agent(dir.path(), agent_port);

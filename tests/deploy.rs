@@ -10,8 +10,10 @@
 //! with `kubernetes-validate --strict`, and checks the settings the schemas
 //! cannot (read-only mounts, one capability, probes, node name).
 //!
-//! Without root or the tools, each test says what is missing and passes,
-//! unless `CI` is set: then it fails.
+//! Without root or the tools, each test is ignored with a message naming
+//! what is missing, unless `CI` is set: then it fails (tests/support).
+
+mod support;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use headroom::model::Status;
 use serde_yaml_ng::Value;
+use support::{trial, Install, Need};
 
 /// The image must stay below this (the 15 MB).
 const MAX_IMAGE_BYTES: u64 = 15_000_000;
@@ -43,31 +46,13 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether to skip: says what is missing, or panics under CI.
-fn missing(what: Vec<String>, test: &str) -> bool {
-    if what.is_empty() {
-        return false;
-    }
-    let msg = format!("deploy::{test}: missing {}", what.join(", "));
-    assert!(std::env::var_os("CI").is_none(), "CI is set and {msg}");
-    eprintln!("{msg}; skipped");
-    true
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn missing_tools(tools: &[&str]) -> Vec<String> {
-    tools
-        .iter()
-        .filter(|t| !on_path(t))
-        .map(|t| format!("`{t}`"))
-        .collect()
+fn main() {
+    support::main(vec![
+        trial!(manifests_validate_against_the_kubernetes_schemas)
+            .needs(&[Need::tool("kubernetes-validate")]),
+        trial!(daemonset_is_locked_down_and_probed),
+        trial!(image_is_small_serves_health_and_is_seen_by_status).needs(&image_prerequisites()),
+    ]);
 }
 
 /// Runs `cmd`, panicking with its output when it fails.
@@ -89,11 +74,7 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-#[test]
 fn manifests_validate_against_the_kubernetes_schemas() {
-    if missing(missing_tools(&["kubernetes-validate"]), "manifests") {
-        return;
-    }
     let dir = repo().join("deploy/kubernetes");
     let files: Vec<PathBuf> = MANIFESTS.iter().map(|f| dir.join(f)).collect();
     let out = run(Command::new("kubernetes-validate")
@@ -122,7 +103,6 @@ fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
         })
 }
 
-#[test]
 fn daemonset_is_locked_down_and_probed() {
     let ds = yaml("daemonset.yaml");
     let pod = at(&ds, "spec.template.spec");
@@ -375,8 +355,8 @@ fn musl_target_installed() -> bool {
         })
 }
 
-fn image_prerequisites() -> Vec<String> {
-    let mut what = missing_tools(&[
+fn image_prerequisites() -> Vec<Need> {
+    let mut needs = [
         "containerd",
         "dockerd",
         "runc",
@@ -385,21 +365,19 @@ fn image_prerequisites() -> Vec<String> {
         "musl-gcc",
         "strip",
         "rustup",
-    ]);
-    if !rustix::process::geteuid().is_root() {
-        what.push("root".into());
-    }
-    if !musl_target_installed() {
-        what.push("the Rust target x86_64-unknown-linux-musl".into());
-    }
-    what
+    ]
+    .map(Need::tool)
+    .to_vec();
+    needs.push(Need::root());
+    needs.push(Need::new(
+        "the Rust target x86_64-unknown-linux-musl",
+        Install::Setup("rustup target add x86_64-unknown-linux-musl"),
+        musl_target_installed(),
+    ));
+    needs
 }
 
-#[test]
 fn image_is_small_serves_health_and_is_seen_by_status() {
-    if missing(image_prerequisites(), "image") {
-        return;
-    }
     let mut node = Node::start();
     let tag = format!("headroom-deploy-test:{}", std::process::id());
 

@@ -3,6 +3,11 @@
 //! Docker schema 2 and as a multi-arch index; oracles: `skopeo inspect`,
 //! coreutils `sha256sum`, `gzip -dc`), and against in-process fake
 //! registries for the Bearer/Basic flows, redirects and failures.
+//!
+//! Without those tools the real-registry test is ignored with a message,
+//! except under CI (env `CI` set), where it fails (tests/support).
+
+mod support;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -24,28 +29,30 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
+use support::{trial, Need};
 
 // ---------------------------------------------------------------- helpers
 
-/// Whether every tool is installed; without one the test is skipped with a
-/// message, except under CI (env `CI` set), where it fails.
-fn have(tools: &[&str]) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = |tool: &str| {
-        Path::new(tool).is_absolute() && Path::new(tool).exists()
-            || std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
-    };
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !found(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!(
-        "missing {} (apt-get install docker-registry skopeo umoci busybox-static)",
-        missing.join(", ")
-    );
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("skipping: {message}");
-    false
+fn main() {
+    let real_registry = [
+        "docker-registry",
+        "umoci",
+        "skopeo",
+        "/bin/busybox",
+        "gzip",
+        "sha256sum",
+    ]
+    .map(Need::tool);
+    support::main(vec![
+        trial!(a_real_registry_resolves_as_skopeo_sees_it).needs(&real_registry),
+        trial!(bearer_challenge_fetches_one_token_for_the_repository_scope),
+        trial!(credentials_go_to_the_token_realm_or_a_basic_challenge),
+        trial!(credentials_never_follow_a_redirect_to_another_host),
+        trial!(plain_http_is_refused_off_loopback_before_any_connection),
+        trial!(altered_bytes_are_a_digest_mismatch),
+        trial!(unknown_tags_unsupported_and_oversized_documents_are_named),
+        trial!(streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly),
+    ]);
 }
 
 /// Runs `program args` in `dir`, asserting success; returns stdout.
@@ -299,18 +306,7 @@ fn assert_matches_skopeo(dir: &Path, reference: &str, image: &ResolvedImage) {
     assert_eq!(image.platform.architecture, config["architecture"]);
 }
 
-#[test]
 fn a_real_registry_resolves_as_skopeo_sees_it() {
-    if !have(&[
-        "docker-registry",
-        "umoci",
-        "skopeo",
-        "/bin/busybox",
-        "gzip",
-        "sha256sum",
-    ]) {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let registry = RealRegistry::start(dir);
@@ -784,7 +780,6 @@ fn assert_is(image: &Image, resolved: &ResolvedImage) {
     assert_eq!(resolved.chain_ids, chain_ids_oracle(&image.diff_ids));
 }
 
-#[test]
 fn bearer_challenge_fetches_one_token_for_the_repository_scope() {
     let image = image();
     for (scoped, field) in [(true, "token"), (false, "access_token")] {
@@ -822,7 +817,6 @@ fn bearer_challenge_fetches_one_token_for_the_repository_scope() {
     }
 }
 
-#[test]
 fn credentials_go_to_the_token_realm_or_a_basic_challenge() {
     let image = image();
     let credentials = Options {
@@ -876,7 +870,6 @@ fn credentials_go_to_the_token_realm_or_a_basic_challenge() {
     );
 }
 
-#[test]
 fn credentials_never_follow_a_redirect_to_another_host() {
     let image = image();
     let mut storage_spec = FakeSpec::new(Gate::Open);
@@ -895,7 +888,6 @@ fn credentials_never_follow_a_redirect_to_another_host() {
     assert_eq!(seen[0].authorization, None);
 }
 
-#[test]
 fn plain_http_is_refused_off_loopback_before_any_connection() {
     // 192.0.2.0/24 (TEST-NET-1) never answers: an error within a second
     // can only be a refusal made before connecting.
@@ -919,7 +911,6 @@ fn plain_http_is_refused_off_loopback_before_any_connection() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
-#[test]
 fn altered_bytes_are_a_digest_mismatch() {
     let image = image();
     let mut altered = image.manifest.clone();
@@ -967,7 +958,6 @@ fn altered_bytes_are_a_digest_mismatch() {
     );
 }
 
-#[test]
 fn unknown_tags_unsupported_and_oversized_documents_are_named() {
     let image = image();
     let mut spec = serving(Gate::Open, &image);
@@ -1020,7 +1010,6 @@ fn raw_server(reply: Vec<u8>, hold: Duration) -> SocketAddr {
     addr
 }
 
-#[test]
 fn streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly() {
     // No Content-Length: the cap must stop the read itself.
     let mut reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n".to_vec();

@@ -3,13 +3,16 @@
 //! security` rates its exposure at 2.0 or better, and its system call filter,
 //! expanded by `systemd-analyze syscall-filter`, still lets the scanner
 //! thread lower its own priority. All offline: systemd need not be PID 1.
-//! Without systemd-analyze the tests are skipped with a message, except under
-//! CI (env `CI` set), where they fail.
+//! Without systemd-analyze the tests are ignored with a message, except under
+//! CI (env `CI` set), where they fail (tests/support).
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use support::{trial, Need};
 use tempfile::TempDir;
 
 /// The unit as shipped.
@@ -21,19 +24,14 @@ const INSTALLED_BINARY: &str = "/usr/local/bin/headroom";
 /// The worst exposure level the unit may have.
 const MAX_EXPOSURE: f64 = 2.0;
 
-/// Whether systemd-analyze can run; without it, skip (fail under CI).
-fn have_systemd_analyze() -> bool {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return true;
-    }
-    let message = "systemd-analyze missing (apt-get install systemd, or scripts/setup)";
-    assert!(std::env::var_os("CI").is_none(), "{message}");
-    eprintln!("skipping: {message}");
-    false
+fn main() {
+    let analyze = [Need::tool("systemd-analyze")];
+    support::main(vec![
+        trial!(verify_finds_nothing_wrong).needs(&analyze),
+        trial!(exposure_is_at_most_two).needs(&analyze),
+        trial!(syscall_filter_lets_the_scanner_lower_its_priority).needs(&analyze),
+        trial!(shipped_unit_reads_the_shipped_config),
+    ]);
 }
 
 /// Runs `systemd-analyze args` without colours or pager.
@@ -74,11 +72,7 @@ fn unit_for_this_build() -> (TempDir, PathBuf) {
     (dir, path)
 }
 
-#[test]
 fn verify_finds_nothing_wrong() {
-    if !have_systemd_analyze() {
-        return;
-    }
     let (_dir, unit) = unit_for_this_build();
     let out = systemd_analyze(&["verify", unit.to_str().unwrap()]);
     let said = text(&out);
@@ -89,11 +83,7 @@ fn verify_finds_nothing_wrong() {
     assert!(ours.is_empty(), "verify complained about the unit:\n{said}");
 }
 
-#[test]
 fn exposure_is_at_most_two() {
-    if !have_systemd_analyze() {
-        return;
-    }
     let (_dir, unit) = unit_for_this_build();
     let out = systemd_analyze(&[
         "security",
@@ -127,11 +117,7 @@ fn overall_exposure(said: &str) -> f64 {
         .unwrap_or_else(|| panic!("no exposure figure in:\n{said}"))
 }
 
-#[test]
 fn syscall_filter_lets_the_scanner_lower_its_priority() {
-    if !have_systemd_analyze() {
-        return;
-    }
     let unit = std::fs::read_to_string(UNIT).unwrap();
     let allowed = allowed_syscalls(&unit);
     // nice 19 and the idle I/O class (src/agent/priority.rs), and the
@@ -194,7 +180,6 @@ fn expand(name: &str) -> BTreeSet<String> {
     members.flat_map(expand).collect()
 }
 
-#[test]
 fn shipped_unit_reads_the_shipped_config() {
     let unit = std::fs::read_to_string(UNIT).unwrap();
     let exec = unit

@@ -8,7 +8,8 @@
 //! holds [`World::reading`], so none of them sees a change half-made.
 //!
 //! Without root or the tools, the trials fail loudly when `CI` is set and are
-//! reported as ignored otherwise (with a message naming what is missing).
+//! reported as ignored otherwise (with a message naming what is missing), as
+//! every integration test does (`tests/support`).
 
 mod agent;
 mod check_pull;
@@ -34,6 +35,8 @@ mod screen;
 mod services;
 mod smallnode;
 mod subject;
+#[path = "../support/mod.rs"]
+mod support;
 mod web;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -43,12 +46,13 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use headroom::model::Status;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 
 use crate::agent::Live;
 use crate::images::Fixtures;
 use crate::services::Services;
 use crate::subject::Run;
+use crate::support::{openmetrics, Need, Test};
 
 /// Tools the run needs on PATH.
 const TOOLS: &[&str] = &[
@@ -73,9 +77,6 @@ const TOOLS: &[&str] = &[
     "prometheus-alertmanager",
     "python3",
 ];
-
-/// Python modules the run needs (the official OpenMetrics parser).
-const PYTHON_MODULES: &[&str] = &["prometheus_client.openmetrics.parser"];
 
 /// A trial body: inspects the fixture node and fails with the evidence.
 type Body = fn(&World) -> Result<()>;
@@ -302,30 +303,10 @@ impl World {
 fn main() {
     let args = Arguments::from_args();
     let started = Instant::now();
-    let missing = missing_prerequisites();
-    if args.list || !missing.is_empty() {
-        if !missing.is_empty() && !args.list {
-            if std::env::var_os("CI").is_some() {
-                eprintln!(
-                    "runtimes: CI is set and prerequisites are missing: {}",
-                    missing.join(", ")
-                );
-                std::process::exit(1);
-            }
-            eprintln!(
-                "runtimes: skipping every trial, missing: {} (these tests need root and the \
-                 packages in ENVIRONMENT.md)",
-                missing.join(", ")
-            );
-        }
-        libtest_mimic::run(
-            &args,
-            trials(None)
-                .into_iter()
-                .map(|t| t.with_ignored_flag(true))
-                .collect(),
-        )
-        .exit();
+    let needs = prerequisites();
+    if args.list || !needs.iter().all(Need::met) {
+        // Each trial is ignored, naming what is missing (failed under CI).
+        support::run(&args, trials(&needs, None)).exit();
     }
 
     let setup = catch_unwind(AssertUnwindSafe(|| -> Result<(Services, World)> {
@@ -345,58 +326,43 @@ fn main() {
         Err(panic) => (None, Err(setup_failed(&panic_text(&panic)))),
     };
     eprintln!("runtimes: setup took {:.1?}", started.elapsed());
-    let conclusion = libtest_mimic::run(&args, trials(Some(world)));
+    let conclusion = support::run(&args, trials(&needs, Some(world)));
     drop(services); // Teardown before exit(), which skips destructors.
     eprintln!("runtimes: whole run took {:.1?}", started.elapsed());
     conclusion.exit();
 }
 
-/// The trials, bound to the node (or to the reason there is none). `None`
-/// only lists them.
-fn trials(world: Option<std::result::Result<Arc<World>, String>>) -> Vec<Trial> {
-    let mut trials = vec![Trial::test("oracle_humanized_parser", || {
+/// The trials, bound to the node (or to the reason there is none), each
+/// needing `needs` but the oracle's self-check. `None` only lists them, or
+/// ignores them for what is missing.
+fn trials(needs: &[Need], world: Option<std::result::Result<Arc<World>, String>>) -> Vec<Test> {
+    let mut trials = vec![Test::fallible("oracle_humanized_parser", || {
         oracle::humanized_parser_self_check().map_err(|e| Failed::from(format!("{e:#}")))
     })];
     let looking = TRIALS.iter().map(|&(name, body)| (name, body, true));
     let agent = AGENT_TRIALS.iter().map(|&(name, body)| (name, body, false));
     for (name, body, read_lock) in looking.chain(agent) {
         let world = world.clone();
-        trials.push(Trial::test(name, move || match &world {
+        let trial = Test::fallible(name, move || match &world {
             Some(Ok(w)) => {
                 let _node = read_lock.then(|| w.reading());
                 body(w).map_err(|e| Failed::from(format!("{e:#}")))
             }
             Some(Err(setup)) => Err(Failed::from(setup)),
             None => Err(Failed::from("no fixture node")),
-        }));
+        });
+        trials.push(trial.needs(needs));
     }
     trials
 }
 
-/// The prerequisites that are not met: root, and each tool on PATH.
-fn missing_prerequisites() -> Vec<String> {
-    let mut missing = Vec::new();
-    if !rustix::process::geteuid().is_root() {
-        missing.push("root (run as uid 0)".to_owned());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for tool in TOOLS {
-        if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
-            missing.push((*tool).to_owned());
-        }
-    }
-    for module in PYTHON_MODULES {
-        let found = std::process::Command::new("python3")
-            .args(["-c", &format!("import {module}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            missing.push(format!(
-                "python3 module {module} (pip install prometheus_client)"
-            ));
-        }
-    }
-    missing
+/// What the run needs: root, each tool on PATH, and the official
+/// OpenMetrics parser.
+fn prerequisites() -> Vec<Need> {
+    let mut needs = vec![Need::root()];
+    needs.extend(TOOLS.iter().map(|tool| Need::tool(tool)));
+    needs.push(openmetrics::need());
+    needs
 }
 
 /// Prints why setup failed (once, in full) and returns the line each trial

@@ -5,9 +5,7 @@
 //! again.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use crate::checks::Checks;
 use crate::images::K8S_NS;
 use crate::oracle::{self, path_str};
 use crate::prometheus::{self, Series};
+use crate::support::openmetrics::{self, Family};
 use crate::{web, World};
 
 /// The metrics every node exports (docs/metrics.md lists them all; these are
@@ -352,44 +351,6 @@ fn filesystems_against_df(c: &mut Checks, w: &World, capacity: &Series, threshol
     }
 }
 
-/// One metric family as the Python parser returns it.
-#[derive(Debug, serde::Deserialize)]
-struct Family {
-    name: String,
-    #[serde(rename = "type")]
-    kind: String,
-    samples: Vec<(String, BTreeMap<String, String>, f64)>,
-}
-
-/// Parses `text` with `prometheus_client.openmetrics.parser`.
-fn python_parse(text: &str) -> Result<Vec<Family>> {
-    let script = "import sys, json\n\
-        from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
-        print(json.dumps([{'name': f.name, 'type': f.type,\n\
-            'samples': [[s.name, s.labels, s.value] for s in f.samples]}\n\
-            for f in text_string_to_metric_families(sys.stdin.read())]))\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run python3")?;
-    child
-        .stdin
-        .take()
-        .context("python3 stdin")?
-        .write_all(text.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "the OpenMetrics parser rejected /metrics: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("parser output")
-}
-
 /// Whether `family` declares metric `name` (counters and infos carry a
 /// suffix on their samples, not on the family).
 fn declares(family: &Family, name: &str) -> bool {
@@ -414,7 +375,7 @@ pub fn metrics_parse_as_openmetrics(w: &World) -> Result<()> {
             .is_some_and(|t| t.starts_with("application/openmetrics-text")),
         || format!("content type {:?}", reply.header("content-type")),
     );
-    let families = python_parse(&reply.body)?;
+    let families = openmetrics::parse(&reply.body)?;
     let status = agent::status(&live.addr)?;
     let samples: usize = families.iter().map(|f| f.samples.len()).sum();
     let lines = reply.body.lines().filter(|l| !l.starts_with('#')).count();
