@@ -29,25 +29,19 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{trial, Need};
+use support::deploy::{ALERTMANAGER_EXAMPLE, PAGE_RECEIVER, PROMETHEUS_EXAMPLE, ROOT, RULES};
+use support::{free_port, trial, Need};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const RULES: &str = "deploy/prometheus/headroom.rules.yml";
 const UNIT_TESTS: &str = "deploy/prometheus/headroom.test.yml";
 const OPERATOR_RULE: &str = "deploy/kubernetes/prometheusrule.yaml";
 const DASHBOARD: &str = "deploy/grafana/headroom.json";
-const PROMETHEUS_EXAMPLE: &str = "deploy/prometheus/prometheus.yml";
-const ALERTMANAGER_EXAMPLE: &str = "deploy/prometheus/alertmanager.yml";
-
-/// The receiver that pages (`deploy/prometheus/alertmanager.yml`).
-const PAGE_RECEIVER: &str = "headroom-page";
 /// The longest the rules may wait between evaluations, Prometheus between
 /// scrapes of the agent, and Alertmanager before sending a new page: what
 /// the README's lead times assume (issue 8).
@@ -98,18 +92,7 @@ fn yaml(rel: &str) -> serde_yaml_ng::Value {
 
 /// Runs `tool args` in the crate root and fails with its output; its stdout.
 fn run_tool(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .current_dir(ROOT)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(support::output_of(Path::new(ROOT), tool, args)).unwrap()
 }
 
 /// Runs `promtool args` in the crate root and fails with its output.
@@ -421,14 +404,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET `path` from 127.0.0.1:`port` (HTTP/1.0: no chunking); the status code

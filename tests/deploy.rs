@@ -17,7 +17,7 @@ mod support;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use headroom::model::Status;
 use serde_yaml_ng::Value;
-use support::{trial, Install, Need};
+use support::{free_port, trial, Install, Need};
 
 /// The image must stay below this (the 15 MB).
 const MAX_IMAGE_BYTES: u64 = 15_000_000;
@@ -483,10 +483,4 @@ fn image_is_small_serves_health_and_is_seen_by_status() {
         ours.refs.iter().any(|r| *r == tag || *r == qualified),
         "{id} is listed without {tag}: {ours:?}"
     );
-}
-
-/// A port that was free on 127.0.0.1 a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }

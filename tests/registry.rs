@@ -29,7 +29,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
-use support::{trial, Need};
+use support::{free_port, trial, Need};
 
 // ---------------------------------------------------------------- helpers
 
@@ -57,17 +57,7 @@ fn main() {
 
 /// Runs `program args` in `dir`, asserting success; returns stdout.
 fn run(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    support::output_of(dir, program, args)
 }
 
 /// `sha256:<hex>` of `bytes` per coreutils `sha256sum` (the oracle).
@@ -101,15 +91,6 @@ fn gunzipped_digest(path: &Path) -> String {
     let out = Command::new("gzip").arg("-dc").arg(path).output().unwrap();
     assert!(out.status.success(), "gzip -dc {}", path.display());
     sha256sum(&out.stdout)
-}
-
-/// A free port on 127.0.0.1 (bound, then released for the service).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn parse(reference: &str) -> Reference {

@@ -49,23 +49,16 @@ use crate::oracle::path_str;
 use crate::pulls::{push_noise_image, registry_of, Loopback, Throttle};
 use crate::services::free_port;
 use crate::smallnode::{self, filesystem, kubelet_config, Sample, SmallNode};
+use crate::support::deploy::{
+    ALERTMANAGER_EXAMPLE, PAGE_RECEIVER, PROMETHEUS_EXAMPLE, ROOT, RULES,
+};
 use crate::{prometheus, web, World};
 
-/// The repository root (where `deploy/` is).
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The shipped agent configuration (every key at its default), as the
 /// trial names it ([`agent::shipped_config`] is the file).
 const SHIPPED_CONFIG: &str = "deploy/config.toml";
-/// The rules Prometheus loads.
-const RULES: &str = "deploy/prometheus/headroom.rules.yml";
-/// The example Prometheus configuration: the documented scrape interval.
-const PROMETHEUS_EXAMPLE: &str = "deploy/prometheus/prometheus.yml";
-/// The example Alertmanager configuration the trial runs.
-const ALERTMANAGER_EXAMPLE: &str = "deploy/prometheus/alertmanager.yml";
 /// The webhook base URL in the example, replaced by the trial's.
 const EXAMPLE_WEBHOOK: &str = "http://127.0.0.1:5001";
-/// The receiver (and webhook path) that pages.
-const PAGE_RECEIVER: &str = "headroom-page";
 const PAGE_PATH: &str = "/headroom/page";
 /// The alert that must page first.
 const ALERT: &str = "HeadroomPullWillNotFit";

@@ -271,6 +271,44 @@ pub fn run(args: &Arguments, tests: Vec<Test>) -> Conclusion {
     libtest_mimic::run(args, trials)
 }
 
+/// The repository's monitoring files, as the alerting tests read them.
+pub mod deploy {
+    /// The repository root (where `deploy/` is).
+    pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+    /// The rules Prometheus loads.
+    pub const RULES: &str = "deploy/prometheus/headroom.rules.yml";
+    /// The example Prometheus configuration (the documented scrape interval).
+    pub const PROMETHEUS_EXAMPLE: &str = "deploy/prometheus/prometheus.yml";
+    /// The example Alertmanager configuration.
+    pub const ALERTMANAGER_EXAMPLE: &str = "deploy/prometheus/alertmanager.yml";
+    /// The receiver (and webhook path) that pages.
+    pub const PAGE_RECEIVER: &str = "headroom-page";
+}
+
+/// A port that was free on 127.0.0.1 a moment ago (bound, then released
+/// for the service the test starts).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// Runs `program args` in `dir` and fails the test with its output unless
+/// it succeeds; its stdout.
+pub fn output_of(dir: &std::path::Path, program: &str, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// The official Python OpenMetrics parser (`prometheus_client`'s, the one
 /// its own tests use), as an oracle of the agent's `/metrics` text.
 pub mod openmetrics {

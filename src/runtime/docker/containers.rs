@@ -3,12 +3,11 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::files::{hex_entries, is_real_dir, read_id, read_json};
+use super::files::{is_real_dir, listed_ids, read_id, read_json};
 use super::READER;
 use crate::runtime::{ContainerRecord, PodRef, Problem, ProblemKind};
 
@@ -42,14 +41,7 @@ pub(super) fn discover(
     problems: &mut Vec<Problem>,
 ) -> Vec<ContainerRecord> {
     let containers = docker_root.join("containers");
-    let ids = match hex_entries(&containers) {
-        Ok(ids) => ids,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            problems.push(READER.problem_from(containers.display().to_string(), &e));
-            Vec::new()
-        }
-    };
+    let ids = listed_ids(&containers, problems);
     let mounts = image_dir.join("layerdb").join("mounts");
     ids.into_iter()
         .map(|id| {

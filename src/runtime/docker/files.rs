@@ -15,6 +15,9 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use serde::de::DeserializeOwned;
 
+use super::READER;
+use crate::runtime::Problem;
+
 /// Largest JSON document read (image configs, `config.v2.json`, `repositories.json`).
 pub(super) const MAX_JSON_BYTES: u64 = 64 << 20;
 /// Largest one-line file read (`cache-id`, `mount-id`, `lastUpdated`).
@@ -87,6 +90,20 @@ pub(super) fn read_id(path: &Path) -> io::Result<String> {
         return Err(invalid(format!("holds {id:.80?}, not a 64-hex ID")));
     }
     Ok(id)
+}
+
+/// [`hex_entries`] of a directory of the store: none when it does not
+/// exist (a daemon that never stored one has none yet), and a problem when
+/// it cannot be listed.
+pub(super) fn listed_ids(dir: &Path, problems: &mut Vec<Problem>) -> Vec<String> {
+    match hex_entries(dir) {
+        Ok(ids) => ids,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            problems.push(READER.problem_from(dir.display().to_string(), &e));
+            Vec::new()
+        }
+    }
 }
 
 /// The names in `dir` that are 64-hex IDs, sorted; other names are Docker's

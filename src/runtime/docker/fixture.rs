@@ -852,12 +852,7 @@ mod tests {
             .map(|l| (l.chain.clone(), l.dir.clone()))
             .collect();
         layers.sort();
-        let got: Vec<(String, PathBuf)> = d
-            .layers
-            .iter()
-            .map(|l| (l.chain_id.clone(), l.dir.clone()))
-            .collect();
-        assert_eq!(got, layers);
+        assert_eq!(super::super::tests::layer_dirs(&d), layers);
         for image in &m.images {
             let read = d.images.iter().find(|i| i.id == image.image.id).unwrap();
             assert_eq!(read.layers, image.image.layers);

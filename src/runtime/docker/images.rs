@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use super::files::{hex_entries, parse_time, read_json, read_line};
+use super::files::{listed_ids, parse_time, read_json, read_line};
 use super::READER;
 use crate::runtime::{ImageRecord, Problem, ProblemKind};
 
@@ -43,14 +43,7 @@ pub(super) fn discover(
     let mut refs = read_refs(&image_dir.join("repositories.json"), problems);
     let imagedb = image_dir.join("imagedb");
     let content = imagedb.join("content").join("sha256");
-    let ids = match hex_entries(&content) {
-        Ok(ids) => ids,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            problems.push(READER.problem_from(content.display().to_string(), &e));
-            Vec::new()
-        }
-    };
+    let ids = listed_ids(&content, problems);
     let images: Vec<ImageRecord> = ids
         .iter()
         .map(|hex| {

@@ -1,9 +1,8 @@
 //! Image layers from `image/overlay2/layerdb/sha256/<chain>/cache-id`.
 
-use std::io;
 use std::path::Path;
 
-use super::files::{hex_entries, is_real_dir, read_id};
+use super::files::{is_real_dir, listed_ids, read_id};
 use super::READER;
 use crate::runtime::{LayerRecord, Problem, ProblemKind};
 
@@ -15,15 +14,7 @@ pub(super) fn discover(
     problems: &mut Vec<Problem>,
 ) -> Vec<LayerRecord> {
     let layerdb = image_dir.join("layerdb").join("sha256");
-    let chains = match hex_entries(&layerdb) {
-        Ok(chains) => chains,
-        // A daemon that never stored a layer has no layerdb/sha256 yet.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            problems.push(READER.problem_from(layerdb.display().to_string(), &e));
-            return Vec::new();
-        }
-    };
+    let chains = listed_ids(&layerdb, problems);
     chains
         .into_iter()
         .filter_map(|chain| layer(docker_root, &layerdb.join(&chain), &chain, problems))

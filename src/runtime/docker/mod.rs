@@ -207,6 +207,14 @@ mod tests {
     use std::process::Command;
     use std::time::{Duration, SystemTime};
 
+    /// (chain ID, directory) of each layer `d` lists, as the tests compare them.
+    pub(super) fn layer_dirs(d: &Discovery) -> Vec<(String, PathBuf)> {
+        d.layers
+            .iter()
+            .map(|l| (l.chain_id.clone(), l.dir.clone()))
+            .collect()
+    }
+
     /// Chain IDs of `diff_ids` computed by Python's hashlib (the oracle).
     fn python_chain_ids(diff_ids: &[String]) -> Vec<String> {
         let script = "import hashlib, sys\nc = None\nfor d in sys.argv[1:]:\n    \
@@ -360,12 +368,7 @@ mod tests {
             .collect();
         want_layers.push((orphan.chain, orphan.dir));
         want_layers.sort();
-        let got_layers: Vec<(String, PathBuf)> = d
-            .layers
-            .iter()
-            .map(|l| (l.chain_id.clone(), l.dir.clone()))
-            .collect();
-        assert_eq!(got_layers, want_layers);
+        assert_eq!(layer_dirs(&d), want_layers);
         assert!(d
             .layers
             .iter()
