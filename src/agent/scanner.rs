@@ -170,11 +170,11 @@ impl Scanner {
         let summary = inventory::summarize(walked.values(), started.elapsed().as_secs_f64());
         let (cache, mutable) = (&self.cache, &self.mutable);
         let size = |p: &std::path::Path| cache.get(p).or_else(|| mutable.get(p).copied());
-        let pass = inventory::Pass {
+        let origin = inventory::Origin {
             scan: summary,
             source: Source::Agent,
         };
-        let status = inventory::build(&self.layout, &discovered, &size, pass, &mut self.history);
+        let status = inventory::build(&self.layout, &discovered, &size, origin, &mut self.history);
         self.discovered = Some((discovered, at));
         self.note_progress(&status);
         status

@@ -144,11 +144,11 @@ pub fn scan(
     progress("reading filesystems");
     let summary = summarize(sizes.values(), started.elapsed().as_secs_f64());
     let size = |p: &Path| sizes.get(p).map(|w| w.usage);
-    let pass = Pass {
+    let origin = Origin {
         scan: summary,
         source: Source::Scan,
     };
-    let status = build(layout, &discovered, &size, pass, &mut History::default());
+    let status = build(layout, &discovered, &size, origin, &mut History::default());
     Scanned {
         status,
         kubelet: discovered.kubelet,
@@ -157,7 +157,7 @@ pub fn scan(
 
 /// How a document's figures were made.
 #[derive(Debug, Clone)]
-pub struct Pass {
+pub struct Origin {
     /// What the walks of this pass saw.
     pub scan: ScanSummary,
     /// Who made them.
@@ -166,12 +166,12 @@ pub struct Pass {
 
 /// Attributes measured sizes (`size` of a path; `None` when it was not
 /// measured), records the pass in `history` and judges the filesystems:
-/// the status document.
+/// the model of the node.
 pub fn build(
     layout: &NodeLayout,
     discovered: &Discovered,
     size: &dyn Fn(&Path) -> Option<crate::walk::Usage>,
-    pass: Pass,
+    origin: Origin,
     history: &mut History,
 ) -> Status {
     let mut problems = discovered.problems.clone();
@@ -221,7 +221,7 @@ pub fn build(
         schema: SCHEMA,
         node: crate::host::node_name(),
         generated_at: now,
-        source: pass.source,
+        source: origin.source,
         thresholds_source: thresholds_source(kubelet, &layout.kubelet_config),
         filesystems,
         images: attributed.images,
@@ -237,7 +237,7 @@ pub fn build(
         prediction,
         runtimes: discovered.runtimes.clone(),
         problems,
-        scan: pass.scan,
+        scan: origin.scan,
     }
 }
 
