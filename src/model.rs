@@ -453,7 +453,7 @@ mod rfc3339 {
 
 /// A container's runtime, `kubelet` when there is none (pod logs only).
 mod kubelet_when_none {
-    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     use crate::runtime::RuntimeKind;
 
@@ -468,8 +468,41 @@ mod kubelet_when_none {
         if name == KUBELET {
             return Ok(None);
         }
+        // An unknown name fails as RuntimeKind's does, naming the runtimes.
         RuntimeKind::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(&name))
             .map(Some)
-            .map_err(|_| D::Error::unknown_variant(&name, &["docker", "containerd", KUBELET]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_and_times_read_back_as_written() {
+        let at = humantime::parse_rfc3339("2026-05-01T12:00:00Z").unwrap();
+        let image = Image {
+            created: Some(at),
+            ..Image::default()
+        };
+        let json = serde_json::to_value(&image).unwrap();
+        assert_eq!(json["created"], "2026-05-01T12:00:00Z");
+        assert_eq!(serde_json::from_value::<Image>(json).unwrap(), image);
+
+        let logs_alone = serde_json::json!({
+            "runtime": "kubelet", "namespace": "", "id": "", "name": "app", "image": "",
+            "pod": "p", "pod_namespace": "default", "writable_path": null,
+            "writable_disk_bytes": 0, "writable_apparent_bytes": 0, "log_bytes": 7
+        });
+        let c: Container = serde_json::from_value(logs_alone.clone()).unwrap();
+        assert_eq!((c.runtime, c.runtime_name()), (None, "kubelet"));
+        assert_eq!(serde_json::to_value(&c).unwrap(), logs_alone);
+        let mut docker = logs_alone.clone();
+        docker["runtime"] = "docker".into();
+        let c: Container = serde_json::from_value(docker).unwrap();
+        assert_eq!(c.runtime, Some(RuntimeKind::Docker));
+        let mut unknown = logs_alone;
+        unknown["runtime"] = "crio".into();
+        assert!(serde_json::from_value::<Container>(unknown).is_err());
     }
 }
