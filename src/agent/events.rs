@@ -1,18 +1,18 @@
-//! Follows containerd's events and wakes the scanner when the inventory may
-//! have changed. containerd may be absent, restart or die (it is often the
-//! first victim of a full disk): the follower reconnects with a short capped
-//! backoff, so a restarted containerd is followed again within seconds; it
-//! logs every loss and every recovery, and wakes the scanner on every
-//! (re)connect since events may have been missed meanwhile.
+//! Follows a runtime's events (those of [`crate::runtime::Runtime::events`]:
+//! containerd's) and wakes the scanner when the inventory may have changed.
+//! The runtime may be absent, restart or die (containerd is often the first
+//! victim of a full disk): the follower reconnects with a short capped
+//! backoff, so a restarted runtime is followed again within seconds; it logs
+//! every loss and every recovery, and wakes the scanner on every (re)connect
+//! since events may have been missed meanwhile.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::shutdown::Shutdown;
-use crate::runtime::containerd::events;
+use crate::runtime::{Events, RuntimeKind};
 
 /// First wait before reconnecting.
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -21,21 +21,27 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 /// one small call.
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// Follows events from `socket`, waking the scanner through `wake` (one
+/// Follows `runtime`'s `events`, waking the scanner through `wake` (one
 /// pending wake-up is as good as many: the scanner rereads everything),
 /// until `shutdown`.
-pub async fn follow(socket: PathBuf, timeout: Duration, wake: Arc<Notify>, shutdown: Shutdown) {
+pub async fn follow(
+    runtime: RuntimeKind,
+    events: Box<dyn Events>,
+    wake: Arc<Notify>,
+    shutdown: Shutdown,
+) {
     let mut backoff = Backoff::default();
     let mut journal = Journal::default();
+    let (runtime, socket) = (runtime.as_str(), events.source().display());
     loop {
         let outcome = tokio::select! {
-            outcome = follow_once(&socket, timeout, &wake, &mut journal) => outcome,
+            outcome = follow_once(runtime, events.as_ref(), &wake, &mut journal) => outcome,
             _ = shutdown.stopped() => return,
         };
         let (reason, following) = match outcome {
             Outcome::Failed(reason) => (reason, false),
             Outcome::Lost { reason, lasted } => {
-                // containerd went away: reread so the status says so.
+                // The runtime went away: reread so the status says so.
                 wake.notify_one();
                 backoff.lost_after(lasted);
                 (reason, true)
@@ -43,9 +49,9 @@ pub async fn follow(socket: PathBuf, timeout: Duration, wake: Arc<Notify>, shutd
         };
         let retry_in = backoff.next_wait();
         if journal.failed(&reason, following) {
-            tracing::warn!(socket = %socket.display(), %reason, ?retry_in, "containerd events unavailable; the resync timer still runs");
+            tracing::warn!(%socket, %reason, ?retry_in, "{runtime} events unavailable; the resync timer still runs");
         } else {
-            tracing::debug!(socket = %socket.display(), %reason, ?retry_in, "containerd events still unavailable");
+            tracing::debug!(%socket, %reason, ?retry_in, "{runtime} events still unavailable");
         }
         tokio::select! {
             () = tokio::time::sleep(retry_in) => {}
@@ -66,28 +72,28 @@ enum Outcome {
 /// Subscribes once and wakes the scanner on every event until the
 /// subscription ends.
 async fn follow_once(
-    socket: &Path,
-    timeout: Duration,
+    runtime: &str,
+    events: &dyn Events,
     wake: &Notify,
     journal: &mut Journal,
 ) -> Outcome {
-    let mut stream = match events::subscribe(socket, timeout).await {
+    let mut stream = match events.subscribe().await {
         Ok(stream) => stream,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let since = Instant::now();
     journal.followed();
-    tracing::info!(socket = %socket.display(), "following containerd events");
+    tracing::info!(socket = %events.source().display(), "following {runtime} events");
     // Whatever happened while we were not listening, reread now.
     wake.notify_one();
     loop {
-        let reason = match stream.next_topic().await {
+        let reason = match stream.next_change().await {
             Ok(Some(topic)) => {
-                tracing::debug!(%topic, "containerd event");
+                tracing::debug!(%topic, "{runtime} event");
                 wake.notify_one();
                 continue;
             }
-            Ok(None) => "containerd closed the event stream".to_string(),
+            Ok(None) => format!("{runtime} closed the event stream"),
             Err(e) => e.to_string(),
         };
         return Outcome::Lost {
@@ -235,7 +241,17 @@ mod tests {
         let socket = dir.join("no-containerd.sock");
         let wake = Arc::new(Notify::new());
         let shutdown = Shutdown::new();
-        let follower = tokio::spawn(follow(socket, secs(5), Arc::clone(&wake), shutdown.clone()));
+        let feed = Box::new(crate::runtime::containerd::events::Follow {
+            socket,
+            timeout: secs(5),
+        });
+        let follow = follow(
+            RuntimeKind::Containerd,
+            feed,
+            Arc::clone(&wake),
+            shutdown.clone(),
+        );
+        let follower = tokio::spawn(follow);
         // Let it fail and go to sleep in its backoff, then stop it.
         tokio::time::sleep(Duration::from_millis(100)).await;
         shutdown.trigger(Reason::Terminate);

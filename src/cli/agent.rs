@@ -15,6 +15,7 @@ use headroom::config::Config;
 use headroom::http::{self, Snapshot};
 use headroom::metrics::ScanTotals;
 use headroom::model::Status;
+use headroom::runtime;
 use headroom::walk::{ErrorKind, WalkOptions};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
@@ -77,12 +78,14 @@ async fn serve(config: &Config) -> anyhow::Result<Stopped> {
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let wake = Arc::new(Notify::new());
     let scanner = spawn_scanner(config, &shutdown, publish, Arc::clone(&wake))?;
-    let follower = tokio::spawn(events::follow(
-        config.layout.containerd_address.clone(),
-        config.layout.containerd_timeout,
-        wake,
-        shutdown.clone(),
-    ));
+    let followers: Vec<_> = runtime::ALL
+        .into_iter()
+        .filter_map(|kind| Some((kind, kind.runtime().events(&config.layout)?)))
+        .map(|(kind, feed)| {
+            let follow = events::follow(kind, feed, Arc::clone(&wake), shutdown.clone());
+            tokio::spawn(follow)
+        })
+        .collect();
     let stopping = {
         let shutdown = shutdown.clone();
         async move { announce(shutdown.stopped().await) }
@@ -91,7 +94,9 @@ async fn serve(config: &Config) -> anyhow::Result<Stopped> {
     if served.is_err() {
         shutdown.trigger(Reason::ServerFailed);
     }
-    let _ = follower.await;
+    for follower in followers {
+        let _ = follower.await;
+    }
     let scanner = tokio::task::spawn_blocking(move || scanner.join());
     let scanning = tokio::time::timeout(SCANNER_GRACE, scanner).await.is_err();
     if scanning {

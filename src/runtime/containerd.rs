@@ -122,6 +122,13 @@ impl Runtime for Containerd {
     fn blob_note(&self) -> &'static str {
         "kept in containerd's content store"
     }
+
+    fn events(&self, layout: &NodeLayout) -> Option<Box<dyn super::Events>> {
+        Some(Box::new(events::Follow {
+            socket: layout.containerd_address.clone(),
+            timeout: layout.containerd_timeout,
+        }))
+    }
 }
 
 fn grpc_discover(layout: &NodeLayout, handle: &Handle) -> Result<Discovery, ContainerdError> {

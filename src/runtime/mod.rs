@@ -9,7 +9,9 @@ pub mod bolt;
 pub mod containerd;
 pub mod docker;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -56,6 +58,33 @@ pub trait Runtime: Sync {
 
     /// What becomes of a pull's compressed blobs, in words.
     fn blob_note(&self) -> &'static str;
+
+    /// Its change notifications on `layout`, when it has an event API: the
+    /// agent follows them and rereads at once. Without, the 1-s watch of its
+    /// pull directories and `resync_interval` cover its changes.
+    fn events(&self, layout: &NodeLayout) -> Option<Box<dyn Events>>;
+}
+
+/// A boxed future, so that the runtime traits stay object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a runtime's event stream could not be had or broke.
+pub type EventError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a runtime's change notifications come from.
+pub trait Events: Send + Sync {
+    /// The socket (or file) they come from, for the logs.
+    fn source(&self) -> &Path;
+
+    /// Subscribes to the changes that alter what the inventory holds.
+    fn subscribe(&self) -> BoxFuture<'_, Result<Box<dyn ChangeStream>, EventError>>;
+}
+
+/// A live subscription to a runtime's changes.
+pub trait ChangeStream: Send {
+    /// What the next change is (its topic); `None` when the runtime closed
+    /// the stream; an error when the connection broke.
+    fn next_change(&mut self) -> BoxFuture<'_, Result<Option<String>, EventError>>;
 }
 
 /// Every runtime Headroom reads, in the order they are reported.

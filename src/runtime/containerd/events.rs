@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::rpc::{Rpc, Subscription};
 use super::ContainerdError;
+use crate::runtime::{BoxFuture, ChangeStream, EventError, Events};
 
 /// Topics that change what the inventory holds.
 const TOPICS: [&str; 4] = ["/images/", "/snapshot/", "/containers/", "/content/"];
@@ -51,5 +52,34 @@ impl EventStream {
                 source,
             }),
         }
+    }
+}
+
+/// containerd's change notifications at `socket`, as the agent follows them
+/// (see [`crate::runtime::Runtime::events`]).
+#[derive(Debug, Clone)]
+pub struct Follow {
+    /// containerd's socket.
+    pub socket: PathBuf,
+    /// Bounds connecting and containerd taking the subscription.
+    pub timeout: Duration,
+}
+
+impl Events for Follow {
+    fn source(&self) -> &Path {
+        &self.socket
+    }
+
+    fn subscribe(&self) -> BoxFuture<'_, Result<Box<dyn ChangeStream>, EventError>> {
+        Box::pin(async move {
+            let stream = subscribe(&self.socket, self.timeout).await?;
+            Ok(Box::new(stream) as Box<dyn ChangeStream>)
+        })
+    }
+}
+
+impl ChangeStream for EventStream {
+    fn next_change(&mut self) -> BoxFuture<'_, Result<Option<String>, EventError>> {
+        Box::pin(async move { Ok(self.next_topic().await?) })
     }
 }

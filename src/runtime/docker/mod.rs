@@ -85,6 +85,12 @@ impl Runtime for Docker {
     fn blob_note(&self) -> &'static str {
         "Docker needs them while pulling and deletes them after unpacking"
     }
+
+    /// Docker's events come from its API, which Headroom does not use: its
+    /// files are read.
+    fn events(&self, _layout: &NodeLayout) -> Option<Box<dyn super::Events>> {
+        None
+    }
 }
 
 /// Why Docker's store could not be read at all.
