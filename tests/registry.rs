@@ -29,7 +29,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
-use support::{free_port, trial, Need};
+use support::{free_port, output_of, trial, Need};
 
 // ---------------------------------------------------------------- helpers
 
@@ -53,11 +53,6 @@ fn main() {
         trial!(unknown_tags_unsupported_and_oversized_documents_are_named),
         trial!(streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly),
     ]);
-}
-
-/// Runs `program args` in `dir`, asserting success; returns stdout.
-fn run(dir: &Path, program: &str, args: &[&str]) -> Vec<u8> {
-    support::output_of(dir, program, args)
 }
 
 /// `sha256:<hex>` of `bytes` per coreutils `sha256sum` (the oracle).
@@ -176,19 +171,19 @@ impl Drop for RealRegistry {
 /// linux/amd64), image `arm` (one layer, linux/arm64/v8) and an index
 /// `multi` holding both.
 fn build_images(dir: &Path) {
-    run(dir, "umoci", &["init", "--layout", "oci"]);
+    output_of(dir, "umoci", &["init", "--layout", "oci"]);
     let layer = |image: &str, edit: &dyn Fn(&Path)| {
         let bundle = dir.join("bundle");
-        run(
+        output_of(
             dir,
             "umoci",
             &["unpack", "--rootless", "--image", image, "bundle"],
         );
         edit(&bundle.join("rootfs"));
-        run(dir, "umoci", &["repack", "--image", image, "bundle"]);
+        output_of(dir, "umoci", &["repack", "--image", image, "bundle"]);
         std::fs::remove_dir_all(&bundle).unwrap();
     };
-    run(dir, "umoci", &["new", "--image", "oci:amd"]);
+    output_of(dir, "umoci", &["new", "--image", "oci:amd"]);
     layer("oci:amd", &|rootfs| {
         std::fs::create_dir_all(rootfs.join("bin")).unwrap();
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
@@ -197,13 +192,13 @@ fn build_images(dir: &Path) {
     layer("oci:amd", &|rootfs| {
         std::fs::write(rootfs.join("hello"), "hello\n").unwrap()
     });
-    run(
+    output_of(
         dir,
         "umoci",
         &["config", "--image", "oci:amd", "--config.cmd", "/bin/sh"],
     );
-    run(dir, "umoci", &["new", "--image", "oci:arm"]);
-    run(
+    output_of(dir, "umoci", &["new", "--image", "oci:arm"]);
+    output_of(
         dir,
         "umoci",
         &["config", "--image", "oci:arm", "--architecture", "arm64"],
@@ -254,7 +249,7 @@ fn skopeo_raw(dir: &Path, reference: &str, config: bool) -> Vec<u8> {
         args.push("--config");
     }
     args.push(&target);
-    run(dir, "skopeo", &args)
+    output_of(dir, "skopeo", &args)
 }
 
 /// Checks `image` against skopeo's view of `reference`, sha256sum, and
@@ -298,7 +293,7 @@ fn a_real_registry_resolves_as_skopeo_sees_it() {
         let mut args = vec!["copy", "--quiet", "--dest-tls-verify=false"];
         args.extend(extra);
         args.extend([source, dest.as_str()]);
-        run(dir, "skopeo", &args);
+        output_of(dir, "skopeo", &args);
     };
     push("oci:oci:amd", "demo/app:oci", &[]);
     push("oci:oci:amd", "demo/app:v2s2", &["--format", "v2s2"]);
