@@ -26,7 +26,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::model::{Container, Filesystem, Image, Pull, ScanSummary, Signal, Status, Volume};
+use crate::model::{
+    Container, Filesystem, Image, Pull, ReadFrom, RuntimeState, ScanSummary, Signal, Status, Volume,
+};
 use crate::runtime::{Problem, ProblemKind, Reader};
 use crate::walk::ErrorKind;
 
@@ -91,6 +93,12 @@ struct FilesystemLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuntimeLabels {
     runtime: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadFromLabels {
+    runtime: String,
+    from: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -416,19 +424,40 @@ fn verdicts(registry: &mut Registry, status: &Status) {
                 (labels, gauge(*bytes))
             }),
     );
+    runtimes(registry, &status.runtimes);
+    problems(registry, &status.problems);
+}
+
+/// `headroom_runtime_up{runtime}` and `headroom_runtime_read_from{runtime,from}`:
+/// whether each runtime's figures are live, and where they came from (both
+/// `from` series present per runtime, 0 or 1), so a containerd whose API is
+/// down while its files still give figures shows as up 0, files 1.
+fn runtimes(registry: &mut Registry, runtimes: &[RuntimeState]) {
+    let name = |r: &RuntimeState| r.runtime.as_str().to_string();
     register_gauges(
         registry,
         "runtime_up",
-        "1 when the runtime's store was found and read, else 0",
+        "1 when the runtime's API answered (for Docker, read only from its files: when its store was read), else 0",
         None,
-        status.runtimes.iter().map(|r| {
-            let labels = RuntimeLabels {
-                runtime: r.runtime.as_str().to_string(),
-            };
-            (labels, i64::from(r.found))
+        runtimes
+            .iter()
+            .map(|r| (RuntimeLabels { runtime: name(r) }, i64::from(r.up()))),
+    );
+    register_gauges(
+        registry,
+        "runtime_read_from",
+        "1 for where the runtime's figures came from in the last pass (api or files), 0 for the other; both 0 when it was not read",
+        None,
+        runtimes.iter().flat_map(|r| {
+            ReadFrom::ALL.map(|from| {
+                let labels = ReadFromLabels {
+                    runtime: name(r),
+                    from: from.as_str().to_string(),
+                };
+                (labels, i64::from(r.read_from == Some(from)))
+            })
         }),
     );
-    problems(registry, &status.problems);
 }
 
 /// `headroom_problems{kind,reader}`: the last scan's problems of each kind
@@ -710,6 +739,8 @@ mod tests {
                     location: "/run/containerd/containerd.sock".into(),
                     image_root: Some("/var/lib/containerd".into()),
                     message: None,
+                    answers: Some(true),
+                    read_from: Some(ReadFrom::Api),
                 },
                 RuntimeState {
                     runtime: RuntimeKind::Docker,
@@ -717,6 +748,8 @@ mod tests {
                     location: "/var/lib/docker".into(),
                     image_root: None,
                     message: Some("not found".into()),
+                    answers: None,
+                    read_from: None,
                 },
             ],
             problems: vec![
@@ -830,6 +863,18 @@ mod tests {
             (r#"headroom_reclaimable_bytes{runtime="docker"}"#, "2000"),
             (r#"headroom_runtime_up{runtime="containerd"}"#, "1"),
             (r#"headroom_runtime_up{runtime="docker"}"#, "0"),
+            (
+                r#"headroom_runtime_read_from{runtime="containerd",from="api"}"#,
+                "1",
+            ),
+            (
+                r#"headroom_runtime_read_from{runtime="containerd",from="files"}"#,
+                "0",
+            ),
+            (
+                r#"headroom_runtime_read_from{runtime="docker",from="files"}"#,
+                "0",
+            ),
             (
                 r#"headroom_problems{kind="malformed",reader="docker"}"#,
                 "2",
@@ -954,6 +999,38 @@ mod tests {
         let got = samples(&text, "headroom_problems");
         assert_eq!(got.len(), ProblemKind::ALL.len() * Reader::all().count());
         assert!(got.iter().all(|(_, v)| *v == 0), "{got:?}");
+    }
+
+    #[test]
+    fn a_runtime_read_from_its_files_is_down() {
+        let mut s = status();
+        let containerd = &mut s.runtimes[0];
+        containerd.answers = Some(false);
+        containerd.read_from = Some(ReadFrom::Files);
+        let docker = &mut s.runtimes[1];
+        (docker.found, docker.read_from) = (true, Some(ReadFrom::Files));
+        let text = encode(&s, &totals(), 10).unwrap();
+        let mut up = samples(&text, "headroom_runtime_up");
+        let mut from = samples(&text, "headroom_runtime_read_from");
+        up.sort();
+        from.sort();
+        assert_eq!(
+            up,
+            [
+                (r#"{runtime="containerd"}"#, 0),
+                (r#"{runtime="docker"}"#, 1)
+            ],
+            "containerd's API is down; Docker, never asked, counts as up when read"
+        );
+        assert_eq!(
+            from,
+            [
+                (r#"{runtime="containerd",from="api"}"#, 0),
+                (r#"{runtime="containerd",from="files"}"#, 1),
+                (r#"{runtime="docker",from="api"}"#, 0),
+                (r#"{runtime="docker",from="files"}"#, 1),
+            ]
+        );
     }
 
     #[test]

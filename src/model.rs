@@ -329,7 +329,8 @@ pub struct Prediction {
     pub reason: String,
 }
 
-/// Whether a runtime was found.
+/// Whether a runtime was found, whether its API answers, and where its
+/// figures come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeState {
     /// `docker` or `containerd`.
@@ -345,6 +346,46 @@ pub struct RuntimeState {
     /// Why it was not found or read; or, when it was read another way than
     /// usual (containerd from its files), why and how.
     pub message: Option<String>,
+    /// Whether its API answered in this pass; `None` for a runtime read
+    /// only from its files (Docker).
+    #[serde(default)]
+    pub answers: Option<bool>,
+    /// Where its figures come from; `None` when it was not read.
+    #[serde(default)]
+    pub read_from: Option<ReadFrom>,
+}
+
+impl RuntimeState {
+    /// Whether its figures are live: its API answered or, for a runtime
+    /// read only from its files, its store was read. A runtime read from its
+    /// files because its API is down is not up.
+    pub fn up(&self) -> bool {
+        self.answers.unwrap_or(self.found)
+    }
+}
+
+/// Where a runtime's figures were read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// The runtime's API (containerd's gRPC).
+    Api,
+    /// The runtime's files on disk: Docker always; containerd when its API
+    /// does not answer.
+    Files,
+}
+
+impl ReadFrom {
+    /// Every way, in the order metrics list them.
+    pub const ALL: [ReadFrom; 2] = [ReadFrom::Api, ReadFrom::Files];
+
+    /// The name in JSON and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadFrom::Api => "api",
+            ReadFrom::Files => "files",
+        }
+    }
 }
 
 /// How the scan went.

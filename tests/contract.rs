@@ -30,7 +30,7 @@ use headroom::inventory;
 use headroom::layout::NodeLayout;
 use headroom::metrics::{self, ScanTotals};
 use headroom::model::State;
-use headroom::model::{Pull, Status, SCHEMA};
+use headroom::model::{Pull, ReadFrom, Status, SCHEMA};
 use headroom::runtime::{ProblemKind, Reader, RuntimeKind};
 use headroom::walk::{ErrorKind, WalkOptions};
 use rustix::process::{kill_process, Pid, Signal};
@@ -648,6 +648,13 @@ fn values_in_code() -> BTreeMap<&'static str, BTreeSet<String>> {
         ("scan.error_samples[].kind", error_kinds()),
         ("problems[].kind", problem_kinds()),
         ("problems[].reader", readers()),
+        (
+            "runtimes[].read_from",
+            ReadFrom::ALL
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+        ),
     ])
 }
 

@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use super::cache::ImmutableCache;
+use super::runtime_log;
 use super::shutdown::Shutdown;
 use super::watch::PullWatch;
 use crate::inventory::{self, Discovered};
@@ -201,6 +202,8 @@ impl Scanner {
             let reread_now = reread || self.reread_due();
             if rescan || reread_now {
                 let status = self.pass(reread_now, rescan);
+                let before = self.last.as_ref().map(|s| s.runtimes.as_slice());
+                runtime_log::log_changes(before, &status.runtimes);
                 if rescan {
                     self.next_rescan =
                         tick + jittered(self.settings.rescan_interval, self.settings.rescan_jitter);

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{presets, CellAlignment, Table};
-use headroom::model::{human_bytes, Filesystem, Prediction, Source, State, Status};
+use headroom::model::{human_bytes, Filesystem, Prediction, ReadFrom, Source, State, Status};
 
 const BAR_WIDTH: usize = 30;
 const PROBLEMS_SHOWN: usize = 5;
@@ -262,10 +262,23 @@ fn runtime_label(runtime: &str, namespace: &str) -> String {
 fn runtimes(out: &mut impl Write, s: &Status) -> io::Result<()> {
     for r in &s.runtimes {
         let name = r.runtime.as_str();
-        match (&r.message, r.found) {
-            (None, _) => writeln!(out, "{GREEN}{name}{GREEN:#}: read at {}", r.location)?,
-            (Some(m), true) => writeln!(out, "{YELLOW}{name}{YELLOW:#}: {m}")?,
-            (Some(m), false) => writeln!(out, "{DIM}{name}: not read: {m}{DIM:#}")?,
+        let why = r.message.as_deref().unwrap_or("");
+        match (r.up(), r.read_from) {
+            (true, Some(ReadFrom::Api)) => writeln!(
+                out,
+                "{GREEN}{name}{GREEN:#}: up, read through its API at {}",
+                r.location
+            )?,
+            (true, _) => writeln!(
+                out,
+                "{GREEN}{name}{GREEN:#}: read from its files at {}",
+                r.location
+            )?,
+            (false, Some(_)) => writeln!(
+                out,
+                "{RED}{name}: DOWN{RED:#}, figures from its files: {why}"
+            )?,
+            (false, None) => writeln!(out, "{DIM}{name}: not read: {why}{DIM:#}")?,
         }
     }
     Ok(())

@@ -19,7 +19,7 @@ use tokio::runtime::Handle;
 use crate::kubelet::{self, KubeletConfig};
 use crate::layout::NodeLayout;
 use crate::model::{
-    Pull, RuntimeState, ScanErrorSample, ScanSummary, Signal, Source, Status, SCHEMA,
+    Pull, ReadFrom, RuntimeState, ScanErrorSample, ScanSummary, Signal, Source, Status, SCHEMA,
 };
 use crate::podlogs::{self, PodLogs};
 use crate::predict::{self, history::History, pull::PullCost};
@@ -368,13 +368,13 @@ fn discover_runtimes(layout: &NodeLayout, handle: &Handle) -> (Vec<Discovery>, V
     let mut states = Vec::new();
     for kind in runtime::ALL {
         let runtime = kind.runtime();
-        let (image_root, message) = match runtime.discover(layout, handle) {
+        let (image_root, message, read_from) = match runtime.discover(layout, handle) {
             Ok(read) => {
                 let root = read.discovery.image_root.display().to_string();
                 found.push(read.discovery);
-                (Some(root), read.note)
+                (Some(root), read.note, Some(read.from))
             }
-            Err(err) => (None, Some(err.to_string())),
+            Err(err) => (None, Some(err.to_string()), None),
         };
         states.push(RuntimeState {
             runtime: kind,
@@ -382,6 +382,10 @@ fn discover_runtimes(layout: &NodeLayout, handle: &Handle) -> (Vec<Discovery>, V
             location: runtime.location(layout).display().to_string(),
             image_root,
             message,
+            answers: runtime
+                .has_api()
+                .then_some(read_from == Some(ReadFrom::Api)),
+            read_from,
         });
     }
     (found, states)

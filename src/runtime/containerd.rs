@@ -38,7 +38,7 @@ use super::{
 use tokio::runtime::Handle;
 
 use crate::layout::NodeLayout;
-use crate::model;
+use crate::model::{self, ReadFrom};
 
 /// Who meets the problems of this reader.
 const READER: Reader = Reader::Runtime(RuntimeKind::Containerd);
@@ -68,18 +68,29 @@ impl Runtime for Containerd {
                 return Ok(Read {
                     discovery,
                     note: None,
+                    from: ReadFrom::Api,
                 })
             }
             Err(reason) => reason,
         };
         match discover_from_files(&layout.containerd_root) {
-            Ok(discovery) => Ok(Read {
-                discovery,
-                note: Some(format!(
+            Ok(mut discovery) => {
+                let note = format!(
                     "{unanswered}; read from its files under {} instead",
                     layout.containerd_root.display()
-                )),
-            }),
+                );
+                // Its files stand in, but containerd itself is down: a
+                // problem of the pass (metrics, alerts), not only a note.
+                let socket = layout.containerd_address.display().to_string();
+                let problem =
+                    READER.problem(ProblemKind::Unanswered, socket, unanswered.to_string());
+                discovery.problems.push(problem);
+                Ok(Read {
+                    discovery,
+                    note: Some(note),
+                    from: ReadFrom::Files,
+                })
+            }
             Err(files) => Err(ReadError::Containerd {
                 unanswered: Box::new(unanswered),
                 files,
@@ -123,6 +134,10 @@ impl Runtime for Containerd {
         "kept in containerd's content store"
     }
 
+    fn has_api(&self) -> bool {
+        true
+    }
+
     fn events(&self, layout: &NodeLayout) -> Option<Box<dyn super::Events>> {
         Some(Box::new(events::Follow {
             socket: layout.containerd_address.clone(),
@@ -131,12 +146,20 @@ impl Runtime for Containerd {
     }
 }
 
+/// The whole read, not only each call, is bounded by the timeout: a
+/// containerd that answers the first calls and then hangs costs a pass the
+/// timeout once, not once per call.
 fn grpc_discover(layout: &NodeLayout, handle: &Handle) -> Result<Discovery, ContainerdError> {
-    handle.block_on(discover(
-        &layout.containerd_address,
-        &layout.containerd_root,
-        layout.containerd_timeout,
-    ))
+    let (socket, timeout) = (&layout.containerd_address, layout.containerd_timeout);
+    let read = discover(socket, &layout.containerd_root, timeout);
+    handle
+        .block_on(async { tokio::time::timeout(timeout, read).await })
+        .unwrap_or_else(|_| {
+            Err(ContainerdError::Unfinished {
+                socket: socket.clone(),
+                timeout,
+            })
+        })
 }
 
 /// The only snapshotter whose layers are attributed.
@@ -169,6 +192,14 @@ pub enum ContainerdError {
         socket: PathBuf,
         /// The innermost cause, in words (the transport's error chain).
         reason: String,
+    },
+    /// It answered, but not every call within the timeout, all together.
+    #[error("containerd at {} did not answer every call within {} in all", socket.display(), rpc::secs(*timeout))]
+    Unfinished {
+        /// The socket called.
+        socket: PathBuf,
+        /// The timeout.
+        timeout: Duration,
     },
     /// A call everything else needs (listing namespaces, subscribing to or
     /// following events) failed.

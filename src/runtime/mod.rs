@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 use crate::layout::NodeLayout;
-use crate::model::Image;
+use crate::model::{Image, ReadFrom};
 
 /// What a container runtime is to Headroom, in one place: where it is
 /// looked for, how its store is read, where its pulls first write, and how
@@ -59,6 +59,11 @@ pub trait Runtime: Sync {
     /// What becomes of a pull's compressed blobs, in words.
     fn blob_note(&self) -> &'static str;
 
+    /// Whether Headroom asks it over an API (and so whether "its API
+    /// answers" means anything for it). A runtime without is read from its
+    /// files only.
+    fn has_api(&self) -> bool;
+
     /// Its change notifications on `layout`, when it has an event API: the
     /// agent follows them and rereads at once. Without, the 1-s watch of its
     /// pull directories and `resync_interval` cover its changes.
@@ -98,6 +103,8 @@ pub struct Read {
     pub discovery: Discovery,
     /// Why and how it was read another way, if it was.
     pub note: Option<String>,
+    /// Whether it came from the runtime's API or its files.
+    pub from: ReadFrom,
 }
 
 /// The runtime the kubelet takes as its image store (the imagefs), among

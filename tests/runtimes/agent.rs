@@ -1,7 +1,7 @@
 //! `headroom agent` against the real node: one agent started with the other
 //! services (scraped by a real Prometheus, see [`crate::scrape`]), plus
-//! short-lived agents for the trials that stop things: SIGTERM, a
-//! containerd that dies and comes back, and malformed requests.
+//! short-lived agents for the trials that stop things: SIGTERM and
+//! malformed requests (a containerd that dies and comes back: `faults.rs`).
 //!
 //! Every process a trial starts is held by a [`Proc`] guard, so it is
 //! stopped by its pid also when the trial fails.
@@ -13,12 +13,12 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use headroom::model::{RuntimeState, Status};
+use headroom::model::Status;
 use headroom::runtime::RuntimeKind;
 use rustix::process::{kill_process, Pid, Signal};
 
 use crate::checks::Checks;
-use crate::images::{self, Fixtures, K8S_NS};
+use crate::images::{self, Fixtures};
 use crate::oracle::{self, path_str, tail};
 use crate::services::{free_port, mount_loop_ext4, Services};
 use crate::subject::NODE_NAME;
@@ -388,13 +388,17 @@ impl Containerd {
         Ok(())
     }
 
-    /// SIGTERM by pid; fails unless it exits.
-    pub fn stop(&mut self) -> Result<()> {
-        let mut proc = self.proc.take().context("containerd-2 is not running")?;
-        match proc.terminate(Duration::from_secs(15)) {
-            Some(_) => Ok(()),
-            None => bail!("containerd-2 ignored SIGTERM\n{}", proc.output()),
+    /// Sends `signal` by pid; after SIGKILL, waits until it is gone, so it
+    /// can be started again.
+    pub fn signal(&mut self, signal: Signal) -> Result<()> {
+        let proc = self.proc.as_mut().context("containerd-2 is not running")?;
+        kill_process(Pid::from_child(&proc.child), signal)
+            .with_context(|| format!("sending {signal:?} to containerd-2"))?;
+        if signal == Signal::KILL {
+            proc.child.wait()?;
+            self.proc = None;
         }
+        Ok(())
     }
 }
 
@@ -409,120 +413,12 @@ impl Drop for Containerd {
     }
 }
 
-/// The containerd entry of `status`.
-fn containerd_state(status: &Status) -> Option<&RuntimeState> {
-    status
-        .runtimes
-        .iter()
-        .find(|r| r.runtime == RuntimeKind::Containerd)
-}
-
 /// Whether `status` lists image `reference` under containerd.
 pub fn has_image(status: &Status, reference: &str) -> bool {
     status
         .images
         .iter()
         .any(|i| i.runtime == RuntimeKind::Containerd && i.refs.iter().any(|r| r == reference))
-}
-
-/// Trial f: a second agent on a second, private containerd that is stopped
-/// and started again: the agent keeps serving, says containerd is gone
-/// (naming its socket), and finds it and its image again.
-pub fn survives_containerd_restart(w: &World) -> Result<()> {
-    let reference = w.fixtures.image("base");
-    let mut ctrd = Containerd::new(w, "ctr2", "256M")?;
-    ctrd.start()?;
-    oracle::ctr(
-        &ctrd.sock,
-        K8S_NS,
-        &["images", "pull", "--plain-http", reference],
-    )?;
-    let empty = w.dir.join("ctr2/empty");
-    fs::create_dir_all(&empty)?;
-    let kubelet_config = &w.fixtures.kubelet_config;
-    let paths = Paths {
-        docker_root: &empty,
-        containerd_address: &ctrd.sock,
-        containerd_root: &ctrd.root,
-        kubelet_root: &empty,
-        kubelet_config,
-        pod_logs: &empty,
-    };
-    let (mut agent, addr) = short_lived(w, "agent-ctr2", paths)?;
-    let sock = ctrd.sock.display().to_string();
-    let mut c = Checks::new();
-    let alive = |c: &mut Checks, when: &str, agent: &mut Proc| {
-        if let Some(code) = agent.exited() {
-            c.that(false, || format!("the agent exited ({code}) {when}"));
-        }
-    };
-
-    let found = poll(Duration::from_secs(10), || {
-        let s = status(&addr)?;
-        match containerd_state(&s) {
-            Some(r) if r.found && has_image(&s, reference) => Ok(()),
-            r => bail!("containerd should be found with {reference}: {r:?}"),
-        }
-    });
-    c.that(found.is_ok(), || format!("before the stop: {found:?}"));
-
-    ctrd.stop()?;
-    let gone = poll(Duration::from_secs(15), || {
-        if !answers(&addr, "/healthz", 200) {
-            bail!("/healthz is not 200");
-        }
-        let s = status(&addr)?;
-        let r = containerd_state(&s).context("runtimes[] has no containerd")?;
-        // Not read, or read from its files (the fallback): either way the
-        // message names the socket that did not answer, and what the files
-        // hold is still listed.
-        let names_socket = r.message.as_deref().is_some_and(|m| m.contains(&sock));
-        if !names_socket {
-            bail!("containerd entry should say {sock} did not answer: {r:?}")
-        }
-        if r.found && !has_image(&s, reference) {
-            bail!("containerd was read from its files but {reference} is missing: {r:?}")
-        }
-        Ok(r.clone())
-    });
-    match &gone {
-        Ok(r) => eprintln!("runtimes: containerd-2 stopped, the agent says: {r:?}"),
-        Err(e) => c.that(false, || format!("after the stop: {e:#}")),
-    }
-    alive(&mut c, "while containerd was gone", &mut agent);
-
-    ctrd.start()?;
-    // With the shipped resync (5 min), what finds containerd again is the
-    // event follower's reconnect, whose backoff doubles up to 10 s while
-    // containerd is down.
-    let back = poll(Duration::from_secs(75), || {
-        let s = status(&addr)?;
-        match containerd_state(&s) {
-            Some(r) if r.found && r.message.is_none() && has_image(&s, reference) => Ok(()),
-            r => bail!("containerd should be found again, with {reference}: {r:?}"),
-        }
-    });
-    c.that(back.is_ok(), || format!("after the restart: {back:?}"));
-    alive(&mut c, "after containerd came back", &mut agent);
-    c.eq(
-        "/healthz after the restart",
-        "the agent serves throughout",
-        true,
-        answers(&addr, "/healthz", 200),
-    );
-    let stopped = agent.terminate(EXIT_WITHIN);
-    c.that(stopped.is_some_and(|s| s.success()), || {
-        format!("the agent's exit after SIGTERM: {stopped:?}")
-    });
-    let log = fs::read_to_string(&agent.log).unwrap_or_default();
-    c.that(!log.contains(PANIC_MARK), || {
-        "the agent panicked".to_owned()
-    });
-    c.finish(&format!(
-        "{}\n--- containerd-2 log: {} ---",
-        agent.output(),
-        ctrd.log.display()
-    ))
 }
 
 /// Whether process `pid` is running (exists and is not a zombie).

@@ -19,6 +19,7 @@ mod containers;
 mod docker_df;
 mod document;
 mod events;
+mod faults;
 mod filesystems;
 mod images;
 mod incident;
@@ -171,8 +172,8 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     ),
     ("agent_exits_0_on_sigterm", agent::sigterm_exits_cleanly),
     (
-        "agent_survives_containerd_restart",
-        agent::survives_containerd_restart,
+        "fault_containerd_killed_hung_and_restarted",
+        faults::fault_containerd_killed_hung_and_restarted,
     ),
     (
         "agent_follows_events_on_a_quiet_containerd",

@@ -28,7 +28,7 @@ use super::{Discovery, Read, ReadError, Reader, Runtime, RuntimeKind};
 use tokio::runtime::Handle;
 
 use crate::layout::NodeLayout;
-use crate::model::Image;
+use crate::model::{Image, ReadFrom};
 
 /// Who meets the problems of this reader.
 const READER: Reader = Reader::Runtime(RuntimeKind::Docker);
@@ -51,7 +51,14 @@ impl Runtime for Docker {
         Ok(Read {
             discovery,
             note: None,
+            from: ReadFrom::Files,
         })
+    }
+
+    /// Never: everything the figures need is in Docker's files, and
+    /// Docker's socket is root on the node, so the agent does not mount it.
+    fn has_api(&self) -> bool {
+        false
     }
 
     fn default_pull_dirs(&self, layout: &NodeLayout) -> Vec<PathBuf> {

@@ -1,0 +1,239 @@
+//! Faults of a runtime under a running agent (issue 10): a private
+//! containerd killed with SIGKILL, frozen with SIGSTOP (it accepts and never
+//! answers) and started again, each seen by the agent within one pass:
+//! `headroom_runtime_up` goes 0 (figures from its files, a problem of kind
+//! `unanswered`, one warning in the log) and back to 1.
+
+use std::fs;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use headroom::model::{ReadFrom, RuntimeState, Status};
+use headroom::runtime::RuntimeKind;
+use rustix::process::Signal;
+
+use crate::agent::{answers, has_image, poll, short_lived, status, Containerd, Paths, Proc};
+use crate::checks::Checks;
+use crate::images::K8S_NS;
+use crate::{oracle, web, World};
+
+/// containerd's timeout in the shipped config (`containerd_timeout`).
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after a kill or a freeze the agent may take to reread: the
+/// event stream breaks at once on a kill; on a freeze its keep-alive fails
+/// within about the timeout plus ten seconds; then one pass, itself bounded
+/// by the timeout.
+const NOTICED_WITHIN: Duration = Duration::from_secs(30);
+/// A restarted containerd is followed again within the reconnect backoff
+/// (at most 10 s) and read by the pass that follows.
+const BACK_WITHIN: Duration = Duration::from_secs(45);
+/// What the log says once each time containerd goes down.
+const DOWN_LINE: &str = "containerd does not answer";
+/// What it says each time containerd is read through its API again.
+const UP_LINE: &str = "containerd is up";
+
+/// The containerd entry of `status`.
+fn containerd_state(status: &Status) -> Option<&RuntimeState> {
+    status
+        .runtimes
+        .iter()
+        .find(|r| r.runtime == RuntimeKind::Containerd)
+}
+
+/// The value of the series `name` (with its labels) in `/metrics`.
+fn metric(addr: &str, series: &str) -> Result<String> {
+    let text = web::get(addr, "/metrics")?.body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+        .with_context(|| format!("/metrics has no {series}"))
+}
+
+/// The figures a pass gives of containerd, as the metrics say them.
+fn metrics_of(addr: &str) -> Result<[String; 3]> {
+    Ok([
+        metric(addr, r#"headroom_runtime_up{runtime="containerd"}"#)?,
+        metric(
+            addr,
+            r#"headroom_runtime_read_from{runtime="containerd",from="files"}"#,
+        )?,
+        metric(
+            addr,
+            r#"headroom_problems{kind="unanswered",reader="containerd"}"#,
+        )?,
+    ])
+}
+
+/// When the pass that made `status` started.
+fn pass_started(status: &Status) -> SystemTime {
+    status.generated_at - Duration::from_secs_f64(status.scan.duration_seconds)
+}
+
+/// Polls the agent until a document from a pass that started after `since`
+/// is published, and returns the first one seen: the one pass after a
+/// change that must already show it.
+fn first_pass_after(addr: &str, since: SystemTime, within: Duration) -> Result<Status> {
+    poll(within, || {
+        let s = status(addr)?;
+        if pass_started(&s) <= since {
+            bail!("no pass has started since the change yet");
+        }
+        Ok(s)
+    })
+}
+
+/// What a document says of containerd: (answers, read_from, image listed).
+fn seen(status: &Status, reference: &str) -> (Option<bool>, Option<ReadFrom>, bool) {
+    let r = containerd_state(status);
+    (
+        r.and_then(|r| r.answers),
+        r.and_then(|r| r.read_from),
+        has_image(status, reference),
+    )
+}
+
+/// Trial: containerd killed, restarted, frozen and thawed under a running
+/// agent with the shipped config; each change shows in the first pass after
+/// it, in the document, the metrics and the log.
+pub fn fault_containerd_killed_hung_and_restarted(w: &World) -> Result<()> {
+    let reference = w.fixtures.image("base");
+    let mut ctrd = Containerd::new(w, "ctr2", "256M")?;
+    ctrd.start()?;
+    oracle::ctr(
+        &ctrd.sock,
+        K8S_NS,
+        &["images", "pull", "--plain-http", reference],
+    )?;
+    let empty = w.dir.join("ctr2/empty");
+    fs::create_dir_all(&empty)?;
+    let paths = Paths {
+        docker_root: &empty,
+        containerd_address: &ctrd.sock,
+        containerd_root: &ctrd.root,
+        kubelet_root: &empty,
+        kubelet_config: &w.fixtures.kubelet_config,
+        pod_logs: &empty,
+    };
+    let (mut agent, addr) = short_lived(w, "agent-ctr2", paths)?;
+    let mut c = Checks::new();
+    let up = Expect {
+        seen: (Some(true), Some(ReadFrom::Api), true),
+        metrics: ["1", "0", "0"],
+        within: BACK_WITHIN,
+    };
+    let down = Expect {
+        seen: (Some(false), Some(ReadFrom::Files), true),
+        metrics: ["0", "1", "1"],
+        within: NOTICED_WITHIN,
+    };
+    let first = poll(Duration::from_secs(10), || {
+        let s = status(&addr)?;
+        match seen(&s, reference) {
+            now if now == up.seen => Ok(()),
+            now => bail!("containerd should answer, with {reference}: {now:?}"),
+        }
+    });
+    c.that(first.is_ok(), || format!("before any fault: {first:?}"));
+    let agent_at = Agent {
+        addr: &addr,
+        reference,
+    };
+    let faults: [(&str, Signal, &Expect); 3] = [
+        ("containerd killed (SIGKILL)", Signal::KILL, &down),
+        ("containerd frozen (SIGSTOP)", Signal::STOP, &down),
+        ("containerd thawed (SIGCONT)", Signal::CONT, &up),
+    ];
+    for (what, signal, expect) in faults {
+        if let Err(e) = ctrd.signal(signal) {
+            c.error(what, e);
+            break;
+        }
+        agent_at.check(&mut c, what, expect);
+        if signal == Signal::KILL {
+            // Back before the next fault, through the same checks.
+            match ctrd.start() {
+                Ok(()) => agent_at.check(&mut c, "containerd started again", &up),
+                Err(e) => c.error("containerd started again", e),
+            }
+        }
+    }
+    finish(c, &mut agent, &ctrd)
+}
+
+/// What the first pass after a change must show.
+struct Expect {
+    /// (answers, read_from, image listed) in the document.
+    seen: (Option<bool>, Option<ReadFrom>, bool),
+    /// [`metrics_of`]: up, read from files, problems unanswered.
+    metrics: [&'static str; 3],
+    /// How long after the change that pass may come.
+    within: Duration,
+}
+
+/// The agent under trial.
+struct Agent<'a> {
+    addr: &'a str,
+    reference: &'a str,
+}
+
+impl Agent<'_> {
+    /// Checks the first pass that starts now or later against `expect`.
+    fn check(&self, c: &mut Checks, what: &str, expect: &Expect) {
+        match first_pass_after(self.addr, SystemTime::now(), expect.within) {
+            Ok(s) => {
+                let got = seen(&s, self.reference);
+                c.eq(
+                    what,
+                    "(answers, read_from, image listed) in the first pass after",
+                    expect.seen,
+                    got,
+                );
+                let metrics = metrics_of(self.addr).map_err(|e| format!("{e:#}"));
+                let want = Ok(expect.metrics.map(String::from));
+                c.eq(
+                    what,
+                    "[up, read from files, problems unanswered] in /metrics",
+                    want,
+                    metrics,
+                );
+                let took = Duration::from_secs_f64(s.scan.duration_seconds);
+                c.that(took <= TIMEOUT + Duration::from_secs(3), || {
+                    format!("{what}: the pass took {took:?}; a runtime that does not answer may cost it its timeout ({TIMEOUT:?}), no more")
+                });
+            }
+            Err(e) => c.error(&format!("{what}: no pass"), e),
+        }
+        c.that(answers(self.addr, "/healthz", 200), || {
+            format!("{what}: /healthz is not 200")
+        });
+    }
+}
+
+/// Stops the agent and checks its log: one warning per fault, one recovery
+/// line per return (the first read included), no panic.
+fn finish(mut c: Checks, agent: &mut Proc, ctrd: &Containerd) -> Result<()> {
+    let stopped = agent.terminate(Duration::from_secs(5));
+    c.that(stopped.is_some_and(|s| s.success()), || {
+        format!("the agent's exit after SIGTERM: {stopped:?}")
+    });
+    let log = fs::read_to_string(&agent.log).unwrap_or_default();
+    c.eq(
+        "warnings that containerd is down",
+        "one per fault",
+        2,
+        log.matches(DOWN_LINE).count(),
+    );
+    c.eq(
+        "lines that containerd is up",
+        "the first read and one per return",
+        3,
+        log.matches(UP_LINE).count(),
+    );
+    c.that(!log.contains("panicked"), || {
+        "the agent panicked".to_owned()
+    });
+    c.finish(&format!(
+        "{}\n--- containerd-2 log: {} ---",
+        agent.output(),
+        ctrd.log.display()
+    ))
+}
