@@ -63,19 +63,20 @@ fn metrics_of(addr: &str) -> Result<[String; 3]> {
     ])
 }
 
-/// When the pass that made `status` started.
-fn pass_started(status: &Status) -> SystemTime {
-    status.generated_at - Duration::from_secs_f64(status.scan.duration_seconds)
+/// Which pass made `status`: its end (to the second) and its duration. A
+/// refresh between passes republishes with both unchanged.
+fn pass_of(status: &Status) -> (SystemTime, u64) {
+    (status.generated_at, status.scan.duration_seconds.to_bits())
 }
 
-/// Polls the agent until a document from a pass that started after `since`
-/// is published, and returns the first one seen: the one pass after a
-/// change that must already show it.
-fn first_pass_after(addr: &str, since: SystemTime, within: Duration) -> Result<Status> {
+/// Polls the agent until a pass other than `before` has published, and
+/// returns its document: the first pass after a change, which must already
+/// show it.
+fn next_pass(addr: &str, before: (SystemTime, u64), within: Duration) -> Result<Status> {
     poll(within, || {
         let s = status(addr)?;
-        if pass_started(&s) <= since {
-            bail!("no pass has started since the change yet");
+        if pass_of(&s) == before {
+            bail!("no pass since the change yet");
         }
         Ok(s)
     })
@@ -143,17 +144,15 @@ pub fn fault_containerd_killed_hung_and_restarted(w: &World) -> Result<()> {
         ("containerd thawed (SIGCONT)", Signal::CONT, &up),
     ];
     for (what, signal, expect) in faults {
-        if let Err(e) = ctrd.signal(signal) {
-            c.error(what, e);
-            break;
-        }
-        agent_at.check(&mut c, what, expect);
+        agent_at.check(&mut c, what, &mut || ctrd.signal(signal), expect);
         if signal == Signal::KILL {
             // Back before the next fault, through the same checks.
-            match ctrd.start() {
-                Ok(()) => agent_at.check(&mut c, "containerd started again", &up),
-                Err(e) => c.error("containerd started again", e),
-            }
+            agent_at.check(
+                &mut c,
+                "containerd started again",
+                &mut || ctrd.start(),
+                &up,
+            );
         }
     }
     finish(c, &mut agent, &ctrd)
@@ -176,9 +175,23 @@ struct Agent<'a> {
 }
 
 impl Agent<'_> {
-    /// Checks the first pass that starts now or later against `expect`.
-    fn check(&self, c: &mut Checks, what: &str, expect: &Expect) {
-        match first_pass_after(self.addr, SystemTime::now(), expect.within) {
+    /// Makes a change with `act` and checks the first pass after it
+    /// against `expect`.
+    fn check(
+        &self,
+        c: &mut Checks,
+        what: &str,
+        act: &mut dyn FnMut() -> Result<()>,
+        expect: &Expect,
+    ) {
+        let before = match status(self.addr) {
+            Ok(s) => pass_of(&s),
+            Err(e) => return c.error(what, e),
+        };
+        if let Err(e) = act() {
+            return c.error(what, e);
+        }
+        match next_pass(self.addr, before, expect.within) {
             Ok(s) => {
                 let got = seen(&s, self.reference);
                 c.eq(
