@@ -5,6 +5,7 @@ use anyhow::Context;
 pub mod agent;
 pub mod check_pull;
 pub mod du;
+mod printable;
 mod screen;
 pub mod status;
 

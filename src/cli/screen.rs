@@ -1,12 +1,16 @@
 //! The human screen of `headroom status`: everything on one screen, the
 //! worst news first. Color only reaches a terminal (anstream strips it
-//! otherwise and honours NO_COLOR).
+//! otherwise and honours NO_COLOR). Every string from disk or a runtime
+//! goes through [`printable`] on its way here, so the only escapes the
+//! screen holds are its own styles.
 
 use std::io::{self, Write};
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{presets, CellAlignment, Table};
 use headroom::model::{human_bytes, Filesystem, Prediction, ReadFrom, Source, State, Status};
+
+use super::printable::printable;
 
 const BAR_WIDTH: usize = 30;
 const PROBLEMS_SHOWN: usize = 5;
@@ -50,7 +54,7 @@ fn header(out: &mut impl Write, s: &Status) -> io::Result<()> {
     writeln!(
         out,
         "{BOLD}headroom{BOLD:#} on {} at {} · {how}",
-        s.node,
+        printable(&s.node),
         humantime::format_rfc3339_seconds(s.generated_at)
     )
 }
@@ -59,7 +63,7 @@ fn filesystems(out: &mut impl Write, s: &Status) -> io::Result<()> {
     writeln!(
         out,
         "\n{BOLD}FILESYSTEMS{BOLD:#}  (used █, eviction line ┃, free ░; thresholds from {})",
-        s.thresholds_source
+        printable(&s.thresholds_source)
     )?;
     for fs in &s.filesystems {
         let verdict = s.prediction.get(&fs.signal);
@@ -71,8 +75,8 @@ fn filesystems(out: &mut impl Write, s: &Status) -> io::Result<()> {
             bar(fs),
             used_percent(fs),
             human_bytes(fs.capacity_bytes),
-            fs.mountpoint,
-            fs.fstype,
+            printable(&fs.mountpoint),
+            printable(&fs.fstype),
         )?;
         writeln!(
             out,
@@ -97,7 +101,7 @@ pub(super) fn verdict_line(out: &mut impl Write, p: &Prediction) -> io::Result<(
         out,
         "          {style}{}{style:#}: {}",
         p.state.as_str().to_uppercase(),
-        p.reason
+        printable(&p.reason)
     )
 }
 
@@ -167,7 +171,7 @@ fn images(out: &mut impl Write, s: &Status, top: usize) -> io::Result<()> {
     ]);
     for img in s.images.iter().take(top) {
         t.add_row(vec![
-            img.name(),
+            printable(&img.name()).into_owned(),
             human_bytes(img.disk_bytes),
             human_bytes(img.unique_disk_bytes),
             human_bytes(img.shared_disk_bytes),
@@ -188,15 +192,15 @@ fn containers(out: &mut impl Write, s: &Status, top: usize) -> io::Result<()> {
     let mut t = table(&["CONTAINER", "POD", "WRITABLE", "LOGS", "IMAGE", "RUNTIME"]);
     for c in s.containers.iter().take(top) {
         let pod = match (&c.pod_namespace, &c.pod) {
-            (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+            (Some(ns), Some(pod)) => format!("{}/{}", printable(ns), printable(pod)),
             _ => "-".to_string(),
         };
         t.add_row(vec![
-            c.display_name(),
+            printable(&c.display_name()).into_owned(),
             pod,
             human_bytes(c.writable_disk_bytes),
             human_bytes(c.log_bytes),
-            c.image.clone(),
+            printable(&c.image).into_owned(),
             runtime_label(c.runtime_name(), &c.namespace),
         ]);
     }
@@ -231,7 +235,7 @@ fn pulls(out: &mut impl Write, s: &Status) -> io::Result<()> {
     ]);
     for p in &s.pulls {
         t.add_row(vec![
-            p.image.clone().unwrap_or_else(|| p.reference.clone()),
+            printable(p.image.as_ref().unwrap_or(&p.reference)).into_owned(),
             format!(
                 "{} of {}",
                 human_bytes(p.offset_bytes),
@@ -240,7 +244,7 @@ fn pulls(out: &mut impl Write, s: &Status) -> io::Result<()> {
             human_bytes(p.remaining_download_bytes),
             format!("~{}", human_bytes(p.unpack_bytes)),
             format!("{} of {} in", p.layers_present, p.layers_total),
-            p.namespace.clone(),
+            printable(&p.namespace).into_owned(),
         ]);
     }
     writeln!(
@@ -255,24 +259,23 @@ fn runtime_label(runtime: &str, namespace: &str) -> String {
     if namespace.is_empty() {
         runtime.to_string()
     } else {
-        format!("{runtime}/{namespace}")
+        format!("{runtime}/{}", printable(namespace))
     }
 }
 
 fn runtimes(out: &mut impl Write, s: &Status) -> io::Result<()> {
     for r in &s.runtimes {
         let name = r.runtime.as_str();
-        let why = r.message.as_deref().unwrap_or("");
+        let location = printable(&r.location);
+        let why = printable(r.message.as_deref().unwrap_or(""));
         match (r.up(), r.read_from) {
             (true, Some(ReadFrom::Api)) => writeln!(
                 out,
-                "{GREEN}{name}{GREEN:#}: up, read through its API at {}",
-                r.location
+                "{GREEN}{name}{GREEN:#}: up, read through its API at {location}"
             )?,
             (true, _) => writeln!(
                 out,
-                "{GREEN}{name}{GREEN:#}: read from its files at {}",
-                r.location
+                "{GREEN}{name}{GREEN:#}: read from its files at {location}"
             )?,
             (false, Some(_)) => writeln!(
                 out,
@@ -293,7 +296,8 @@ fn problems(out: &mut impl Write, s: &Status) -> io::Result<()> {
         )?;
         for p in s.problems.iter().take(PROBLEMS_SHOWN) {
             let (reader, kind) = (p.reader.as_str(), p.kind.as_str());
-            writeln!(out, "  {}: {} ({reader}, {kind})", p.source, p.message)?;
+            let (source, message) = (printable(&p.source), printable(&p.message));
+            writeln!(out, "  {source}: {message} ({reader}, {kind})")?;
         }
     }
     if s.scan.errors > 0 {
@@ -309,8 +313,187 @@ fn problems(out: &mut impl Write, s: &Status) -> io::Result<()> {
             kinds.join(", ")
         )?;
         for e in s.scan.error_samples.iter().take(PROBLEMS_SHOWN) {
-            writeln!(out, "  {}: {} ({})", e.path, e.message, e.kind.as_str())?;
+            let (path, message) = (printable(&e.path), printable(&e.message));
+            writeln!(out, "  {path}: {message} ({})", e.kind.as_str())?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use headroom::model::Status;
+
+    use super::*;
+
+    /// What a hostile name, path or message holds: line breaks, a tab, an
+    /// SGR escape, an OSC title change ended by BEL, DEL and a C1 CSI, a
+    /// bidi override.
+    const HOSTILE: [&str; 7] = [
+        "\n",
+        "\r",
+        "\t",
+        "\x1b[31m",
+        "\x1b]0;pwned\x07",
+        "\u{7f}\u{9b}2J",
+        "\u{202e}",
+    ];
+
+    /// The titles of the screen's tables.
+    const TABLES: [&str; 3] = ["PULLS IN FLIGHT", "TOP IMAGES", "TOP CONTAINERS"];
+
+    fn fixture() -> Status {
+        serde_json::from_str(include_str!("../../tests/fixtures/status.json"))
+            .expect("tests/fixtures/status.json parses")
+    }
+
+    /// The fixture with every string from disk or a runtime made hostile,
+    /// and one container, image and pull per hostile string beside a clean one.
+    fn hostile_status() -> Status {
+        let mut s = fixture();
+        let bad = |i: usize, what: &str| format!("{what}{}end", HOSTILE[i % HOSTILE.len()]);
+        s.node = bad(0, "node");
+        s.thresholds_source = bad(1, "/etc/kubelet");
+        for (i, fs) in s.filesystems.iter_mut().enumerate() {
+            fs.mountpoint = bad(i, "/mnt");
+            fs.fstype = bad(i + 3, "ext4");
+        }
+        for (i, p) in s.prediction.values_mut().enumerate() {
+            p.reason = bad(i + 5, "because");
+        }
+        let container = s.containers[0].clone();
+        let image = s.images[0].clone();
+        let pull = s.pulls[0].clone();
+        for i in 0..HOSTILE.len() {
+            let mut c = container.clone();
+            c.name = bad(i, "web");
+            c.pod = Some(bad(i + 1, "web-0"));
+            c.pod_namespace = Some(bad(i + 2, "shop"));
+            c.image = bad(i + 3, "nginx");
+            c.namespace = bad(i + 4, "k8s.io");
+            s.containers.push(c);
+            let mut img = image.clone();
+            img.refs = vec![bad(i, "nginx")];
+            img.namespace = bad(i + 1, "k8s.io");
+            s.images.push(img);
+            let mut p = pull.clone();
+            p.image = Some(bad(i, "nginx"));
+            p.namespace = bad(i + 1, "k8s.io");
+            s.pulls.push(p);
+        }
+        for (i, r) in s.runtimes.iter_mut().enumerate() {
+            r.location = bad(i, "/run/sock");
+            r.message = Some(bad(i + 2, "odd"));
+        }
+        for (i, p) in s.problems.iter_mut().enumerate() {
+            p.source = bad(i, "/x");
+            p.message = bad(i + 4, "bad");
+        }
+        for (i, e) in s.scan.error_samples.iter_mut().enumerate() {
+            e.path = bad(i, "/x");
+            e.message = bad(i + 6, "denied");
+        }
+        s
+    }
+
+    const TOP: usize = 20;
+
+    /// The screen as a terminal gets it: our styles included.
+    fn on_terminal(s: &Status) -> String {
+        let mut out = Vec::new();
+        render(&mut out, s, TOP).expect("rendering into memory");
+        String::from_utf8(out).expect("the screen is UTF-8")
+    }
+
+    /// The screen as a pipe gets it: anstream strips the styles.
+    fn piped(s: &Status) -> String {
+        let mut out = anstream::StripStream::new(Vec::new());
+        render(&mut out, s, TOP).expect("rendering into memory");
+        String::from_utf8(out.into_inner()).expect("the screen is UTF-8")
+    }
+
+    /// The lines of the table under the section titled `title`: up to the
+    /// next blank line.
+    fn table_rows<'a>(screen: &'a str, title: &str) -> Vec<&'a str> {
+        screen
+            .lines()
+            .skip_while(|l| !l.starts_with(title))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Characters a terminal acts on rather than shows: controls (but the
+    /// line break) and bidi controls.
+    fn acted_on(c: char) -> bool {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+
+    #[test]
+    fn fault_hostile_names_keep_every_table_row_one_line() {
+        let s = hostile_status();
+        let screen = piped(&s);
+        let entries = [s.pulls.len(), s.images.len(), s.containers.len()];
+        for (title, n) in TABLES.iter().zip(entries) {
+            let rows = table_rows(&screen, title);
+            assert_eq!(
+                rows.len(),
+                1 + n.min(TOP),
+                "{title}: a header and one line per entry:\n{screen}"
+            );
+        }
+    }
+
+    #[test]
+    fn fault_rows_of_a_table_are_equally_wide() {
+        let screen = piped(&hostile_status());
+        for title in TABLES {
+            // Every character of these rows is one column wide.
+            let widths: Vec<usize> = table_rows(&screen, title)
+                .iter()
+                .map(|r| r.chars().count())
+                .collect();
+            assert!(
+                widths.windows(2).all(|w| w[0] == w[1]),
+                "{title}: rows of widths {widths:?}:\n{screen}"
+            );
+        }
+    }
+
+    #[test]
+    fn fault_no_control_character_reaches_a_pipe() {
+        let screen = piped(&hostile_status());
+        let found: Vec<char> = screen.chars().filter(|&c| acted_on(c)).collect();
+        assert!(found.is_empty(), "{found:?} in:\n{screen}");
+    }
+
+    #[test]
+    fn fault_no_escape_from_a_name_reaches_a_terminal() {
+        let mut screen = on_terminal(&hostile_status());
+        // Our own styles are the only escapes the screen may hold.
+        for style in [RED, YELLOW, GREEN, BOLD, DIM] {
+            screen = screen.replace(&style.render().to_string(), "");
+            screen = screen.replace(&style.render_reset().to_string(), "");
+        }
+        let found: Vec<char> = screen.chars().filter(|&c| acted_on(c)).collect();
+        assert!(found.is_empty(), "{found:?} in:\n{screen:?}");
+    }
+
+    #[test]
+    fn fault_hostile_names_show_written_out() {
+        let screen = piped(&hostile_status());
+        let containers = table_rows(&screen, "TOP CONTAINERS").join("\n");
+        for shown in [
+            r"web\nend",
+            r"web\rend",
+            r"web\tend",
+            r"web\x1b[31mend",
+            r"web\x1b]0;pwned\x07end",
+            r"web\x7f\u{9b}2Jend",
+            r"web\u{202e}end",
+        ] {
+            assert!(containers.contains(shown), "{shown} in:\n{containers}");
+        }
+    }
 }
