@@ -19,6 +19,7 @@ use headroom::registry::{self, Platform, Reference};
 use headroom::runtime::RuntimeKind;
 use serde::Serialize;
 
+use super::printable::printable;
 use super::screen::{self, bar, state_style, BOLD};
 
 /// Options of `headroom check-pull`.
@@ -165,9 +166,9 @@ fn render(
     writeln!(
         out,
         "{BOLD}check-pull{BOLD:#} {} ({}) into {}",
-        d.reference,
-        d.platform,
-        target.label()
+        printable(&d.reference),
+        printable(&d.platform),
+        printable(&target.label())
     )?;
     writeln!(
         out,
@@ -194,7 +195,7 @@ fn render(
         writeln!(
             out,
             "  already present in {}: the pull adds nothing",
-            target.label()
+            printable(&target.label())
         )?;
     } else {
         cost(out, d, target)?;
@@ -236,7 +237,7 @@ fn verdicts(out: &mut impl Write, d: &Document<'_>, status: &Status) -> std::io:
             bar(&landed),
             human_bytes(fs.available_bytes),
             human_bytes(after),
-            fs.mountpoint
+            printable(&fs.mountpoint)
         )?;
         screen::verdict_line(out, p)?;
     }
