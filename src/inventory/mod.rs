@@ -54,7 +54,7 @@ pub struct Discovered {
 /// runtime's threads.
 pub fn discover(layout: &NodeLayout, runtime: &Handle) -> Discovered {
     let mut problems = Vec::new();
-    let (discoveries, runtimes) = discover_runtimes(layout, runtime);
+    let (discoveries, runtimes) = discover_runtimes(layout, runtime, &mut problems);
     let (pod_logs, log_problems) = podlogs::discover(&layout.pod_logs);
     let (empty_dirs, volume_problems) = volumes::discover(&layout.kubelet_root);
     problems.extend(discoveries.iter().flat_map(|d| d.problems.iter().cloned()));
@@ -362,8 +362,13 @@ pub fn default_pull_dirs(layout: &NodeLayout) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Reads every runtime; one that is absent is reported, not fatal.
-fn discover_runtimes(layout: &NodeLayout, handle: &Handle) -> (Vec<Discovery>, Vec<RuntimeState>) {
+/// Reads every runtime; one that is absent is reported, not fatal, and
+/// one that is there but cannot be read is a problem too.
+fn discover_runtimes(
+    layout: &NodeLayout,
+    handle: &Handle,
+    problems: &mut Vec<Problem>,
+) -> (Vec<Discovery>, Vec<RuntimeState>) {
     let mut found = Vec::new();
     let mut states = Vec::new();
     for kind in runtime::ALL {
@@ -374,7 +379,10 @@ fn discover_runtimes(layout: &NodeLayout, handle: &Handle) -> (Vec<Discovery>, V
                 found.push(read.discovery);
                 (Some(root), read.note, Some(read.from))
             }
-            Err(err) => (None, Some(err.to_string()), None),
+            Err(err) => {
+                problems.extend(err.problem(kind, runtime.location(layout)));
+                (None, Some(err.to_string()), None)
+            }
         };
         states.push(RuntimeState {
             runtime: kind,

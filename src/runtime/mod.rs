@@ -479,6 +479,26 @@ pub enum ReadError {
     },
 }
 
+impl ReadError {
+    /// The problem a store that is there but could not be read is: `None`
+    /// when the runtime is simply not on the node (no root, no socket and
+    /// no `meta.db`), which is normal, not a problem.
+    pub fn problem(&self, runtime: RuntimeKind, location: &Path) -> Option<Problem> {
+        use containerd::{ContainerdError, FilesError};
+        let (kind, source) = match self {
+            ReadError::Docker(e) if e.kind() == ProblemKind::Missing => return None,
+            ReadError::Docker(e) => (e.kind(), location),
+            ReadError::Containerd { unanswered, files } => match (&**unanswered, files) {
+                (ContainerdError::NoSocket { .. }, FilesError::NoRoot { .. }) => return None,
+                (_, FilesError::NoRoot { .. }) => (ProblemKind::Unanswered, location),
+                (_, files) => (files.kind(), files.path()),
+            },
+        };
+        let source = source.display().to_string();
+        Some(Reader::Runtime(runtime).problem(kind, source, self.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ mod images;
 mod incident;
 mod layers;
 mod lead;
+mod mutations;
 mod oracle;
 mod paging;
 mod prometheus;
@@ -125,6 +126,10 @@ const TRIALS: &[(&str, Body)] = &[
     (
         "robust_to_corrupt_docker_metadata",
         robustness::corrupt_docker_metadata,
+    ),
+    (
+        "fault_mutated_stores_give_a_report",
+        mutations::fault_mutated_stores_give_a_report,
     ),
     (
         "containerd_missing_is_reported",

@@ -39,6 +39,12 @@ const MAX_INGEST_FILE: u64 = 4096;
 /// Why containerd's files could not be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
+    /// There is no root: containerd is not on this node.
+    #[error("{}: no containerd root", path.display())]
+    NoRoot {
+        /// The root given.
+        path: PathBuf,
+    },
     /// `meta.db` is missing, unreadable, or never parsed consistently.
     #[error("cannot read containerd's metadata database {}: {reason}", path.display())]
     MetaDb {
@@ -46,7 +52,27 @@ pub enum FilesError {
         path: PathBuf,
         /// What happened, in words.
         reason: String,
+        /// Missing (containerd is not there), unreadable or malformed.
+        kind: ProblemKind,
     },
+}
+
+impl FilesError {
+    /// The file that could not be read.
+    pub fn path(&self) -> &Path {
+        match self {
+            FilesError::NoRoot { path } | FilesError::MetaDb { path, .. } => path,
+        }
+    }
+}
+
+impl Classified for FilesError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            FilesError::NoRoot { .. } => ProblemKind::Missing,
+            FilesError::MetaDb { kind, .. } => *kind,
+        }
+    }
 }
 
 /// Why an ingest directory could not be read.
@@ -100,6 +126,11 @@ impl Classified for IngestError {
 /// corrupt `metadata.db`, a missing blob, an entry off the schema) becomes a
 /// [`Problem`] naming the file.
 pub fn discover_from_files(root: &Path) -> Result<Discovery, FilesError> {
+    if !root.exists() {
+        return Err(FilesError::NoRoot {
+            path: root.to_path_buf(),
+        });
+    }
     let meta_path = root.join(METADATA_DIR).join("meta.db");
     let store = Store::under(root, &meta_path);
     // Ingests before meta.db's content: a blob committed in between is in
@@ -107,15 +138,17 @@ pub fn discover_from_files(root: &Path) -> Result<Discovery, FilesError> {
     let mut ingest_problems = Vec::new();
     let ingests = store.ingests(&mut ingest_problems);
     let meta = snapshots::read_consistent(&meta_path, meta_db::parse).map_err(|e| {
-        let reason = match e {
-            CopyError::Io(e) => e.to_string(),
-            CopyError::Inconsistent(last) => {
-                format!("no consistent copy in {ATTEMPTS} attempts ({last})")
-            }
+        let (reason, kind) = match e {
+            CopyError::Io(e) => (e.to_string(), ProblemKind::of_io(&e)),
+            CopyError::Inconsistent(last) => (
+                format!("no consistent copy in {ATTEMPTS} attempts ({last})"),
+                ProblemKind::Malformed,
+            ),
         };
         FilesError::MetaDb {
             path: meta_path.clone(),
             reason,
+            kind,
         }
     })?;
     let mut disc = Discovery::new(RuntimeKind::Containerd, store.snapshotter.clone());

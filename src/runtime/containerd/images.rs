@@ -74,6 +74,14 @@ pub(super) enum BlobError {
     /// containerd did not give it.
     #[error(transparent)]
     Rpc(#[from] RpcError),
+    /// Its bytes do not hash to its digest (a damaged store).
+    #[error("blob {digest} is damaged: its bytes hash to {actual}")]
+    Mismatch {
+        /// The blob's digest.
+        digest: String,
+        /// What its bytes hash to.
+        actual: String,
+    },
     /// Its digest cannot name a file of the store.
     #[error("blob digest {digest:?} is malformed")]
     BadDigest {
@@ -107,6 +115,7 @@ impl Classified for BlobError {
             BlobError::TooLarge { .. }
             | BlobError::Invalid { .. }
             | BlobError::BadDigest { .. }
+            | BlobError::Mismatch { .. }
             | BlobError::FileTooLarge { .. } => ProblemKind::Malformed,
         }
     }
@@ -379,7 +388,17 @@ pub(super) async fn read(
             size: info.size,
         });
     }
-    source.read_blob(ns, digest, MAX_DOCUMENT).await
+    let bytes = source.read_blob(ns, digest, MAX_DOCUMENT).await?;
+    // containerd does not check what it serves, nor does a file: a flipped
+    // byte in a size or a digest would otherwise be believed.
+    let actual = crate::digest::sha256(&bytes);
+    if crate::digest::is_sha256(digest) && actual != digest {
+        return Err(BlobError::Mismatch {
+            digest: digest.to_string(),
+            actual,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Parses a JSON document, naming its digest on failure.

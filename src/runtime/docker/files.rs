@@ -69,8 +69,22 @@ fn read_at_most(file: File, cap: u64) -> io::Result<Vec<u8>> {
 
 /// Reads and parses a JSON file; a parse failure is an `InvalidData` error.
 pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<T> {
+    parse_json(&read_capped(path, MAX_JSON_BYTES)?)
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))
+}
+
+/// [`read_json`] of a content-addressed file (an image config, named by
+/// the sha256 of its bytes): a damaged file is refused, not believed.
+pub(super) fn read_addressed_json<T: DeserializeOwned>(path: &Path, hex: &str) -> io::Result<T> {
     let bytes = read_capped(path, MAX_JSON_BYTES)?;
-    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid JSON: {e}")))
+    let actual = crate::digest::sha256(&bytes);
+    if actual.strip_prefix("sha256:") != Some(hex) {
+        return Err(invalid(format!("is damaged: its bytes hash to {actual}")));
+    }
+    parse_json(&bytes)
 }
 
 /// Reads a small one-line text file, trimmed.

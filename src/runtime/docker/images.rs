@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use super::files::{listed_ids, parse_time, read_json, read_line};
+use super::files::{listed_ids, parse_time, read_addressed_json, read_json, read_line};
 use super::READER;
 use crate::runtime::{ImageRecord, Problem, ProblemKind};
 
@@ -40,10 +40,10 @@ pub(super) fn discover(
     layers: &HashSet<&str>,
     problems: &mut Vec<Problem>,
 ) -> Vec<ImageRecord> {
-    let mut refs = read_refs(&image_dir.join("repositories.json"), problems);
     let imagedb = image_dir.join("imagedb");
     let content = imagedb.join("content").join("sha256");
     let ids = listed_ids(&content, problems);
+    let mut refs = read_refs(&image_dir.join("repositories.json"), ids.len(), problems);
     let images: Vec<ImageRecord> = ids
         .iter()
         .map(|hex| {
@@ -68,11 +68,29 @@ pub(super) fn discover(
     images
 }
 
-/// Image ID → its names, from `repositories.json` (absent = no names).
-fn read_refs(path: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, BTreeSet<String>> {
+/// Image ID → its names, from `repositories.json` (absent = no names,
+/// as dockerd reads it; said when the image DB holds `images` > 0, whose
+/// names are then lost).
+fn read_refs(
+    path: &Path,
+    images: usize,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, BTreeSet<String>> {
     let repos = match read_json::<Repositories>(path) {
         Ok(repos) => repos.repositories,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if images > 0 {
+                let message = format!(
+                    "missing while the image DB holds {images} images: they show without names"
+                );
+                problems.push(READER.problem(
+                    ProblemKind::Missing,
+                    path.display().to_string(),
+                    message,
+                ));
+            }
+            BTreeMap::new()
+        }
         Err(e) => {
             let message = format!("image names unknown: {e}");
             let kind = ProblemKind::of_io(&e);
@@ -96,7 +114,7 @@ fn image(
 ) -> ImageRecord {
     let config_path = imagedb.join("content").join("sha256").join(hex);
     let source = config_path.display().to_string();
-    let config = read_json::<ImageConfig>(&config_path)
+    let config = read_addressed_json::<ImageConfig>(&config_path, hex)
         .map_err(|e| {
             let message = format!("image layers unknown: {e}");
             problems.push(READER.problem(ProblemKind::of_io(&e), &source, message));
@@ -190,6 +208,11 @@ mod tests {
         let content = dir.path().join("imagedb/content/sha256");
         fs::create_dir_all(&content).unwrap();
         fs::write(content.join(&hex), b"{not json").unwrap();
+        fs::write(
+            dir.path().join("repositories.json"),
+            br#"{"Repositories":{}}"#,
+        )
+        .unwrap();
         let mut problems = Vec::new();
         let images = discover(dir.path(), &HashSet::new(), &mut problems);
         assert_eq!(images.len(), 1);

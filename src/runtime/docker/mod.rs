@@ -24,7 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{Discovery, Read, ReadError, Reader, Runtime, RuntimeKind};
+use super::{Classified, Discovery, ProblemKind, Read, ReadError, Reader, Runtime, RuntimeKind};
 use tokio::runtime::Handle;
 
 use crate::layout::NodeLayout;
@@ -138,6 +138,21 @@ pub enum DockerError {
         /// Where the store was expected (`<root>/image/overlay2`).
         path: PathBuf,
     },
+}
+
+/// A missing root or image store is Docker not being there (or dockerd
+/// using containerd's image store), not a problem.
+impl Classified for DockerError {
+    fn kind(&self) -> ProblemKind {
+        match self {
+            DockerError::RootMissing { .. } | DockerError::NoOverlay2Store { .. } => {
+                ProblemKind::Missing
+            }
+            DockerError::NotADirectory { .. } => ProblemKind::Malformed,
+            DockerError::Io { source, .. } => ProblemKind::of_io(source),
+            DockerError::UnsupportedDriver { .. } => ProblemKind::Unsupported,
+        }
+    }
 }
 
 /// Reads Docker's overlay2 metadata under `docker_root` (e.g. `/var/lib/docker`).
@@ -564,7 +579,8 @@ mod tests {
         );
         assert!(message(&evil_cache_id).contains("not a 64-hex ID"));
         assert!(message(&repositories).contains("invalid JSON"));
-        assert!(message(&junk).contains("invalid JSON"));
+        // Junk written under an ID: its bytes are not what the ID names.
+        assert!(message(&junk).contains("is damaged: its bytes hash to"));
         assert!(message(&huge).contains("over the 67108864-byte limit"));
         assert!(
             message(&app_config).contains("1 of 3 layers are not in the layer DB"),
