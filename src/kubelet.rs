@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -302,6 +303,23 @@ pub enum KubeletError {
         /// The file.
         path: PathBuf,
     },
+    /// The file is larger than any kubelet configuration (a few KB); not read on.
+    #[error("{path}: larger than {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most Headroom reads, [`MAX_CONFIG_BYTES`].
+        limit: u64,
+    },
+    /// The file nests deeper than any kubelet configuration (under 10 levels);
+    /// not parsed, since the YAML parser slows quadratically with nesting.
+    #[error("{path}: nested more than {limit} levels deep")]
+    TooDeep {
+        /// The file.
+        path: PathBuf,
+        /// The deepest nesting Headroom parses, [`MAX_CONFIG_DEPTH`].
+        limit: usize,
+    },
     /// The file is not YAML, or a key Headroom reads has the wrong type.
     #[error("{path}: not a kubelet configuration: {source}")]
     Yaml {
@@ -324,11 +342,28 @@ pub enum KubeletError {
     },
 }
 
+impl KubeletError {
+    /// A word or two on why the file was not used (`unreadable`, `invalid`,
+    /// `too large`, `too deep`), to follow its path where the details do not fit.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            KubeletError::Read { .. } => "unreadable",
+            KubeletError::Empty { .. }
+            | KubeletError::Yaml { .. }
+            | KubeletError::Invalid { .. } => "invalid",
+            KubeletError::TooLarge { .. } => "too large",
+            KubeletError::TooDeep { .. } => "too deep",
+        }
+    }
+}
+
 impl Classified for KubeletError {
     fn kind(&self) -> ProblemKind {
         match self {
             KubeletError::Read { source, .. } => ProblemKind::of_io(source),
             KubeletError::Empty { .. }
+            | KubeletError::TooLarge { .. }
+            | KubeletError::TooDeep { .. }
             | KubeletError::Yaml { .. }
             | KubeletError::Invalid { .. } => ProblemKind::Malformed,
         }
@@ -350,21 +385,26 @@ struct RawConfig {
     image_minimum_gc_age: Option<String>,
 }
 
+/// The largest kubelet config read: a real one is a few KB.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The deepest nesting parsed: a real config nests under 10 levels.
+pub const MAX_CONFIG_DEPTH: usize = 64;
+
 /// Reads the kubelet config at `path`; a missing file gives the defaults.
 pub fn load(path: &Path) -> Result<KubeletConfig, KubeletError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(KubeletConfig::defaults()),
-        Err(source) => {
-            return Err(KubeletError::Read {
-                path: path.to_owned(),
-                source,
-            })
-        }
+    let Some(text) = read_bounded(path)? else {
+        return Ok(KubeletConfig::defaults());
     };
     if text.trim().is_empty() {
         return Err(KubeletError::Empty {
             path: path.to_owned(),
+        });
+    }
+    if nesting_depth(&text) > MAX_CONFIG_DEPTH {
+        return Err(KubeletError::TooDeep {
+            path: path.to_owned(),
+            limit: MAX_CONFIG_DEPTH,
         });
     }
     let raw: RawConfig = serde_yaml_ng::from_str(&text).map_err(|source| KubeletError::Yaml {
@@ -372,6 +412,136 @@ pub fn load(path: &Path) -> Result<KubeletConfig, KubeletError> {
         source,
     })?;
     from_raw(path, raw)
+}
+
+/// The text of `path`, at most [`MAX_CONFIG_BYTES`] of it; `None` when there is
+/// no file.
+fn read_bounded(path: &Path) -> Result<Option<String>, KubeletError> {
+    let read_error = |source| KubeletError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut text = String::new();
+    // One byte past the bound tells a file at the bound from a larger one.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(KubeletError::TooLarge {
+            path: path.to_owned(),
+            limit: MAX_CONFIG_BYTES,
+        });
+    }
+    Ok(Some(text))
+}
+
+/// How deep `text` nests, estimated without parsing it: block collections by
+/// their indentation (each `- ` of a compact sequence opens one more) plus
+/// open flow brackets, skipping quotes and comments. Block nesting may be
+/// under-counted (a sequence at its key's indentation) but costs the parser
+/// little, and the size bound caps it; flow nesting, which costs the parser
+/// time quadratic in its depth, is counted in full.
+fn nesting_depth(text: &str) -> usize {
+    let mut scan = FlowScan::default();
+    let mut block: Vec<usize> = Vec::new();
+    let mut deepest = 0;
+    for line in text.lines() {
+        let body = line.trim_start_matches(' ');
+        if scan.in_block_context() && !body.is_empty() && !body.starts_with('#') {
+            let mut column = line.len() - body.len();
+            block.retain(|&open| open < column);
+            block.push(column);
+            let mut rest = body;
+            while let Some(item) = rest.strip_prefix('-').filter(|r| r.starts_with(' ')) {
+                let content = item.trim_start_matches(' ');
+                column += rest.len() - content.len();
+                rest = content;
+                if !rest.is_empty() {
+                    block.push(column);
+                }
+            }
+        }
+        let flow = scan.line(body);
+        deepest = deepest.max(block.len() + flow);
+    }
+    deepest
+}
+
+/// The flow brackets open across lines, for [`nesting_depth`].
+#[derive(Default)]
+struct FlowScan {
+    flow: usize,
+}
+
+impl FlowScan {
+    /// Whether the next line starts outside brackets.
+    fn in_block_context(&self) -> bool {
+        self.flow == 0
+    }
+
+    /// Reads one line; the deepest flow nesting met on it.
+    ///
+    /// Errs toward counting: a quote opens only where a node starts (so a
+    /// quote in a plain scalar hides nothing) and closes at the end of the
+    /// line at the latest (so a quote in a block scalar hides no more than
+    /// its line); a bracket counts unless it follows a word (`a[0]`), where
+    /// YAML never opens a collection.
+    fn line(&mut self, line: &str) -> usize {
+        let mut deepest = self.flow;
+        let mut previous = ' ';
+        // At the start of a node: line start, after `[`, `{`, `,` or an
+        // indicator (`:`, or `-` or `?` at a node start) and a blank.
+        let mut node_start = true;
+        let mut indicator = false;
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' | '"' if node_start => {
+                    skip_quoted(&mut chars, c);
+                    (node_start, indicator) = (false, false);
+                }
+                '#' if previous.is_whitespace() => break,
+                '[' | '{' | ']' | '}' | ',' => {
+                    let after_word = !(previous.is_whitespace() || "[{,:".contains(previous));
+                    if matches!(c, '[' | '{') && (self.flow > 0 || !after_word) {
+                        self.flow += 1;
+                        deepest = deepest.max(self.flow);
+                    } else if matches!(c, ']' | '}') {
+                        self.flow = self.flow.saturating_sub(1);
+                    }
+                    (node_start, indicator) = (!matches!(c, ']' | '}'), false);
+                }
+                c if c.is_whitespace() => node_start |= indicator,
+                c => {
+                    indicator = c == ':' || (node_start && matches!(c, '-' | '?'));
+                    node_start = false;
+                }
+            }
+            previous = c;
+        }
+        deepest
+    }
+}
+
+/// Skips past the end of a scalar quoted with `quote` (`''` in single quotes
+/// and `\"` in double quotes stay inside), or to the end of the line.
+fn skip_quoted(chars: &mut std::str::Chars<'_>, quote: char) {
+    while let Some(c) = chars.next() {
+        if quote == '"' && c == '\\' {
+            chars.next();
+        } else if c == quote {
+            if quote == '\'' && chars.as_str().starts_with('\'') {
+                chars.next();
+            } else {
+                return;
+            }
+        }
+    }
 }
 
 /// Applies the kubelet's defaulting and validation to what the file says.
@@ -537,6 +707,7 @@ mod tests {
     use super::*;
 
     const GI: u64 = 1 << 30;
+    const MEBIBYTE: usize = 1 << 20;
 
     fn parse(value: &str) -> Option<Threshold> {
         Threshold::parse(value).unwrap()
@@ -1034,6 +1205,54 @@ imageMinimumGCAge: 1h30m
         );
         assert_eq!(error(""), "empty file");
         assert_eq!(error("\n  \n"), "empty file");
+    }
+
+    #[test]
+    fn fault_a_deeply_nested_config_is_refused_before_parsing() {
+        // 100,000 levels in 200 KB: libyaml takes minutes over it (issue #10).
+        let deep = format!(
+            "evictionHard: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let started = std::time::Instant::now();
+        let message = error(&deep);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(message, "nested more than 64 levels deep");
+        // Block nesting counts too: one level per indentation and per `- `.
+        let block: String = (0..65).map(|i| format!("{}a:\n", " ".repeat(i))).collect();
+        assert_eq!(error(&block), "nested more than 64 levels deep");
+        let dashes = format!("evictionSoft:\n  {}x\n", "- ".repeat(64));
+        assert_eq!(error(&dashes), "nested more than 64 levels deep");
+        // A quote in a block scalar hides nothing beyond its line.
+        let hidden = format!("a: |\n  'text\nb: {}{}\n", "[".repeat(65), "]".repeat(65));
+        assert_eq!(error(&hidden), "nested more than 64 levels deep");
+        // Brackets in quotes, comments and words are text; 64 levels are allowed.
+        let fine = format!(
+            "# {open}\nevictionHard: {{\"nodefs.available\": \"5%\"}} # {open}\nx: 'it''s {open}'\ny: \"\\\"{open}\"\nw: don't a[0] a{{0\nz: {}{}\n",
+            "[".repeat(63),
+            "]".repeat(63),
+            open = "[{".repeat(100),
+        );
+        assert_eq!(
+            loaded(&fine).eviction_hard.get(&Signal::NodefsAvailable),
+            Some(&Threshold::Percent(5.0))
+        );
+    }
+
+    #[test]
+    fn fault_a_config_larger_than_any_kubelet_writes_is_refused() {
+        let padding = "# padding\n".repeat(MEBIBYTE / 10 + 1);
+        let message = error(&format!("imageGCHighThresholdPercent: 90\n{padding}"));
+        assert_eq!(message, "larger than 1048576 bytes");
+        // Up to the bound is read.
+        let padding = "#".repeat(MEBIBYTE - 40);
+        let config = loaded(&format!("imageGCHighThresholdPercent: 90\n{padding}\n"));
+        assert_eq!(config.image_gc_high_percent, 90);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct PodLogs {
 pub fn discover(root: &Path) -> (Vec<PodLogs>, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut logs = Vec::new();
-    let pod_dirs = match subdirs(root) {
+    let pod_dirs = match subdirs(root, READER, &mut problems) {
         Ok(dirs) => dirs,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
@@ -82,7 +82,7 @@ fn parse_pod_dir(name: &str) -> Option<PodRef> {
 
 /// Adds one [`PodLogs`] per container directory of `pod_dir` that holds files.
 fn pod_logs(pod_dir: &Path, pod: &PodRef, logs: &mut Vec<PodLogs>, problems: &mut Vec<Problem>) {
-    let containers = subdirs(pod_dir).unwrap_or_else(|e| {
+    let containers = subdirs(pod_dir, READER, problems).unwrap_or_else(|e| {
         problems.push(READER.problem_from(pod_dir.display().to_string(), &e));
         Vec::new()
     });
@@ -101,16 +101,30 @@ fn pod_logs(pod_dir: &Path, pod: &PodRef, logs: &mut Vec<PodLogs>, problems: &mu
     }
 }
 
-/// The real (not symlinked) subdirectories of `dir` with UTF-8 names, sorted.
-pub(crate) fn subdirs(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+/// The real (not symlinked) subdirectories of `dir` with their names, sorted.
+/// A name that is not UTF-8 is kept, its bytes being on the disk all the same,
+/// under a lossy rendering (`\u{fffd}` for each bad byte); `reader` reports it.
+pub(crate) fn subdirs(
+    dir: &Path,
+    reader: Reader,
+    problems: &mut Vec<Problem>,
+) -> io::Result<Vec<(String, PathBuf)>> {
     let mut dirs = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         // DirEntry::file_type does not follow symlinks.
         if entry.file_type()?.is_dir() {
-            if let Some(name) = entry.file_name().to_str() {
-                dirs.push((name.to_string(), entry.path()));
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_name().to_str().is_none() {
+                let message = format!("the name is not UTF-8; filed under {name:?}");
+                problems.push(reader.problem(
+                    ProblemKind::Malformed,
+                    path.display().to_string(),
+                    message,
+                ));
             }
+            dirs.push((name, path));
         }
     }
     dirs.sort();
@@ -234,6 +248,46 @@ mod tests {
         assert!(logs
             .iter()
             .all(|l| l.pod.namespace.is_empty() && l.pod.container == "app"));
+    }
+
+    #[test]
+    fn fault_names_that_are_not_utf8_still_count_and_are_reported() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let odd_pod = root.join(OsStr::from_bytes(b"ns_pod\xff_uid"));
+        let odd_container = root.join("ns_web_uid").join(OsStr::from_bytes(b"app\xfe"));
+        let files: Vec<PathBuf> = [odd_pod.join("app"), odd_container.clone()]
+            .iter()
+            .map(|d| {
+                fs::create_dir_all(d).unwrap();
+                let file = d.join("0.log");
+                fs::write(&file, "log").unwrap();
+                file
+            })
+            .collect();
+        let (logs, problems) = discover(root);
+        let got: Vec<(PodRef, Vec<PathBuf>)> = logs.into_iter().map(|l| (l.pod, l.files)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    pod("ns", "pod\u{fffd}", "uid", "app"),
+                    vec![files[0].clone()]
+                ),
+                (
+                    pod("ns", "web", "uid", "app\u{fffd}"),
+                    vec![files[1].clone()]
+                ),
+            ]
+        );
+        let sources: Vec<String> = problems.iter().map(|p| p.source.clone()).collect();
+        assert_eq!(
+            sources,
+            [&odd_pod, &odd_container].map(|d| d.display().to_string())
+        );
+        assert!(problems.iter().all(|p| p.kind == ProblemKind::Malformed));
     }
 
     #[test]

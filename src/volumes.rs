@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use crate::podlogs::subdirs;
 use crate::runtime::{Problem, Reader};
 
+/// Who meets the problems of this reader.
+const READER: Reader = Reader::Volumes;
+
 /// The directory, below a pod's, holding its emptyDir volumes.
 const EMPTY_DIRS: &str = "volumes/kubernetes.io~empty-dir";
 
@@ -30,7 +33,7 @@ pub struct EmptyDir {
 pub fn discover(kubelet_root: &Path) -> (Vec<EmptyDir>, Vec<Problem>) {
     let mut problems = Vec::new();
     let pods = kubelet_root.join("pods");
-    let pod_dirs = match subdirs(&pods) {
+    let pod_dirs = match subdirs(&pods, READER, &mut problems) {
         Ok(dirs) => dirs,
         Err(e) => {
             note(&pods, &e, &mut problems);
@@ -43,7 +46,7 @@ pub fn discover(kubelet_root: &Path) -> (Vec<EmptyDir>, Vec<Problem>) {
     let mut volumes = Vec::new();
     for (uid, pod_dir) in pod_dirs {
         let dir = pod_dir.join(EMPTY_DIRS);
-        match subdirs(&dir) {
+        match subdirs(&dir, READER, &mut problems) {
             Ok(found) => volumes.extend(
                 found
                     .into_iter()
@@ -68,7 +71,7 @@ fn device(path: &Path) -> io::Result<u64> {
 /// emptyDir); any other error is.
 fn note(dir: &Path, e: &io::Error, problems: &mut Vec<Problem>) {
     if e.kind() != io::ErrorKind::NotFound {
-        problems.push(Reader::Volumes.problem_from(dir.display().to_string(), e));
+        problems.push(READER.problem_from(dir.display().to_string(), e));
     }
 }
 
@@ -111,6 +114,27 @@ mod tests {
         let (found, _) = discover(tmp.path());
         let _ = std::process::Command::new("umount").arg(&vol).status();
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn fault_a_volume_whose_name_is_not_utf8_counts_and_is_reported() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let vol = tmp
+            .path()
+            .join(format!("pods/u1/{EMPTY_DIRS}"))
+            .join(OsStr::from_bytes(b"cache\xff"));
+        std::fs::create_dir_all(&vol).unwrap();
+        let (found, problems) = discover(tmp.path());
+        let want = EmptyDir {
+            pod_uid: "u1".into(),
+            name: "cache\u{fffd}".into(),
+            path: vol.clone(),
+        };
+        assert_eq!(found, [want]);
+        let sources: Vec<&str> = problems.iter().map(|p| p.source.as_str()).collect();
+        assert_eq!(sources, [vol.display().to_string()]);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Discovered {
     pub problems: Vec<Problem>,
     /// The kubelet's thresholds (its defaults when the file is missing or bad).
     pub kubelet: KubeletConfig,
+    /// Where those come from: the file, or why its defaults apply.
+    pub thresholds_source: String,
 }
 
 /// Reads the runtimes, pod logs and kubelet config: cheap, measures nothing.
@@ -60,7 +62,7 @@ pub fn discover(layout: &NodeLayout, runtime: &Handle) -> Discovered {
     problems.extend(discoveries.iter().flat_map(|d| d.problems.iter().cloned()));
     problems.extend(log_problems);
     problems.extend(volume_problems);
-    let kubelet = load_kubelet(&layout.kubelet_config, &mut problems);
+    let (kubelet, thresholds_source) = load_kubelet(&layout.kubelet_config, &mut problems);
     Discovered {
         discoveries,
         runtimes,
@@ -68,6 +70,7 @@ pub fn discover(layout: &NodeLayout, runtime: &Handle) -> Discovered {
         empty_dirs,
         problems,
         kubelet,
+        thresholds_source,
     }
 }
 
@@ -222,7 +225,7 @@ pub fn build(
         node: crate::host::node_name(),
         generated_at: now,
         source: origin.source,
-        thresholds_source: thresholds_source(kubelet, &layout.kubelet_config),
+        thresholds_source: discovered.thresholds_source.clone(),
         filesystems,
         images: attributed.images,
         layers: attributed.layers,
@@ -399,21 +402,27 @@ fn discover_runtimes(
     (found, states)
 }
 
-fn load_kubelet(path: &Path, problems: &mut Vec<Problem>) -> KubeletConfig {
-    kubelet::load(path).unwrap_or_else(|err| {
-        problems.push(Reader::Kubelet.problem(
-            err.kind(),
-            path.display().to_string(),
-            format!("{err}; using the kubelet's Linux defaults"),
-        ));
-        KubeletConfig::defaults()
-    })
-}
-
-fn thresholds_source(kubelet: &KubeletConfig, asked: &Path) -> String {
-    match &kubelet.source {
-        Some(path) => path.display().to_string(),
-        None => format!("kubelet defaults ({} not found)", asked.display()),
+/// The kubelet's thresholds from the file at `path`, or its Linux defaults
+/// when the file cannot be used (a problem says why), and where they came
+/// from, as the document's `thresholds_source` says it.
+fn load_kubelet(path: &Path, problems: &mut Vec<Problem>) -> (KubeletConfig, String) {
+    match kubelet::load(path) {
+        Ok(config) => {
+            let source = match &config.source {
+                Some(file) => file.display().to_string(),
+                None => format!("kubelet defaults ({} not found)", path.display()),
+            };
+            (config, source)
+        }
+        Err(err) => {
+            problems.push(Reader::Kubelet.problem(
+                err.kind(),
+                path.display().to_string(),
+                format!("{err}; using the kubelet's Linux defaults"),
+            ));
+            let source = format!("kubelet defaults ({} {})", path.display(), err.summary());
+            (KubeletConfig::defaults(), source)
+        }
     }
 }
 
@@ -507,6 +516,57 @@ mod tests {
             in_use: false,
             ..Image::default()
         }
+    }
+
+    /// The thresholds' source of a scan of an empty node whose kubelet config
+    /// is `config` (written at `config.yaml` by `write`).
+    fn thresholds_source_with(write: impl Fn(&Path)) -> (String, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubelet/config.yaml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write(&path);
+        let layout = NodeLayout {
+            docker_root: dir.path().join("docker"),
+            containerd_address: dir.path().join("containerd.sock"),
+            containerd_root: dir.path().join("containerd"),
+            kubelet_root: dir.path().join("kubelet"),
+            kubelet_config: path.clone(),
+            pod_logs: dir.path().join("pods"),
+            ..NodeLayout::default()
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let walk = WalkOptions::default();
+        let status = scan(&layout, &walk, &|_| {}, runtime.handle()).status;
+        (status.thresholds_source, path)
+    }
+
+    #[test]
+    fn fault_the_thresholds_source_says_why_the_defaults_apply() {
+        let (source, path) = thresholds_source_with(|_| {});
+        assert_eq!(
+            source,
+            format!("kubelet defaults ({} not found)", path.display())
+        );
+        let (source, path) = thresholds_source_with(|p| {
+            std::fs::write(p, "imageGCHighThresholdPercent: 101\n").unwrap();
+        });
+        assert_eq!(
+            source,
+            format!("kubelet defaults ({} invalid)", path.display())
+        );
+        let (source, path) = thresholds_source_with(|p| std::fs::create_dir(p).unwrap());
+        assert_eq!(
+            source,
+            format!("kubelet defaults ({} unreadable)", path.display())
+        );
+        let (source, path) = thresholds_source_with(|p| {
+            std::fs::write(p, "evictionHard: {}\n").unwrap();
+        });
+        assert_eq!(source, path.display().to_string());
     }
 
     #[test]
