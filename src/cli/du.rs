@@ -32,6 +32,7 @@ struct DuLine<'a> {
     entries: u64,
     errors: u64,
     errors_by_kind: &'a std::collections::BTreeMap<walk::ErrorKind, u64>,
+    skipped_mounts: u64,
 }
 
 /// Runs `headroom du`; exits 1 when some entries could not be examined.
@@ -48,6 +49,12 @@ pub fn run(args: &DuArgs) -> anyhow::Result<ExitCode> {
         print_walk(&mut out, path, w, args.json).context("writing to stdout")?;
         for e in &w.errors {
             eprintln!("headroom du: {}: {}", e.path.display(), e.message);
+        }
+        for mount in &w.skipped_mount_paths {
+            eprintln!(
+                "headroom du: {}: a mount point, not crossed",
+                mount.display()
+            );
         }
     }
     Ok(if any_errors {
@@ -72,6 +79,7 @@ fn print_walk(
             entries: w.entries,
             errors: w.error_counts.values().sum(),
             errors_by_kind: &w.error_counts,
+            skipped_mounts: w.skipped_mounts,
         };
         serde_json::to_writer(&mut *out, &line)?;
         writeln!(out)
