@@ -51,7 +51,9 @@ use serde::{Deserialize, Serialize};
 /// How the walker treats the filesystem. Every choice is explicit.
 #[derive(Debug, Clone)]
 pub struct WalkOptions {
-    /// Worker threads; 0 means one per core.
+    /// Worker threads; 0 means one per core. At most [`MAX_THREADS`]:
+    /// inputs are checked against it where they enter (config, `du
+    /// --threads`), and the walker uses no more than it whatever it is given.
     pub threads: usize,
     /// Count a file with several hard links once per walk, keyed by (dev, inode).
     pub dedup_hard_links: bool,
@@ -180,6 +182,10 @@ pub struct Walk {
 /// How many errors (and skipped mounts) a [`Walk`] keeps with their paths.
 pub const MAX_ERROR_SAMPLES: usize = 32;
 
+/// The most worker threads one walk uses. Each thread reserves a stack, so
+/// an unchecked count (`--threads 100000`) would abort the process.
+pub const MAX_THREADS: usize = 1024;
+
 /// Walks `root` (a directory or a single file) and measures it.
 pub fn walk(root: &Path, opts: &WalkOptions) -> Walk {
     walk_many(std::slice::from_ref(&root.to_path_buf()), opts)
@@ -221,12 +227,14 @@ pub fn walk_many(roots: &[PathBuf], opts: &WalkOptions) -> Vec<Walk> {
     .collect()
 }
 
-/// The worker count for `opts`.
+/// The worker count for `opts`, never more than [`MAX_THREADS`] (the
+/// process must not abort on a count that slipped past validation).
 fn threads(opts: &WalkOptions) -> usize {
     match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     }
+    .min(MAX_THREADS)
 }
 
 /// How many directory fds the walks in this process may hold.

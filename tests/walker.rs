@@ -390,3 +390,27 @@ fn fault_bind_mount_is_not_crossed() {
         assert_eq!(paths, [etc_passwd.clone(), usr.clone()]);
     }
 }
+
+#[test]
+fn fault_du_threads_out_of_range_is_a_usage_error() {
+    let t = Tree::new();
+    t.file("f", 1000);
+    let du_with = |threads: &str| {
+        Command::new(env!("CARGO_BIN_EXE_headroom"))
+            .args(["du", "--threads", threads])
+            .arg(t.path())
+            .output()
+            .unwrap()
+    };
+    let out = du_with("100000");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // docs/exit-codes.md: a usage error exits 3, naming the culprit.
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    for needle in ["--threads", "100000", "1024"] {
+        assert!(stderr.contains(needle), "{needle} not in {stderr}");
+    }
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // The bound itself is allowed.
+    let out = du_with("1024");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}

@@ -14,12 +14,19 @@ pub struct DuArgs {
     /// Print one JSON object per path, one per line.
     #[arg(long)]
     json: bool,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads (0: one per core), at most 1024.
+    #[arg(long, default_value_t = 0, value_parser = threads_parser())]
     threads: usize,
     /// Paths to measure.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+}
+
+/// `--threads` within the walker's bound: a usage error names the flag,
+/// the value and the range.
+fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    let max = u64::try_from(walk::MAX_THREADS).unwrap_or(u64::MAX);
+    clap::builder::RangedU64ValueParser::new().range(0..=max)
 }
 
 /// One line of `du --json`.
