@@ -84,7 +84,8 @@ pub struct AgentSettings {
     /// `top_n`: images and containers with their own metric series, 1 to
     /// 1000; the rest are summed.
     pub top_n: usize,
-    /// `walk_threads`: threads of one walk, 0 for one per core.
+    /// `walk_threads`: threads of one walk, 0 for one per core, at most
+    /// [`crate::walk::MAX_THREADS`].
     pub walk_threads: usize,
 }
 
@@ -503,7 +504,7 @@ fn resolve_agent(r: &mut Resolver<'_>, d: AgentSettings) -> AgentSettings {
                 "Threads of one walk (0: one per core)",
             ),
             d.walk_threads,
-            |v| within(v, 0, 1024),
+            |v| within(v, 0, crate::walk::MAX_THREADS),
         ),
     }
 }

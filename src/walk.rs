@@ -9,7 +9,12 @@
 //!   the root, so depth causes no `ENAMETOOLONG` and a symlink is never followed
 //!   (its own inode is counted). Only directories are opened: never a FIFO or a
 //!   device.
-//! - Another filesystem below the root is skipped entirely, like `du -x`.
+//! - A mount point below the root is skipped entirely, and counted with its
+//!   path: another filesystem (a different `st_dev`, as `du -x` skips) and a
+//!   bind mount of the same one (which `du -x` crosses), told apart by
+//!   `statx`'s `STATX_ATTR_MOUNT_ROOT` from the same call that sizes the
+//!   entry. Where that attribute is missing (Linux before 5.8, or no
+//!   `statx` at all) only `st_dev` is compared, as `du -x` does.
 //! - Work is an explicit stack of directory jobs, not recursion, so depth does
 //!   not grow the call stack. Workers keep their own stacks (depth first, which
 //!   keeps the set of pending jobs small) and hand half of it to idle workers.
@@ -38,7 +43,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxAttributes, StatxFlags, CWD};
 use rustix::io::Errno;
 use rustix::process::{getrlimit, Resource};
 use serde::{Deserialize, Serialize};
@@ -46,11 +51,14 @@ use serde::{Deserialize, Serialize};
 /// How the walker treats the filesystem. Every choice is explicit.
 #[derive(Debug, Clone)]
 pub struct WalkOptions {
-    /// Worker threads; 0 means one per core.
+    /// Worker threads; 0 means one per core. At most [`MAX_THREADS`]:
+    /// inputs are checked against it where they enter (config, `du
+    /// --threads`), and the walker uses no more than it whatever it is given.
     pub threads: usize,
     /// Count a file with several hard links once per walk, keyed by (dev, inode).
     pub dedup_hard_links: bool,
-    /// Stay on the filesystem of the root (never cross a mount point).
+    /// Stay on the filesystem of the root and never cross a mount point,
+    /// not even a bind mount of that filesystem.
     pub same_filesystem: bool,
     /// Stop listing directories at this instant; each directory left unread
     /// is a [`ErrorKind::Deadline`] error, so a partial figure is never
@@ -163,10 +171,20 @@ pub struct Walk {
     pub error_counts: BTreeMap<ErrorKind, u64>,
     /// The first errors met, at most [`MAX_ERROR_SAMPLES`].
     pub errors: Vec<ScanError>,
+    /// Mount points below the root not crossed (with
+    /// [`WalkOptions::same_filesystem`]): neither they nor anything below
+    /// them is counted. Not an error: the figures are whole for the tree.
+    pub skipped_mounts: u64,
+    /// The first of them, at most [`MAX_ERROR_SAMPLES`].
+    pub skipped_mount_paths: Vec<PathBuf>,
 }
 
-/// How many errors a [`Walk`] keeps with their paths.
+/// How many errors (and skipped mounts) a [`Walk`] keeps with their paths.
 pub const MAX_ERROR_SAMPLES: usize = 32;
+
+/// The most worker threads one walk uses. Each thread reserves a stack, so
+/// an unchecked count (`--threads 100000`) would abort the process.
+pub const MAX_THREADS: usize = 1024;
 
 /// Walks `root` (a directory or a single file) and measures it.
 pub fn walk(root: &Path, opts: &WalkOptions) -> Walk {
@@ -209,12 +227,14 @@ pub fn walk_many(roots: &[PathBuf], opts: &WalkOptions) -> Vec<Walk> {
     .collect()
 }
 
-/// The worker count for `opts`.
+/// The worker count for `opts`, never more than [`MAX_THREADS`] (the
+/// process must not abort on a count that slipped past validation).
 fn threads(opts: &WalkOptions) -> usize {
     match opts.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     }
+    .min(MAX_THREADS)
 }
 
 /// How many directory fds the walks in this process may hold.
@@ -354,8 +374,8 @@ fn path_of(root: &Path, node: &PathNode, leaf: Option<&CStr>) -> PathBuf {
 
 /// A unit of work.
 enum Job {
-    /// Open and list a root directory stat'ed as (dev, ino).
-    Root { root: usize, dev: u64, ino: u64 },
+    /// Open and list a root directory stat'ed as `id`.
+    Root { root: usize, id: Ident },
     /// Open and list a directory below a root.
     Dir(DirJob),
 }
@@ -372,8 +392,7 @@ struct DirJob {
     /// Names from `anchor` down to this directory (at least 1).
     hops: usize,
     /// What `statx` saw, checked again once opened.
-    dev: u64,
-    ino: u64,
+    id: Ident,
 }
 
 /// Past this many hops, a directory anchors its children whatever the budget
@@ -475,6 +494,8 @@ struct Acc {
     entries: u64,
     error_counts: BTreeMap<ErrorKind, u64>,
     errors: Vec<ScanError>,
+    skipped_mounts: u64,
+    skipped_mount_paths: Vec<PathBuf>,
     /// Multiply-linked files: (dev, ino) → (disk bytes, apparent bytes).
     links: HashMap<(u64, u64), (u64, u64)>,
 }
@@ -489,6 +510,13 @@ impl Acc {
             self.usage.disk_bytes = self.usage.disk_bytes.saturating_add(bytes.0);
             self.usage.apparent_bytes = self.usage.apparent_bytes.saturating_add(bytes.1);
             self.usage.inodes += 1;
+        }
+    }
+
+    fn skip_mount(&mut self, path: impl FnOnce() -> PathBuf) {
+        self.skipped_mounts += 1;
+        if self.skipped_mount_paths.len() < MAX_ERROR_SAMPLES {
+            self.skipped_mount_paths.push(path());
         }
     }
 
@@ -525,6 +553,10 @@ impl Acc {
         }
         let room = MAX_ERROR_SAMPLES.saturating_sub(self.errors.len());
         self.errors.extend(other.errors.into_iter().take(room));
+        self.skipped_mounts += other.skipped_mounts;
+        let room = MAX_ERROR_SAMPLES.saturating_sub(self.skipped_mount_paths.len());
+        let paths = other.skipped_mount_paths.into_iter().take(room);
+        self.skipped_mount_paths.extend(paths);
         let mut links = std::mem::take(&mut self.links);
         let mut rest = other.links;
         if links.len() < rest.len() {
@@ -549,6 +581,8 @@ impl Acc {
             entries: self.entries,
             error_counts: self.error_counts,
             errors: self.errors,
+            skipped_mounts: self.skipped_mounts,
+            skipped_mount_paths: self.skipped_mount_paths,
         }
     }
 }
@@ -558,10 +592,32 @@ impl Acc {
 struct Meta {
     dev: u64,
     ino: u64,
+    /// The root of a mount (`STATX_ATTR_MOUNT_ROOT`); false where the
+    /// kernel cannot tell.
+    mount_root: bool,
     nlink: u64,
     blocks: u64,
     size: u64,
     kind: FileType,
+}
+
+impl Meta {
+    fn ident(&self) -> Ident {
+        Ident {
+            dev: self.dev,
+            ino: self.ino,
+            mount_root: self.mount_root,
+        }
+    }
+}
+
+/// What identifies a directory between its `statx` and its `openat`: a
+/// mount placed over it in between changes it, as a replacement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ident {
+    dev: u64,
+    ino: u64,
+    mount_root: bool,
 }
 
 /// `statx(dir, name, AT_SYMLINK_NOFOLLOW)`, or `fstatat` where the kernel or a
@@ -580,6 +636,9 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
         Ok(st) => Ok(Meta {
             dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
             ino: st.stx_ino,
+            // Always filled in by Linux 5.8+, whatever the mask asked for.
+            mount_root: (st.stx_attributes_mask & st.stx_attributes)
+                .contains(StatxAttributes::MOUNT_ROOT),
             nlink: u64::from(st.stx_nlink),
             blocks: st.stx_blocks,
             size: st.stx_size,
@@ -591,6 +650,7 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
             Ok(Meta {
                 dev: st.st_dev,
                 ino: st.st_ino,
+                mount_root: false,
                 nlink: st.st_nlink.into(),
                 blocks: u64::try_from(st.st_blocks).unwrap_or(0),
                 size: u64::try_from(st.st_size).unwrap_or(0),
@@ -612,10 +672,10 @@ fn open_dir(dir: BorrowedFd<'_>, name: impl rustix::path::Arg) -> Result<OwnedFd
     )
 }
 
-/// Checks that the directory opened is the one listed (not a replacement).
-fn verify(fd: &OwnedFd, dev: u64, ino: u64) -> Result<(), Errno> {
-    let meta = stat_at(fd.as_fd(), c"")?;
-    if (meta.dev, meta.ino) == (dev, ino) {
+/// Checks that the directory opened is the one listed (not a replacement,
+/// nor a mount placed over it since).
+fn verify(fd: &OwnedFd, id: Ident) -> Result<(), Errno> {
+    if stat_at(fd.as_fd(), c"")?.ident() == id {
         Ok(())
     } else {
         Err(Errno::NOENT)
@@ -656,7 +716,7 @@ impl<'a> Worker<'a> {
                 continue;
             }
             match job {
-                Job::Root { root, dev, ino } => self.list_root(root, dev, ino),
+                Job::Root { root, id } => self.list_root(root, id),
                 Job::Dir(job) => self.list_dir(job),
             }
             if self.local.len() > 1 && queue.is_hungry() {
@@ -694,22 +754,20 @@ impl<'a> Worker<'a> {
         acc.add(&meta, self.ctx.opts.dedup_hard_links);
         (meta.kind == FileType::Directory).then_some(Job::Root {
             root,
-            dev: meta.dev,
-            ino: meta.ino,
+            id: meta.ident(),
         })
     }
 
-    fn list_root(&mut self, root: usize, dev: u64, ino: u64) {
+    fn list_root(&mut self, root: usize, id: Ident) {
         let path = &self.ctx.roots[root];
-        let opened =
-            open_dir(CWD, path.as_path()).and_then(|fd| verify(&fd, dev, ino).map(|()| fd));
+        let opened = open_dir(CWD, path.as_path()).and_then(|fd| verify(&fd, id).map(|()| fd));
         match opened {
             Ok(fd) => {
                 let node = Arc::new(PathNode {
                     parent: None,
                     name: Box::default(),
                 });
-                self.list(root, dev, DirFd::new(fd), node, None);
+                self.list(root, id.dev, DirFd::new(fd), node, None);
             }
             Err(e) => self.accs[root].error(|| path.clone(), "open directory", e),
         }
@@ -777,7 +835,8 @@ impl<'a> Worker<'a> {
                     continue;
                 }
             };
-            if ctx.opts.same_filesystem && meta.dev != root_dev {
+            if ctx.opts.same_filesystem && (meta.dev != root_dev || meta.mount_root) {
+                acc.skip_mount(|| path_of(root_path, &node, Some(name)));
                 continue;
             }
             acc.add(&meta, ctx.opts.dedup_hard_links);
@@ -812,8 +871,7 @@ impl<'a> Worker<'a> {
                 }),
                 anchor,
                 hops,
-                dev: meta.dev,
-                ino: meta.ino,
+                id: meta.ident(),
             }));
         }
         self.last = Some((node, dir));
@@ -836,7 +894,7 @@ fn reopen(job: &DirJob, last: Option<(Arc<PathNode>, Arc<DirFd>)>) -> Result<Own
         Some((_, dir)) => open_dir(dir.0.as_fd(), &*job.node.name)?,
         None => open_from_anchor(job)?,
     };
-    verify(&fd, job.dev, job.ino)?;
+    verify(&fd, job.id)?;
     Ok(fd)
 }
 
@@ -936,6 +994,7 @@ mod tests {
         assert_matches_du(&inside, dir.path(), &["-x"]);
         // The mount point itself is skipped, like `du -x` does.
         assert_eq!(inside.usage.inodes, 2);
+        assert_eq!(inside.skipped_mount_paths, std::slice::from_ref(&mnt));
         let across = walk_with(dir.path(), true, false);
         assert_matches_du(&across, dir.path(), &[]);
         assert_eq!(across.usage.inodes, 5);

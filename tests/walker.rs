@@ -329,3 +329,88 @@ fn unreadable_directories_as_an_unprivileged_user() {
     assert_eq!(denied, 4, "{v}");
     assert_eq!(v["errors"], 4, "{v}");
 }
+
+/// A bind mount for one test, unmounted on drop, so also when the test
+/// fails. Declare it after the [`Tree`] it sits in: it must be gone before
+/// `rm -rf` runs, or the removal would reach through it.
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(source: &Path, target: &Path) -> BindMount {
+        let status = Command::new("mount")
+            .arg("--bind")
+            .arg(source)
+            .arg(target)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount --bind needs root");
+        BindMount(target.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn fault_bind_mount_is_not_crossed() {
+    // Bind mounts of the same filesystem keep st_dev: only the mount root
+    // attribute tells them apart (a directory and a file, both skipped).
+    let outside = Tree::new();
+    outside.file("usr/lib/big", 3_000_000);
+    let passwd = outside.file("passwd", 500_000);
+    let t = Tree::new();
+    t.file("layer/etc/conf", 4000);
+    t.file("layer/etc/passwd", 0);
+    let usr = t.path().join("layer/usr");
+    fs::create_dir(&usr).unwrap();
+    let etc_passwd = t.path().join("layer/etc/passwd");
+    let _dir_mount = BindMount::new(&outside.path().join("usr"), &usr);
+    let _file_mount = BindMount::new(&passwd, &etc_passwd);
+
+    let excluded = [&usr, &etc_passwd].map(|p| format!("--exclude={}", p.display()));
+    let du_without = |args: &[&str]| {
+        let excluded: Vec<&str> = excluded.iter().map(String::as_str).collect();
+        du_one(&[], &[args, &excluded].concat(), t.path())
+    };
+    let expected = Figures {
+        disk: du_without(&["-s", "-B1"]),
+        apparent: du_without(&["-s", "-B1", "--apparent-size"]),
+        inodes: du_without(&["-s", "--inodes"]),
+    };
+    for threads in [1, 2] {
+        let w = walk(t.path(), &opts(threads));
+        assert_eq!(figures(&w), expected, "{threads} threads");
+        assert!(w.errors.is_empty(), "{:?}", w.errors);
+        assert_eq!(w.skipped_mounts, 2, "{threads} threads");
+        let mut paths = w.skipped_mount_paths.clone();
+        paths.sort();
+        assert_eq!(paths, [etc_passwd.clone(), usr.clone()]);
+    }
+}
+
+#[test]
+fn fault_du_threads_out_of_range_is_a_usage_error() {
+    let t = Tree::new();
+    t.file("f", 1000);
+    let du_with = |threads: &str| {
+        Command::new(env!("CARGO_BIN_EXE_headroom"))
+            .args(["du", "--threads", threads])
+            .arg(t.path())
+            .output()
+            .unwrap()
+    };
+    let out = du_with("100000");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // docs/exit-codes.md: a usage error exits 3, naming the culprit.
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    for needle in ["--threads", "100000", "1024"] {
+        assert!(stderr.contains(needle), "{needle} not in {stderr}");
+    }
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // The bound itself is allowed.
+    let out = du_with("1024");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}

@@ -14,12 +14,19 @@ pub struct DuArgs {
     /// Print one JSON object per path, one per line.
     #[arg(long)]
     json: bool,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads (0: one per core), at most 1024.
+    #[arg(long, default_value_t = 0, value_parser = threads_parser())]
     threads: usize,
     /// Paths to measure.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+}
+
+/// `--threads` within the walker's bound: a usage error names the flag,
+/// the value and the range.
+fn threads_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    let max = u64::try_from(walk::MAX_THREADS).unwrap_or(u64::MAX);
+    clap::builder::RangedU64ValueParser::new().range(0..=max)
 }
 
 /// One line of `du --json`.
@@ -32,6 +39,7 @@ struct DuLine<'a> {
     entries: u64,
     errors: u64,
     errors_by_kind: &'a std::collections::BTreeMap<walk::ErrorKind, u64>,
+    skipped_mounts: u64,
 }
 
 /// Runs `headroom du`; exits 1 when some entries could not be examined.
@@ -48,6 +56,12 @@ pub fn run(args: &DuArgs) -> anyhow::Result<ExitCode> {
         print_walk(&mut out, path, w, args.json).context("writing to stdout")?;
         for e in &w.errors {
             eprintln!("headroom du: {}: {}", e.path.display(), e.message);
+        }
+        for mount in &w.skipped_mount_paths {
+            eprintln!(
+                "headroom du: {}: a mount point, not crossed",
+                mount.display()
+            );
         }
     }
     Ok(if any_errors {
@@ -72,6 +86,7 @@ fn print_walk(
             entries: w.entries,
             errors: w.error_counts.values().sum(),
             errors_by_kind: &w.error_counts,
+            skipped_mounts: w.skipped_mounts,
         };
         serde_json::to_writer(&mut *out, &line)?;
         writeln!(out)
