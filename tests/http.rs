@@ -385,7 +385,7 @@ fn raise_fd_limit() {
     };
     setrlimit(Resource::Nofile, raised).expect("raising RLIMIT_NOFILE");
     let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    assert!(soft >= 4096, "RLIMIT_NOFILE {soft}: the test needs 4096");
+    assert!(soft >= 2048, "RLIMIT_NOFILE {soft}: these tests need 2048");
 }
 
 /// Opens `count` connections from `from` and leaves them hanging: every
@@ -446,7 +446,8 @@ async fn fault_one_peer_holding_a_thousand_sockets_cannot_starve_scrapes() {
     let s = start(Limits::default()).await;
     s.snapshots.send(Arc::new(ready_snapshot())).unwrap();
     let attacker = Ipv4Addr::new(127, 0, 0, 1);
-    let mut held = hold(attacker, s.addr, 1000).await;
+    let count = 1000;
+    let mut held = hold(attacker, s.addr, count).await;
     // Another peer, and the attacker's own address (Prometheus may share
     // it: a node's IP, a NAT): both get through.
     let prometheus = Ipv4Addr::new(127, 0, 0, 2);
@@ -463,7 +464,7 @@ async fn fault_one_peer_holding_a_thousand_sockets_cannot_starve_scrapes() {
     });
     let closed = closed.await.expect("counting the closed sockets");
     let share = Limits::default().max_connections_per_peer;
-    assert!(closed >= 1000 - share, "only {closed} of 1000 closed");
+    assert!(closed >= count - share, "only {closed} of {count} closed");
 }
 
 #[tokio::test]
