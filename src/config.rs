@@ -66,7 +66,11 @@ pub struct Config {
 /// Settings of `headroom agent`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSettings {
-    /// `listen`: the HTTP server's address.
+    /// `listen`: the HTTP server's address. Loopback by default: on a host
+    /// network (the systemd unit) any other address exposes the node's
+    /// inventory to whoever reaches the host, so opening it is the
+    /// operator's choice; the DaemonSet sets `0.0.0.0`, which in its own
+    /// network namespace is only the pod's IP (docs/http.md).
     pub listen: SocketAddr,
     /// `rescan_interval`: how often writable layers, logs and emptyDirs are
     /// measured again (at least 1s).
@@ -171,7 +175,7 @@ impl Face {
 impl Default for AgentSettings {
     fn default() -> Self {
         AgentSettings {
-            listen: SocketAddr::from(([0, 0, 0, 0], 9847)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9847)),
             rescan_interval: Duration::from_secs(60),
             rescan_jitter: 0.1,
             scan_deadline: Duration::from_secs(120),
@@ -1272,6 +1276,13 @@ mod tests {
         let given = world.given(Face::Du, &args, &[]);
         let config = Config::load_with_default(&given, Face::Du, &world.file).unwrap();
         assert_eq!(config.layout.pod_logs, PathBuf::from(odd));
+    }
+
+    #[test]
+    fn fault_the_agent_listens_on_loopback_unless_told_otherwise() {
+        // On a host network any other default would serve the node's
+        // inventory to every network the host is on (docs/http.md).
+        assert!(AgentSettings::default().listen.ip().is_loopback());
     }
 
     #[test]

@@ -5,15 +5,20 @@
 //! each scan; handlers only clone the current `Arc` and its bytes, so a
 //! scrape never waits for a scan and costs the same however big the node is.
 //!
-//! The port faces the cluster network, so every resource a client can hold is
-//! bounded (see [`Limits`]): only GET (and HEAD) are routed, bodies are
-//! refused past a small size, headers are capped in size and in the time they
-//! may take to arrive (slowloris), connections are capped in number and age,
-//! and shutdown waits for in-flight requests for a bounded time only. The
+//! The port may face the cluster network, so every resource a client can
+//! hold is bounded (see [`Limits`]): only GET (and HEAD) are routed, bodies
+//! are refused past a small size, headers are capped in size and in the time
+//! they may take to arrive (slowloris), connections are capped per peer, in
+//! number and in age, and shutdown waits for in-flight requests for a bounded
+//! time only. A scrape always gets a connection: the accept loop never waits
+//! for a slot, it closes an old connection to make room ([`admission`]). The
 //! server never makes an outbound request.
+
+mod admission;
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +32,12 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use self::admission::{Admission, Ticket};
 use crate::metrics::{self, MetricsError, ScanTotals};
 use crate::model::Status;
 
@@ -86,8 +92,10 @@ impl Snapshot {
 /// Bounds on what one client can make the server hold.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Time a client has to send a request's headers, and the longest an idle
-    /// keep-alive connection stays open.
+    /// Time a client has to send a request's headers, counted from the
+    /// accept (a client that sends nothing is closed too), and the longest an
+    /// idle keep-alive connection stays open. A scraper sends its request at
+    /// once and scrapes less often than this, so it loses nothing.
     pub header_read_timeout: Duration,
     /// Time a handler may take (they only copy a snapshot: a guard, not a
     /// budget).
@@ -97,8 +105,13 @@ pub struct Limits {
     pub connection_lifetime: Duration,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections open at once. A new one is never refused or kept waiting:
+    /// past the cap, the oldest connection of the peer holding the most is
+    /// closed to make room.
     pub max_connections: usize,
+    /// Connections open at once from one peer (an IPv4 address or an IPv6
+    /// /64); past it, that peer's oldest connection is closed to make room.
+    pub max_connections_per_peer: usize,
     /// Largest request body accepted (413 above it); no route reads one.
     pub max_body_bytes: usize,
     /// Largest request line plus headers (431 above it).
@@ -108,11 +121,15 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            header_read_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             connection_lifetime: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
-            max_connections: 64,
+            // Well below the usual soft RLIMIT_NOFILE of 1024 even when the
+            // walker, which may take half of it, could not raise it.
+            max_connections: 256,
+            // A Prometheus server, or the kubelet's probes, use one or two.
+            max_connections_per_peer: 8,
             max_body_bytes: 1024,
             max_header_bytes: 8 * 1024,
         }
@@ -145,16 +162,16 @@ pub async fn serve_with_limits(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let admission = Admission::new(limits.max_connections_per_peer, limits.max_connections);
     // Dropping `stop` tells every connection to finish up.
     let (stop, stopped) = watch::channel(());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     let result = loop {
         while connections.try_join_next().is_some() {}
-        let (stream, permit) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break Ok(()),
-            accepted = accept(&listener, &permits) => match accepted {
+            accepted = accept(&listener) => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => break Err(e),
             },
@@ -164,7 +181,7 @@ pub async fn serve_with_limits(
             app: app.clone(),
             stopped: stopped.clone(),
             limits: limits.clone(),
-            _permit: permit,
+            ticket: admission.admit(peer.ip()),
         };
         connections.spawn(conn.run(stream));
     };
@@ -181,21 +198,14 @@ pub async fn serve_with_limits(
     result
 }
 
-/// Waits for a connection slot, then for a client; retries failing accepts
-/// (out of file descriptors, say) with exponential backoff.
-async fn accept(
-    listener: &TcpListener,
-    permits: &Arc<Semaphore>,
-) -> io::Result<(TcpStream, OwnedSemaphorePermit)> {
-    let permit = Arc::clone(permits)
-        .acquire_owned()
-        .await
-        .map_err(io::Error::other)?;
+/// Waits for a client; retries failing accepts (out of file descriptors,
+/// say) with exponential backoff.
+async fn accept(listener: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0;
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => return Ok((stream, permit)),
+            Ok(accepted) => return Ok(accepted),
             Err(e) => {
                 failures += 1;
                 if failures >= ACCEPT_ATTEMPTS {
@@ -215,19 +225,21 @@ struct Connection {
     app: Router,
     stopped: watch::Receiver<()>,
     limits: Limits,
-    /// Held for the connection's life: frees a slot when it ends.
-    _permit: OwnedSemaphorePermit,
+    /// Held for the connection's life: frees its slot when it ends.
+    ticket: Ticket,
 }
 
 impl Connection {
     /// Serves requests until the client leaves, the connection grows too old
-    /// or the server stops; then finishes the request in flight, bounded.
+    /// or the server stops, then finishes the request in flight (bounded);
+    /// or until it must make room for a newer one, then closes at once.
     async fn run(mut self, stream: TcpStream) {
         let service = TowerToHyperService::new(self.app);
         let conn = self.http.serve_connection(TokioIo::new(stream), service);
         tokio::pin!(conn);
         tokio::select! {
             result = conn.as_mut() => return log_end(result),
+            () = self.ticket.evicted() => return,
             _ = self.stopped.changed() => {}
             () = tokio::time::sleep(self.limits.connection_lifetime) => {}
         }

@@ -141,6 +141,9 @@ fn daemonset_is_locked_down_and_probed() {
     }
     let env = c["env"].as_sequence().unwrap();
     let node = env.iter().find(|e| e["name"] == "NODE_NAME").unwrap();
+    // The built-in default is loopback; the pod's IP must serve too.
+    let listen = env.iter().find(|e| e["name"] == "HEADROOM_LISTEN").unwrap();
+    assert_eq!(listen["value"].as_str(), Some("0.0.0.0:9847"));
     assert_eq!(
         at(node, "valueFrom.fieldRef.fieldPath").as_str(),
         Some("spec.nodeName")

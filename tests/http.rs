@@ -2,14 +2,14 @@
 //! method and size limits, hostile clients and graceful shutdown.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use headroom::http::{serve_with_limits, Limits, Snapshot, METRICS_CONTENT_TYPE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -363,4 +363,122 @@ async fn old_connections_are_closed_between_requests() {
     assert!(read.is_ok(), "keep-alive connection outlived its lifetime");
     assert!(started.elapsed() >= lifetime);
     assert_eq!(parse(&out).status, 200);
+}
+
+/// Connects to `addr` from `from` (any 127.0.0.0/8 address is loopback on
+/// Linux, so one host plays many peers).
+async fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(addr).await
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to its hard limit: the hostile
+/// clients below hold over a thousand sockets, and default-harness tests
+/// share the process.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let lim = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: lim.maximum,
+        maximum: lim.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).expect("raising RLIMIT_NOFILE");
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    assert!(soft >= 2048, "RLIMIT_NOFILE {soft}: these tests need 2048");
+}
+
+/// Opens `count` connections from `from` and leaves them hanging: every
+/// other one silent, the rest stopped in the middle of their headers
+/// (slowloris). The server may close them; the client never does.
+async fn hold(from: Ipv4Addr, addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let mut held = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut conn = connect_from(from, addr).await.expect("connecting");
+        if i % 2 == 1 {
+            // The server may already have closed it to make room.
+            let _ = conn
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n")
+                .await;
+        }
+        held.push(conn);
+    }
+    held
+}
+
+/// One Prometheus-style scrape from `from` on a fresh connection (its
+/// interval outlasts the keep-alive timeout), read to the end of the body.
+async fn scrape(from: Ipv4Addr, addr: SocketAddr) -> io::Result<Reply> {
+    let mut conn = connect_from(from, addr).await?;
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out).await?;
+    Ok(parse(&out))
+}
+
+/// Runs `count` scrapes in turn, from each of `from` in rotation; each must
+/// answer 200 within a second (it stops at the first that does not, so a
+/// starved server fails fast) and the p99 of all must be under 100 ms.
+async fn assert_scrapes_get_through(addr: SocketAddr, from: &[Ipv4Addr], count: usize) {
+    let mut took = Vec::with_capacity(count);
+    for (i, &peer) in from.iter().cycle().take(count).enumerate() {
+        let started = Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(1), scrape(peer, addr)).await;
+        let elapsed = started.elapsed();
+        match reply {
+            Ok(Ok(r)) if r.status == 200 && r.body == ready_snapshot().metrics => {}
+            other => panic!("scrape {i} from {peer} failed after {elapsed:?}: {other:?}"),
+        }
+        took.push(elapsed);
+    }
+    took.sort();
+    let p99 = took[took.len() * 99 / 100 - 1];
+    assert!(
+        p99 < Duration::from_millis(100),
+        "p99 {p99:?} over {count} scrapes"
+    );
+}
+
+#[tokio::test]
+async fn fault_one_peer_holding_a_thousand_sockets_cannot_starve_scrapes() {
+    raise_fd_limit();
+    let s = start(Limits::default()).await;
+    s.snapshots.send(Arc::new(ready_snapshot())).unwrap();
+    let attacker = Ipv4Addr::new(127, 0, 0, 1);
+    let count = 1000;
+    let mut held = hold(attacker, s.addr, count).await;
+    // Another peer, and the attacker's own address (Prometheus may share
+    // it: a node's IP, a NAT): both get through.
+    let prometheus = Ipv4Addr::new(127, 0, 0, 2);
+    assert_scrapes_get_through(s.addr, &[prometheus, attacker], 200).await;
+    // The attacker keeps no more than its share: the rest were closed at once.
+    let closed = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut closed = 0;
+        for conn in &mut held {
+            let mut buf = [0u8; 64];
+            let shut = tokio::time::timeout(Duration::from_millis(1), conn.read(&mut buf)).await;
+            closed += usize::from(matches!(shut, Ok(Ok(0) | Err(_))));
+        }
+        closed
+    });
+    let closed = closed.await.expect("counting the closed sockets");
+    let share = Limits::default().max_connections_per_peer;
+    assert!(closed >= count - share, "only {closed} of {count} closed");
+}
+
+#[tokio::test]
+async fn fault_many_peers_filling_every_slot_cannot_starve_scrapes() {
+    raise_fd_limit();
+    let s = start(Limits::default()).await;
+    s.snapshots.send(Arc::new(ready_snapshot())).unwrap();
+    let limits = Limits::default();
+    let peers = 2 * limits.max_connections / limits.max_connections_per_peer;
+    let mut held = Vec::new();
+    for i in 0..peers {
+        let peer = Ipv4Addr::new(127, 0, 1, u8::try_from(i + 1).unwrap());
+        held.push(hold(peer, s.addr, limits.max_connections_per_peer).await);
+    }
+    let prometheus = Ipv4Addr::new(127, 0, 0, 2);
+    assert_scrapes_get_through(s.addr, &[prometheus], 200).await;
 }
