@@ -767,6 +767,7 @@ mod tests {
                     message: "permission denied".into(),
                 }],
                 duration_seconds: 1.5,
+                ..ScanSummary::default()
             },
         }
     }

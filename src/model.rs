@@ -399,6 +399,14 @@ pub struct ScanSummary {
     pub errors_by_kind: BTreeMap<ErrorKind, u64>,
     /// A few errors, with their paths, for on-call.
     pub error_samples: Vec<ScanErrorSample>,
+    /// Mount points below the measured paths that were not crossed: another
+    /// filesystem, or a bind mount of the same one (a volume's subPath
+    /// mounted into a container). Their bytes belong to their own tree.
+    #[serde(default)]
+    pub skipped_mounts: u64,
+    /// A few of their paths.
+    #[serde(default)]
+    pub skipped_mount_samples: Vec<String>,
     /// Wall time of the scan, in seconds (JSON key `duration`, as
     /// docs/status.md names it).
     #[serde(rename = "duration", alias = "duration_seconds")]

@@ -317,6 +317,13 @@ fn problems(out: &mut impl Write, s: &Status) -> io::Result<()> {
             writeln!(out, "  {path}: {message} ({})", e.kind.as_str())?;
         }
     }
+    if s.scan.skipped_mounts > 0 {
+        let n = s.scan.skipped_mounts;
+        writeln!(out, "\n{DIM}MOUNTS NOT CROSSED{DIM:#}: {n} (bind mounts or other filesystems; not counted here)")?;
+        for path in s.scan.skipped_mount_samples.iter().take(PROBLEMS_SHOWN) {
+            writeln!(out, "  {}", printable(path))?;
+        }
+    }
     Ok(())
 }
 

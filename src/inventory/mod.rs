@@ -470,6 +470,10 @@ pub fn summarize<'a>(walks: impl Iterator<Item = &'a Walk>, duration_seconds: f6
                 kind: e.kind,
                 message: e.message.clone(),
             }));
+        summary.skipped_mounts += w.skipped_mounts;
+        let room = ERROR_SAMPLES.saturating_sub(summary.skipped_mount_samples.len());
+        let mounts = w.skipped_mount_paths.iter().take(room);
+        (summary.skipped_mount_samples).extend(mounts.map(|p| p.display().to_string()));
     }
     summary
 }

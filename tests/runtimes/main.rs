@@ -177,6 +177,10 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     ),
     ("agent_exits_0_on_sigterm", agent::sigterm_exits_cleanly),
     (
+        "fault_bind_mount_in_a_writable_layer_is_not_counted",
+        faults::fault_bind_mount_in_a_writable_layer_is_not_counted,
+    ),
+    (
         "fault_containerd_killed_hung_and_restarted",
         faults::fault_containerd_killed_hung_and_restarted,
     ),
