@@ -1003,7 +1003,7 @@ mod tests {
     }
 
     #[test]
-    fn a_runtime_read_from_its_files_is_down() {
+    fn fault_a_runtime_read_from_its_files_is_down() {
         let mut s = status();
         let containerd = &mut s.runtimes[0];
         containerd.answers = Some(false);

@@ -47,11 +47,11 @@ fn main() {
         trial!(a_real_registry_resolves_as_skopeo_sees_it).needs(&real_registry),
         trial!(bearer_challenge_fetches_one_token_for_the_repository_scope),
         trial!(credentials_go_to_the_token_realm_or_a_basic_challenge),
-        trial!(credentials_never_follow_a_redirect_to_another_host),
-        trial!(plain_http_is_refused_off_loopback_before_any_connection),
-        trial!(altered_bytes_are_a_digest_mismatch),
-        trial!(unknown_tags_unsupported_and_oversized_documents_are_named),
-        trial!(streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly),
+        trial!(fault_credentials_never_follow_a_redirect_to_another_host),
+        trial!(fault_plain_http_is_refused_off_loopback_before_any_connection),
+        trial!(fault_altered_bytes_are_a_digest_mismatch),
+        trial!(fault_unknown_tags_unsupported_and_oversized_documents_are_named),
+        trial!(fault_streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly),
     ]);
 }
 
@@ -846,7 +846,7 @@ fn credentials_go_to_the_token_realm_or_a_basic_challenge() {
     );
 }
 
-fn credentials_never_follow_a_redirect_to_another_host() {
+fn fault_credentials_never_follow_a_redirect_to_another_host() {
     let image = image();
     let mut storage_spec = FakeSpec::new(Gate::Open);
     storage_spec
@@ -864,7 +864,7 @@ fn credentials_never_follow_a_redirect_to_another_host() {
     assert_eq!(seen[0].authorization, None);
 }
 
-fn plain_http_is_refused_off_loopback_before_any_connection() {
+fn fault_plain_http_is_refused_off_loopback_before_any_connection() {
     // 192.0.2.0/24 (TEST-NET-1) never answers: an error within a second
     // can only be a refusal made before connecting.
     let started = Instant::now();
@@ -887,7 +887,7 @@ fn plain_http_is_refused_off_loopback_before_any_connection() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
-fn altered_bytes_are_a_digest_mismatch() {
+fn fault_altered_bytes_are_a_digest_mismatch() {
     let image = image();
     let mut altered = image.manifest.clone();
     altered.extend_from_slice(b" ");
@@ -934,7 +934,7 @@ fn altered_bytes_are_a_digest_mismatch() {
     );
 }
 
-fn unknown_tags_unsupported_and_oversized_documents_are_named() {
+fn fault_unknown_tags_unsupported_and_oversized_documents_are_named() {
     let image = image();
     let mut spec = serving(Gate::Open, &image);
     let schema1 =
@@ -986,7 +986,7 @@ fn raw_server(reply: Vec<u8>, hold: Duration) -> SocketAddr {
     addr
 }
 
-fn streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly() {
+fn fault_streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly() {
     // No Content-Length: the cap must stop the read itself.
     let mut reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n".to_vec();
     reply.extend(vec![b' '; (4 << 20) + 1]);

@@ -105,7 +105,7 @@ impl Drop for Tree {
 }
 
 #[test]
-fn symlinks_are_counted_not_followed() {
+fn fault_symlinks_are_counted_not_followed() {
     let t = Tree::new();
     t.file("a/f", 10_000);
     std::os::unix::fs::symlink("/etc", t.path().join("etc")).unwrap();
@@ -160,7 +160,7 @@ fn json_figures(v: &serde_json::Value) -> Figures {
 }
 
 #[test]
-fn chain_ten_thousand_deep() {
+fn fault_chain_ten_thousand_deep() {
     let t = Tree::new();
     deep_chain(t.path(), 10_000, false);
     let w = assert_like_du(t.path());
@@ -172,7 +172,7 @@ fn chain_ten_thousand_deep() {
 }
 
 #[test]
-fn comb_ten_thousand_deep_within_default_fd_limit() {
+fn fault_comb_ten_thousand_deep_within_default_fd_limit() {
     // A sibling at every level, listed before the deeper directory, leaves a
     // job pending per level on one thread: the fd budget and reopening from
     // anchors must keep that under 1024 fds (`ulimit -n` sets the hard limit
@@ -186,7 +186,7 @@ fn comb_ten_thousand_deep_within_default_fd_limit() {
 }
 
 #[test]
-fn comb_past_the_fd_cap_only_gets_slower() {
+fn fault_comb_past_the_fd_cap_only_gets_slower() {
     // 24 fds leave room for 8 anchors: the rest must be reopened by name.
     let t = Tree::new();
     deep_chain(t.path(), 800, true);
@@ -196,7 +196,7 @@ fn comb_past_the_fd_cap_only_gets_slower() {
 }
 
 #[test]
-fn names_that_are_not_utf8() {
+fn fault_names_that_are_not_utf8() {
     let t = Tree::new();
     let odd = |bytes: &[u8]| t.path().join(OsStr::from_bytes(bytes));
     fs::create_dir(odd(b"dir\xff\xfe")).unwrap();
@@ -209,7 +209,7 @@ fn names_that_are_not_utf8() {
 }
 
 #[test]
-fn fifos_and_devices_are_stat_ed_never_opened() {
+fn fault_fifos_and_devices_are_stat_ed_never_opened() {
     let t = Tree::new();
     t.file("layer/etc/conf", 4000);
     let status = Command::new("sh")
@@ -225,7 +225,7 @@ fn fifos_and_devices_are_stat_ed_never_opened() {
 }
 
 #[test]
-fn hard_links_inside_and_outside_the_tree() {
+fn fault_hard_links_inside_and_outside_the_tree() {
     let outside = Tree::new();
     let t = Tree::new();
     let f = t.file("a/shared", 200_000);
@@ -240,7 +240,7 @@ fn hard_links_inside_and_outside_the_tree() {
 }
 
 #[test]
-fn directory_removed_while_walked() {
+fn fault_directory_removed_while_walked() {
     for round in 0..4 {
         let t = Tree::new();
         for d in 0..60 {
@@ -290,7 +290,7 @@ fn directory_removed_while_walked() {
 }
 
 #[test]
-fn unreadable_directories_as_an_unprivileged_user() {
+fn fault_unreadable_directories_as_an_unprivileged_user() {
     // Root reads everything, so denial is tested as nobody (uid 65534).
     let t = Tree::new();
     t.file("open/f", 12_000);

@@ -90,7 +90,7 @@ mod tests {
     }
 
     #[test]
-    fn down_and_back_are_each_one_change() {
+    fn fault_down_and_back_are_each_one_change() {
         let up = containerd(true, Some(ReadFrom::Api));
         let files = containerd(false, Some(ReadFrom::Files));
         let gone = containerd(false, None);
@@ -103,7 +103,7 @@ mod tests {
     }
 
     #[test]
-    fn a_runtime_never_seen_is_not_news_but_one_down_from_the_start_is() {
+    fn fault_a_runtime_never_seen_is_not_news_but_one_down_from_the_start_is() {
         assert_eq!(change(None, &containerd(false, None)), None);
         let files = containerd(false, Some(ReadFrom::Files));
         assert_eq!(change(None, &files), Some(Change::FromFiles));

@@ -124,7 +124,7 @@ const TRIALS: &[(&str, Body)] = &[
         filesystems::match_df_and_config,
     ),
     (
-        "robust_to_corrupt_docker_metadata",
+        "fault_corrupt_docker_metadata_is_reported",
         robustness::corrupt_docker_metadata,
     ),
     (
@@ -132,7 +132,7 @@ const TRIALS: &[(&str, Body)] = &[
         mutations::fault_mutated_stores_give_a_report,
     ),
     (
-        "containerd_missing_is_reported",
+        "fault_containerd_missing_is_reported",
         robustness::containerd_missing,
     ),
     (
@@ -189,7 +189,7 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
         events::follows_events_on_a_quiet_containerd,
     ),
     (
-        "agent_refuses_malformed_requests",
+        "fault_agent_refuses_malformed_requests",
         agent::refuses_malformed_requests,
     ),
     (
@@ -201,7 +201,7 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
         pulls::in_flight_pull_is_listed,
     ),
     (
-        "incident_pressure_is_predicted_before_the_disk_fills",
+        "fault_full_disk_incident_is_predicted_before_the_disk_fills",
         incident::replay,
     ),
     ("lead_one_big_layer", lead::one_big_layer),
