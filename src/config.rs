@@ -1402,7 +1402,7 @@ mod tests {
     }
 
     #[test]
-    fn the_default_file_may_be_missing_but_not_unreadable() {
+    fn an_absent_config_file_is_fine_an_unreadable_one_is_not() {
         let world = World::with_file("");
         let given = Given::default();
         let missing = world.dir.path().join("absent.toml");

@@ -8,6 +8,8 @@ use anyhow::Context;
 use headroom::walk::{self, Walk, WalkOptions};
 use serde::Serialize;
 
+use super::printable::printable;
+
 /// Options of `headroom du`.
 #[derive(Debug, clap::Args)]
 pub struct DuArgs {
@@ -55,13 +57,11 @@ pub fn run(args: &DuArgs) -> anyhow::Result<ExitCode> {
         any_errors |= !w.error_counts.is_empty();
         print_walk(&mut out, path, w, args.json).context("writing to stdout")?;
         for e in &w.errors {
-            eprintln!("headroom du: {}: {}", e.path.display(), e.message);
+            let (path, message) = (shown(&e.path), printable(&e.message));
+            eprintln!("headroom du: {path}: {message}");
         }
         for mount in &w.skipped_mount_paths {
-            eprintln!(
-                "headroom du: {}: a mount point, not crossed",
-                mount.display()
-            );
+            eprintln!("headroom du: {}: a mount point, not crossed", shown(mount));
         }
     }
     Ok(if any_errors {
@@ -96,7 +96,13 @@ fn print_walk(
             "{}\t{}\t{}",
             w.usage.disk_bytes,
             w.usage.apparent_bytes,
-            path.display()
+            shown(path)
         )
     }
+}
+
+/// A path as the terminal shows it: one line, no escape sequence
+/// (`--json` keeps it exact).
+fn shown(path: &std::path::Path) -> String {
+    printable(&path.to_string_lossy()).into_owned()
 }

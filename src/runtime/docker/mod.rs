@@ -221,7 +221,7 @@ fn other_driver(image: &Path) -> Option<String> {
         .ok()?
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     drivers.sort();
     drivers.into_iter().next()

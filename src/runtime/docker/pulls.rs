@@ -63,9 +63,11 @@ fn downloads(dir: &Path, now: SystemTime) -> io::Result<Vec<PullLayer>> {
     let mut layers = Vec::new();
     for entry in fs::read_dir(dir)?.flatten() {
         let name = entry.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with(BLOB_PREFIX)) else {
+        // Whatever its encoding: the bytes are on the disk all the same.
+        if !name.as_encoded_bytes().starts_with(BLOB_PREFIX.as_bytes()) {
             continue;
-        };
+        }
+        let name = name.to_string_lossy();
         // A file that vanished meanwhile was just registered: skip it.
         let Ok(meta) = entry.metadata() else { continue };
         let fresh = meta
