@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use headroom::model::Status;
+use headroom::runtime::docker::fixture::Rng;
 
 use crate::checks::Checks;
 use crate::oracle::{self, path_str};
@@ -43,24 +44,6 @@ const MUTATIONS: [Mutation; 6] = [
     Mutation::Directory,
 ];
 
-/// splitmix64: enough randomness for choosing, and the same on every host.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n` > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 impl Mutation {
     /// Damages `file`, whose contents were `saved`.
     fn apply(self, file: &Path, saved: &[u8], rng: &mut Rng) -> Result<()> {
@@ -78,7 +61,7 @@ impl Mutation {
             }
             Mutation::Empty => fs::write(file, b"")?,
             Mutation::Garbage => {
-                let bytes: Vec<u8> = (0..saved.len()).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..saved.len()).map(|_| rng.next_u64() as u8).collect();
                 fs::write(file, bytes)?;
             }
             Mutation::Delete => fs::remove_file(file)?,

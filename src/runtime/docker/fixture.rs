@@ -566,11 +566,13 @@ fn seed(seed: u64, label: &str) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().unwrap())
 }
 
-/// splitmix64: small, fast and good enough for shaping trees.
-struct Rng(u64);
+/// splitmix64: small, fast and good enough for shaping trees (and for the
+/// fault trials' mutations): the same numbers from a seed on every host.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -578,9 +580,9 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    /// A number in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
     }
 }
 
