@@ -1,24 +1,28 @@
-//! Faults of the node under Headroom (issue 10). A private containerd
+//! A runtime that is down, under Headroom (issue 10). A private containerd
 //! killed with SIGKILL, frozen with SIGSTOP (it accepts and never answers)
 //! and started again under a running agent, each seen within one pass:
 //! `headroom_runtime_up` goes 0 (figures from its files, a problem of kind
-//! `unanswered`, one warning in the log) and back to 1. And `/usr` bind
-//! mounted inside a container's writable layer: not counted, named as a
-//! mount not crossed.
+//! `unanswered`, one warning in the log) and back to 1. And containerd's
+//! socket replaced by a file, a directory or a socket that never answers:
+//! read from its files, said so.
 
 use std::fs;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use headroom::model::{ReadFrom, RuntimeState, Status};
-use headroom::runtime::RuntimeKind;
+use headroom::runtime::{ProblemKind, RuntimeKind};
 use rustix::process::Signal;
 
 use crate::agent::{answers, has_image, poll, short_lived, status, Containerd, Paths, Proc};
 use crate::checks::Checks;
 use crate::images::K8S_NS;
-use crate::oracle::{self, path_str};
+use crate::oracle;
 use crate::{subject, web, World};
 
 /// containerd's timeout in the shipped config (`containerd_timeout`).
@@ -255,73 +259,105 @@ fn finish(mut c: Checks, agent: &mut Proc, ctrd: &Containerd) -> Result<()> {
     ))
 }
 
-/// The name of the bind mount made inside a writable layer.
-const BIND_NAME: &str = "headroom-bind-usr";
+/// A Unix socket that accepts every connection and never answers (a hung
+/// containerd, as the probe built one), until dropped.
+struct Silent {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+}
 
-/// Unmounts (lazily, so a busy mount cannot stay) and removes the mount
-/// point when dropped, also when the trial fails.
-struct BindMount(PathBuf);
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        if let Ok(p) = path_str(&self.0) {
-            let _ = oracle::run("umount", &["-l", p]);
-        }
-        let _ = fs::remove_dir(&self.0);
+impl Silent {
+    fn bind(path: PathBuf) -> Result<Silent> {
+        let listener = UnixListener::bind(&path)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(Silent { path, stop })
     }
 }
 
-/// Trial: `/usr` bind mounted inside Docker container w1's writable layer
-/// (what a volume's subPath mount looks like to a walker): the container's
-/// writable bytes are du's with the mount point excluded, and the scan names
-/// the mount as not crossed.
-pub fn fault_bind_mount_in_a_writable_layer_is_not_counted(w: &World) -> Result<()> {
-    let _node = w.changing();
-    let ctr = &w.fixtures.docker[0];
-    let upper = w.docker(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", &ctr.id])?;
-    let upper = PathBuf::from(upper.trim());
-    let point = upper.join(BIND_NAME);
-    fs::create_dir(&point).with_context(|| format!("mkdir {}", point.display()))?;
-    let mount = BindMount(point);
-    let point_str = path_str(&mount.0)?;
-    oracle::run("mount", &["--bind", "/usr", point_str])?;
-    let run = subject::status(w, &subject::node_layout(w), true)?;
-    let status = run.status()?;
-    let upper_str = path_str(&upper)?;
-    let exclude = format!("--exclude={BIND_NAME}");
-    let du = oracle::run("du", &["-s", "-B1", &exclude, upper_str])?;
-    let du: u64 = du
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .parse()
-        .context("du's total")?;
-    let mut c = Checks::new();
-    match status.containers.iter().find(|x| x.id == ctr.id) {
-        Some(rep) => c.eq(
-            "w1's writable_disk_bytes",
-            &format!("du -s -B1 {exclude} {upper_str}"),
-            du,
-            rep.writable_disk_bytes,
-        ),
-        None => c.that(false, || {
-            format!("container {} is not in the document", ctr.id)
-        }),
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = fs::remove_file(&self.path);
     }
-    c.that(
-        status.scan.skipped_mounts >= 1
-            && status
-                .scan
-                .skipped_mount_samples
+}
+
+/// Trial: `headroom status` with containerd's socket replaced by a regular
+/// file, by a directory, and by a socket that accepts and never answers,
+/// its root intact: each time containerd's images come from its files, the
+/// entry says it does not answer, a problem `unanswered` names the socket,
+/// and the run costs at most the timeout more than a normal one.
+pub fn fault_containerd_socket_replaced_reads_its_files(w: &World) -> Result<()> {
+    let (_, good) = w.report()?;
+    let images = |s: &Status| {
+        s.images
+            .iter()
+            .filter(|i| i.runtime == RuntimeKind::Containerd)
+            .count()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("socket-")
+        .tempdir_in(&w.dir)?;
+    let (file, folder) = (dir.path().join("file.sock"), dir.path().join("dir.sock"));
+    fs::write(&file, b"")?;
+    fs::create_dir(&folder)?;
+    let silent = Silent::bind(dir.path().join("silent.sock"))?;
+    let mut c = Checks::new();
+    for (what, socket) in [
+        ("a regular file", &file),
+        ("a directory", &folder),
+        ("a socket that never answers", &silent.path),
+    ] {
+        let layout = subject::Layout {
+            containerd_address: socket,
+            ..subject::node_layout(w)
+        };
+        let started = Instant::now();
+        let run = subject::status(w, &layout, true)?;
+        let took = started.elapsed();
+        let s = match run.status() {
+            Ok(s) => s,
+            Err(e) => {
+                c.error(what, e);
+                continue;
+            }
+        };
+        let sock = socket.display().to_string();
+        c.eq(
+            what,
+            "(answers, read_from) of containerd",
+            Some((Some(false), Some(ReadFrom::Files))),
+            containerd_state(&s).map(|r| (r.answers, r.read_from)),
+        );
+        c.eq(
+            what,
+            "containerd images, as when it answers",
+            images(&good),
+            images(&s),
+        );
+        c.that(
+            s.problems
                 .iter()
-                .any(|p| p == point_str),
-        || {
-            format!(
-                "the scan should name {point_str} as a mount not crossed: {:?}",
-                status.scan
-            )
-        },
-    );
-    drop(mount);
-    c.finish(&run.describe())
+                .any(|p| p.kind == ProblemKind::Unanswered && p.source == sock),
+            || {
+                format!(
+                    "{what}: no problem `unanswered` on {sock}: {:?}",
+                    s.problems
+                )
+            },
+        );
+        c.that(took <= TIMEOUT * 2, || format!("{what}: `headroom status` took {took:?}; a containerd that does not answer may cost it {TIMEOUT:?}"));
+    }
+    drop(silent);
+    c.finish(&format!("sockets under {}", dir.path().display()))
 }

@@ -25,6 +25,7 @@ mod images;
 mod incident;
 mod layers;
 mod lead;
+mod mounts;
 mod mutations;
 mod oracle;
 mod paging;
@@ -132,6 +133,10 @@ const TRIALS: &[(&str, Body)] = &[
         mutations::fault_mutated_stores_give_a_report,
     ),
     (
+        "fault_containerd_socket_replaced_reads_its_files",
+        faults::fault_containerd_socket_replaced_reads_its_files,
+    ),
+    (
         "fault_containerd_missing_is_reported",
         robustness::containerd_missing,
     ),
@@ -178,7 +183,7 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     ("agent_exits_0_on_sigterm", agent::sigterm_exits_cleanly),
     (
         "fault_bind_mount_in_a_writable_layer_is_not_counted",
-        faults::fault_bind_mount_in_a_writable_layer_is_not_counted,
+        mounts::fault_bind_mount_in_a_writable_layer_is_not_counted,
     ),
     (
         "fault_containerd_killed_hung_and_restarted",
