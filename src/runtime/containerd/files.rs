@@ -283,7 +283,19 @@ impl Store {
                 return out;
             }
         };
-        for entry in entries.flatten() {
+        for entry in entries {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let message = format!("listing the ingests stopped: {e}");
+                    problems.push(READER.problem(
+                        ProblemKind::of_io(&e),
+                        dir.display().to_string(),
+                        message,
+                    ));
+                    break;
+                }
+            };
             match read_ingest(&entry.path()) {
                 Ok(Some((ns, ingest))) => out.entry(ns).or_default().push(ingest),
                 Ok(None) => {}

@@ -134,7 +134,12 @@ fn log_files(dir: &Path, id: &str, problems: &mut Vec<Problem>) -> Vec<PathBuf> 
         }
     };
     let mut logs: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            // A listing that fails midway loses the rest: say so.
+            entry
+                .map_err(|e| problems.push(READER.problem_from(dir.display().to_string(), &e)))
+                .ok()
+        })
         .filter(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();
