@@ -354,13 +354,6 @@ mod tests {
             .expect("tests/fixtures/status.json parses")
     }
 
-    /// The screen as a pipe gets it: no styles.
-    fn plain(s: &Status) -> String {
-        let mut out = anstream::StripStream::new(Vec::new());
-        render(&mut out, s, 5).unwrap();
-        String::from_utf8(out.into_inner()).unwrap()
-    }
-
     #[test]
     fn fault_a_runtime_read_from_its_files_shows_down_and_a_mount_not_crossed_shows() {
         let mut s = fixture();
@@ -370,7 +363,7 @@ mod tests {
         containerd.message = Some("containerd not reachable at /run/c.sock: no such socket".into());
         s.scan.skipped_mounts = 1;
         s.scan.skipped_mount_samples = vec!["/var/lib/docker/overlay2/x/diff/data".into()];
-        let text = plain(&s);
+        let text = piped(&s);
         assert!(
             text.contains(
                 "containerd: DOWN, figures from its files: containerd not reachable at /run/c.sock"
@@ -382,7 +375,7 @@ mod tests {
             text.contains("  /var/lib/docker/overlay2/x/diff/data"),
             "{text}"
         );
-        let up = plain(&fixture());
+        let up = piped(&fixture());
         assert!(
             up.contains("containerd: up, read through its API at /run/containerd/containerd.sock"),
             "{up}"
