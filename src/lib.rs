@@ -15,6 +15,7 @@ pub mod host;
 pub mod http;
 pub mod inventory;
 pub mod kubelet;
+pub mod layer_size;
 pub mod layout;
 pub mod logging;
 pub mod metrics;
