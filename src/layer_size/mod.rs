@@ -15,6 +15,7 @@
 mod footprint;
 mod gzip;
 mod tar_sample;
+mod toc;
 mod zstd;
 
 use std::io::{ErrorKind, Read};
@@ -23,6 +24,10 @@ use serde::Serialize;
 
 pub use footprint::{footprint, Footprint};
 pub use gzip::{gzip_isize, gzip_stream_size};
+pub use toc::{
+    chunked_toc, chunked_toc_span, estargz_toc, estargz_toc_offset, TocError, TocSpan,
+    ESTARGZ_FOOTER,
+};
 pub use zstd::zstd_content_size;
 
 use tar_sample::TarScanner;
