@@ -64,17 +64,26 @@ impl<'a> Frames<'a> {
         if rest.is_empty() {
             return Ok(false);
         }
-        let header = FrameHeader::parse(rest).ok_or_else(|| cut("a frame header"))?;
-        let (len, cut) = header.whole_blocks(rest);
+        let header = FrameHeader::parse(rest).ok_or_else(|| match rest.get(..4) {
+            Some(magic) if magic != MAGIC => {
+                io::Error::new(io::ErrorKind::InvalidData, "not a zstd frame")
+            }
+            _ => cut("a frame header"),
+        })?;
+        let (len, cut_short) = header.whole_blocks(rest);
         let mut bytes = rest[..len].to_vec();
-        if cut {
+        if cut_short {
             bytes.extend(LAST_EMPTY_BLOCK);
             if header.checksum {
                 bytes.extend([0; 4]);
             }
         }
         let decoder = StreamingDecoder::new(Cursor::new(bytes)).map_err(io::Error::other)?;
-        self.frame = Some(Frame { decoder, len, cut });
+        self.frame = Some(Frame {
+            decoder,
+            len,
+            cut: cut_short,
+        });
         Ok(true)
     }
 }
