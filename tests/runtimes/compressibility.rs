@@ -42,43 +42,65 @@ const IMAGEFS_LINE: u64 = 1 << 30;
 /// How long the throttled pull must stay in flight at least.
 const IN_FLIGHT_FOR: Duration = Duration::from_secs(20);
 
-/// The five images of the estimate table.
-fn samples() -> [(&'static str, &'static str); 5] {
-    [
-        ("random data, 120 MB", "hr/c-random"),
-        ("text (/usr/include), 50 MB", "hr/c-text"),
-        ("ELF binaries (/usr/bin, /usr/lib), 120 MB", "hr/c-binaries"),
-        ("10,000 files of 300 B–2 KB", "hr/c-small"),
-        ("one 1.1 GB file of zeros", "hr/c-zeros"),
-    ]
+/// One image of the estimate table.
+struct Sample {
+    /// What it holds, for the table.
+    name: &'static str,
+    /// Its repository on the private registry.
+    repository: &'static str,
+    /// Its one layer; the cell gets the files and directories written
+    /// (only the many-small-files layer counts them).
+    layer: for<'a> fn(&'a Cell<u64>) -> Fill<'a>,
 }
 
-/// The one layer of sample `repository`; `entries` gets the files and
-/// directories it holds.
-fn sample_layer<'a>(repository: &str, entries: &'a Cell<u64>) -> Fill<'a> {
-    match repository {
-        "hr/c-random" => noise_layer(0, 120_000_000),
-        "hr/c-text" => Box::new(|dir: &Path| {
-            copy_files(&[Path::new("/usr/include")], dir, 50_000_000, is_text)
-        }),
-        "hr/c-binaries" => Box::new(|dir: &Path| {
-            let from = [
-                Path::new("/usr/bin"),
-                Path::new("/usr/lib/x86_64-linux-gnu"),
-            ];
-            copy_files(&from, dir, 120_000_000, is_elf)
-        }),
-        "hr/c-small" => Box::new(move |dir: &Path| {
-            entries.set(small_files(dir)?);
-            Ok(())
-        }),
-        _ => Box::new(|dir: &Path| {
-            let zeros = dir.join("zeros.bin");
-            // Sparse here; tar still reads (and containerd writes) 1.1 GB.
-            oracle::run("truncate", &["-s", "1100M", path_str(&zeros)?]).map(drop)
-        }),
-    }
-}
+/// The five images of the estimate table, least compressible first.
+const SAMPLES: [Sample; 5] = [
+    Sample {
+        name: "random data, 120 MB",
+        repository: "hr/c-random",
+        layer: |_| noise_layer(0, 120_000_000),
+    },
+    Sample {
+        name: "text (/usr/include), 50 MB",
+        repository: "hr/c-text",
+        layer: |_| {
+            Box::new(|dir: &Path| {
+                copy_files(&[Path::new("/usr/include")], dir, 50_000_000, is_text)
+            })
+        },
+    },
+    Sample {
+        name: "ELF binaries (/usr/bin, /usr/lib), 120 MB",
+        repository: "hr/c-binaries",
+        layer: |_| {
+            Box::new(|dir: &Path| {
+                let from = ["/usr/bin", "/usr/lib/x86_64-linux-gnu"].map(Path::new);
+                copy_files(&from, dir, 120_000_000, is_elf)
+            })
+        },
+    },
+    Sample {
+        name: "10,000 files of 300 B–2 KB",
+        repository: "hr/c-small",
+        layer: |entries| {
+            Box::new(move |dir: &Path| {
+                entries.set(small_files(dir)?);
+                Ok(())
+            })
+        },
+    },
+    Sample {
+        name: "one 1.1 GB file of zeros",
+        repository: "hr/c-zeros",
+        layer: |_| {
+            Box::new(|dir: &Path| {
+                let zeros = dir.join("zeros.bin");
+                // Sparse here; tar still reads (and containerd writes) 1.1 GB.
+                oracle::run("truncate", &["-s", "1100M", path_str(&zeros)?]).map(drop)
+            })
+        },
+    },
+];
 
 /// Copies regular files for which `keep` holds from the trees `from` (in
 /// name order) into `to`, keeping their paths, until `budget` bytes.
@@ -174,24 +196,20 @@ pub fn estimates_within_10_percent(w: &World) -> Result<()> {
         "runtimes: | image | compressed MB | estimate MB | real by du MB | real by df MB | error |\n\
          runtimes: |---|---|---|---|---|---|"
     );
-    for (name, repository) in samples() {
-        if let Err(e) = estimate_one(w, &mut c, name, repository) {
-            c.error(name, e);
+    for sample in &SAMPLES {
+        if let Err(e) = estimate_one(w, &mut c, sample) {
+            c.error(sample.name, e);
         }
     }
     c.finish("check-pull --json --ca-file <CA> (DOCKER_CONFIG=<good>) against ctr pulls")
 }
 
 /// Builds, estimates, pulls and removes one sample, recording into `c`.
-fn estimate_one(w: &World, c: &mut Checks, name: &str, repository: &str) -> Result<()> {
+fn estimate_one(w: &World, c: &mut Checks, sample: &Sample) -> Result<()> {
+    let (name, repository) = (sample.name, sample.repository);
     let registry = private(w);
     let entries = Cell::new(0);
-    push_image(
-        w,
-        registry,
-        repository,
-        &[sample_layer(repository, &entries)],
-    )?;
+    push_image(w, registry, repository, &[(sample.layer)(&entries)])?;
     let reference = format!("{}/{repository}:1", registry.host());
     let image = describe(registry, &reference)?;
     let undo = Undo {
