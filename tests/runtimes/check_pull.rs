@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::checks::Checks;
 use crate::images::K8S_NS;
 use crate::oracle;
+use crate::services::Registry;
 use crate::subject::{self, Run};
 use crate::World;
 
@@ -32,14 +33,29 @@ const GC_WITHIN: Duration = Duration::from_secs(20);
 /// Runs `headroom check-pull ARGS… IMAGE` on the fixture node, in a clean
 /// environment (no `HEADROOM_*` from the caller).
 fn check_pull(w: &World, args: &[&str], image: &str) -> Result<Run> {
+    check_pull_with(w, args, &[], image)
+}
+
+/// [`check_pull`] with `env` (name, value) set.
+pub fn check_pull_with(w: &World, args: &[&str], env: &[(&str, &str)], image: &str) -> Result<Run> {
     let mut face = vec!["check-pull"];
     face.extend(args);
     face.push(image);
-    subject::headroom(w, &subject::node_layout(w), &face)
+    subject::headroom_with_env(w, &subject::node_layout(w), &face, env)
+}
+
+/// [`check_pull_with`] asking `registry` as an SRE would (see
+/// [`Registry::check_pull`]), with `args` after those flags.
+pub fn check_pull_at(w: &World, registry: Registry<'_>, args: &[&str], image: &str) -> Result<Run> {
+    let asking = registry.check_pull()?;
+    let mut all: Vec<&str> = asking.args.iter().map(String::as_str).collect();
+    all.extend(args);
+    let env: Vec<(&str, &str)> = asking.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    check_pull_with(w, &all, &env, image)
 }
 
 /// The run's JSON document, or an error showing the run.
-fn document(run: &Run) -> Result<Value> {
+pub fn document(run: &Run) -> Result<Value> {
     serde_json::from_str(&run.stdout)
         .with_context(|| format!("`{}` did not print JSON\n{}", run.command, run.describe()))
 }
@@ -52,18 +68,21 @@ fn registry(w: &World) -> Result<&str> {
         .with_context(|| format!("fixture reference {app1:?} has no registry"))
 }
 
+/// `skopeo inspect ARGS… docker://REFERENCE` on `registry`.
+fn skopeo_inspect(registry: Registry<'_>, args: &[&str], reference: &str) -> Result<String> {
+    let flags = registry.skopeo_inspect()?;
+    let url = format!("docker://{reference}");
+    let mut all = vec!["inspect"];
+    all.extend(flags.iter().map(String::as_str));
+    all.extend(args);
+    all.push(&url);
+    oracle::run("skopeo", &all)
+}
+
 /// The manifest as the registry serves it, by skopeo: (layer digest,
 /// size) pairs.
-fn skopeo_layers(reference: &str) -> Result<Vec<(String, u64)>> {
-    let raw = oracle::run(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{reference}"),
-        ],
-    )?;
+fn skopeo_layers(registry: Registry<'_>, reference: &str) -> Result<Vec<(String, u64)>> {
+    let raw = skopeo_inspect(registry, &["--raw"], reference)?;
     let manifest: Value = serde_json::from_str(&raw)?;
     let layers = manifest["layers"]
         .as_array()
@@ -140,7 +159,7 @@ pub fn present_image_costs_nothing(w: &World) -> Result<()> {
     c.eq(
         "layers",
         "skopeo inspect --raw",
-        skopeo_layers(reference)?,
+        skopeo_layers(Registry::Plain(registry(w)?), reference)?,
         layers,
     );
     c.that(present.iter().all(|p| *p), || {
@@ -166,26 +185,21 @@ pub fn present_image_costs_nothing(w: &World) -> Result<()> {
 }
 
 /// The image as the registry describes it, read by skopeo.
-struct Described {
+pub struct Described {
     /// The manifest digest.
-    manifest: String,
+    pub manifest: String,
     /// The config digest (the image ID).
-    config: String,
+    pub config: String,
     /// (digest, compressed size) of each layer, base first.
-    layers: Vec<(String, u64)>,
+    pub layers: Vec<(String, u64)>,
     /// The layers' chain IDs, from the config's diff IDs.
-    chain_ids: Vec<String>,
+    pub chain_ids: Vec<String>,
 }
 
-/// `skopeo inspect` of `reference`: manifest digest, config and layers.
-fn describe(reference: &str) -> Result<Described> {
-    let url = format!("docker://{reference}");
-    let skopeo = |args: &[&str]| {
-        let mut all = vec!["inspect", "--tls-verify=false"];
-        all.extend_from_slice(args);
-        all.push(&url);
-        oracle::run("skopeo", &all)
-    };
+/// `skopeo inspect` of `reference` on `registry`: manifest digest, config
+/// and layers.
+pub fn describe(registry: Registry<'_>, reference: &str) -> Result<Described> {
+    let skopeo = |args: &[&str]| skopeo_inspect(registry, args, reference);
     let config: Value = serde_json::from_str(&skopeo(&["--config", "--raw"])?)?;
     let manifest: Value = serde_json::from_str(&skopeo(&["--raw"])?)?;
     Ok(Described {
@@ -194,7 +208,7 @@ fn describe(reference: &str) -> Result<Described> {
             .as_str()
             .context("manifest without config digest")?
             .to_owned(),
-        layers: skopeo_layers(reference)?,
+        layers: skopeo_layers(registry, reference)?,
         chain_ids: oracle::chain_ids(&oracle::diff_ids(&config)?),
     })
 }
@@ -202,14 +216,18 @@ fn describe(reference: &str) -> Result<Described> {
 /// Removes the image from k8s.io with every name containerd gave it (the
 /// CRI plugin adds `sha256:<id>` and `repo@digest` names) and waits until
 /// GC has dropped its snapshots and blobs; also when the trial fails.
-struct Undo<'a> {
-    w: &'a World,
-    reference: &'a str,
-    image: &'a Described,
+pub struct Undo<'a> {
+    /// The node.
+    pub w: &'a World,
+    /// The name it was pulled as.
+    pub reference: &'a str,
+    /// What it holds.
+    pub image: &'a Described,
 }
 
 impl Undo<'_> {
-    fn run(&self) -> Result<()> {
+    /// Removes it now (also done when dropped).
+    pub fn run(&self) -> Result<()> {
         let listed = oracle::ctr(&self.w.containerd_sock, K8S_NS, &["images", "ls"])?;
         let names: Vec<&str> = listed
             .lines()
@@ -267,44 +285,49 @@ impl Drop for Undo<'_> {
 }
 
 /// Bytes the pull really added.
-struct Added {
+pub struct Added {
     /// `df` available before − after, on containerd's filesystem.
-    df: u64,
+    pub df: u64,
+    /// `du -s -B1` of the whole containerd root, after − before.
+    pub root: u64,
     /// `du -s -B1` of the content store, after − before (the blobs).
-    content: u64,
+    pub content: u64,
     /// `du -s -B1` of the overlayfs snapshotter, after − before (unpacked).
-    snapshots: u64,
+    pub snapshots: u64,
 }
 
-/// Pulls `reference` into k8s.io and measures what it added.
-fn pull_and_measure(w: &World, reference: &str) -> Result<Added> {
+/// Pulls `reference` from `registry` into k8s.io (`ctr images pull`) and
+/// measures what it added.
+pub fn pull_and_measure(w: &World, registry: Registry<'_>, reference: &str) -> Result<Added> {
     let root = w.containerd_root.as_path();
     let content = root.join("io.containerd.content.v1.content");
     let snapshots = root.join("io.containerd.snapshotter.v1.overlayfs");
-    let measure = || -> Result<(u64, u64, u64)> {
+    let measure = || -> Result<[u64; 4]> {
         oracle::run("sync", &[])?;
-        Ok((
+        Ok([
             oracle::df(root)?.avail,
+            oracle::du(root)?.disk,
             oracle::du(&content)?.disk,
             oracle::du(&snapshots)?.disk,
-        ))
+        ])
     };
     let before = measure()?;
-    oracle::ctr(
-        &w.containerd_sock,
-        K8S_NS,
-        &["images", "pull", "--plain-http", reference],
-    )?;
+    let flags = registry.ctr_pull(reference)?;
+    let mut args = vec!["images", "pull"];
+    args.extend(flags.iter().map(String::as_str));
+    args.push(reference);
+    oracle::ctr(&w.containerd_sock, K8S_NS, &args)?;
     let after = measure()?;
     Ok(Added {
-        df: before.0.saturating_sub(after.0),
-        content: after.1.saturating_sub(before.1),
-        snapshots: after.2.saturating_sub(before.2),
+        df: before[0].saturating_sub(after[0]),
+        root: after[1].saturating_sub(before[1]),
+        content: after[2].saturating_sub(before[2]),
+        snapshots: after[3].saturating_sub(before[3]),
     })
 }
 
 /// (estimate − real) / real.
-fn error(estimate: u64, real: u64) -> f64 {
+pub fn error(estimate: u64, real: u64) -> f64 {
     (estimate as f64 - real as f64) / real.max(1) as f64
 }
 
@@ -313,7 +336,8 @@ fn error(estimate: u64, real: u64) -> f64 {
 pub fn estimate_matches_the_real_pull(w: &World) -> Result<()> {
     let _node = w.changing();
     let reference = w.live()?.grow_image.as_str();
-    let image = describe(reference)?;
+    let plain = Registry::Plain(registry(w)?);
+    let image = describe(plain, reference)?;
     let undo = Undo {
         w,
         reference,
@@ -366,7 +390,7 @@ pub fn estimate_matches_the_real_pull(w: &World) -> Result<()> {
     );
     let unpack = doc["unpack_bytes"].as_u64().unwrap_or(0);
     let estimate = doc["total_bytes"].as_u64().unwrap_or(0);
-    match pull_and_measure(w, reference) {
+    match pull_and_measure(w, plain, reference) {
         Ok(added) => {
             eprintln!(
                 "runtimes: check-pull estimated {estimate} bytes for {reference}: {download} to \

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::oracle::{self, path_str};
-use crate::services::Services;
+use crate::services::{Registry, Services};
 
 /// The containerd namespace the CRI plugin (and so the kubelet) uses.
 pub const K8S_NS: &str = "k8s.io";
@@ -262,7 +262,7 @@ fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
     let mut refs = Vec::new();
     for name in IMAGE_NAMES {
         let reference = format!("{}/hr/{name}:1", s.registry);
-        push_oci(&image(name), &reference)?;
+        push_oci(&image(name), &reference, Registry::Plain(&s.registry))?;
         refs.push((name.to_owned(), reference));
     }
     Ok(refs)
@@ -284,24 +284,18 @@ pub fn build_grow_image(s: &Services) -> Result<String> {
     umoci(&["repack", "--image", &image, path_str(&work.join("g1"))?])?;
     umoci(&["config", "--image", &image, "--config.cmd", "/bin/sh"])?;
     let reference = format!("{}/hr/grow:1", s.registry);
-    push_oci(&image, &reference)?;
+    push_oci(&image, &reference, Registry::Plain(&s.registry))?;
     Ok(reference)
 }
 
-/// Pushes the OCI layout `image` (`dir:tag`) to the loopback registry as
-/// `reference`.
-pub fn push_oci(image: &str, reference: &str) -> Result<()> {
-    oracle::run(
-        "skopeo",
-        &[
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            &format!("oci:{image}"),
-            &format!("docker://{reference}"),
-        ],
-    )?;
-    Ok(())
+/// Pushes the OCI layout `image` (`dir:tag`) to `registry` as `reference`.
+pub fn push_oci(image: &str, reference: &str, registry: Registry<'_>) -> Result<()> {
+    let (source, dest) = (format!("oci:{image}"), format!("docker://{reference}"));
+    let mut args = vec!["copy", "--quiet"];
+    let flags = registry.skopeo_dest()?;
+    args.extend(flags.iter().map(String::as_str));
+    args.extend([source.as_str(), dest.as_str()]);
+    oracle::run("skopeo", &args).map(drop)
 }
 
 fn umoci(args: &[&str]) -> Result<String> {

@@ -15,6 +15,7 @@ mod agent;
 mod check_pull;
 mod checks;
 mod churn;
+mod compressibility;
 mod containers;
 mod docker_df;
 mod document;
@@ -53,7 +54,7 @@ use libtest_mimic::{Arguments, Failed};
 
 use crate::agent::Live;
 use crate::images::Fixtures;
-use crate::services::Services;
+use crate::services::{PrivateRegistry, Services};
 use crate::subject::Run;
 use crate::support::{openmetrics, Need, Test};
 
@@ -79,6 +80,10 @@ const TOOLS: &[&str] = &[
     // Alertmanager, as Debian names it (the paging trial runs it).
     "prometheus-alertmanager",
     "python3",
+    // The private registry's CA, password file and readiness probe.
+    "openssl",
+    "htpasswd",
+    "curl",
 ];
 
 /// A trial body: inspects the fixture node and fails with the evidence.
@@ -156,6 +161,10 @@ const TRIALS: &[(&str, Body)] = &[
         "check_pull_over_https_to_a_plain_registry_fails",
         check_pull::https_to_a_plain_registry_fails,
     ),
+    (
+        "check_pull_private_registry_errors",
+        compressibility::private_registry_errors,
+    ),
 ];
 
 /// The agent trials: each takes [`World::reading`] or [`World::changing`]
@@ -200,6 +209,14 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     (
         "check_pull_estimate_matches_the_real_pull",
         check_pull::estimate_matches_the_real_pull,
+    ),
+    (
+        "check_pull_estimates_within_10_percent",
+        compressibility::estimates_within_10_percent,
+    ),
+    (
+        "check_pull_counts_pulls_in_flight",
+        compressibility::counts_pulls_in_flight,
     ),
     (
         "agent_lists_a_pull_in_flight",
@@ -247,6 +264,8 @@ pub struct World {
     pub nodefs: PathBuf,
     /// Mount point holding the runtimes' roots.
     pub imagefs: PathBuf,
+    /// The private registry (TLS with the run's CA, htpasswd auth).
+    pub private: PrivateRegistry,
     /// What was built and run.
     pub fixtures: Fixtures,
     /// The run's agent and Prometheus, or why they did not start.
@@ -266,6 +285,7 @@ impl World {
             docker_host: s.docker_host(),
             nodefs: s.nodefs.clone(),
             imagefs: s.imagefs.clone(),
+            private: s.private.clone(),
             fixtures,
             agent,
             node: RwLock::new(()),

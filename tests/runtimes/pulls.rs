@@ -9,7 +9,8 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, sleep, JoinHandle};
@@ -22,6 +23,7 @@ use crate::agent::{self, poll, Proc};
 use crate::checks::Checks;
 use crate::images::{push_oci, K8S_NS};
 use crate::oracle::{self, path_str};
+use crate::services::Registry;
 use crate::{web, World};
 
 /// Size of the image's one layer (random bytes: the blob is as big).
@@ -155,14 +157,39 @@ pub fn push_noise_image(w: &World, registry: &str, repository: &str, bytes: u64)
 
 /// Builds `repository:1` with one layer per entry of `layers`, each a file
 /// of that many random bytes (incompressible: each blob is as big), and
-/// pushes it to `registry`. Each repository gets its own OCI layout under
-/// `<run dir>/noise/`, so trials may build different repositories at the
-/// same time (one repository must be built by one trial only).
+/// pushes it to `registry` (see [`push_image`]).
 pub fn push_layered_image(
     w: &World,
     registry: &str,
     repository: &str,
     layers: &[u64],
+) -> Result<()> {
+    let fills: Vec<Fill> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, &bytes)| noise_layer(i, bytes))
+        .collect();
+    push_image(w, Registry::Plain(registry), repository, &fills)
+}
+
+/// A layer of one file, `big-<i>.bin`, of `bytes` random bytes.
+pub fn noise_layer(i: usize, bytes: u64) -> Fill<'static> {
+    Box::new(move |dir: &Path| random_file(&dir.join(format!("big-{i}.bin")), bytes))
+}
+
+/// Writes one layer's files into the empty directory it is given.
+pub type Fill<'a> = Box<dyn Fn(&Path) -> Result<()> + 'a>;
+
+/// Builds `repository:1` with one layer per entry of `layers` (each fills
+/// an empty directory, which becomes the layer) and pushes it to
+/// `registry`. Each repository gets its own OCI layout under
+/// `<run dir>/noise/`, so trials may build different repositories at the
+/// same time (one repository must be built by one trial only).
+pub fn push_image(
+    w: &World,
+    registry: Registry<'_>,
+    repository: &str,
+    layers: &[Fill],
 ) -> Result<()> {
     let work = w.dir.join("noise").join(repository.replace('/', "_"));
     if work.exists() {
@@ -174,34 +201,57 @@ pub fn push_layered_image(
     oracle::run("umoci", &["init", "--layout", path_str(&layout)?])?;
     oracle::run("umoci", &["new", "--image", &image])?;
     let files = work.join("files");
-    let tar = work.join("layer.tar");
-    for (i, bytes) in layers.iter().enumerate() {
+    for fill in layers {
         std::fs::create_dir_all(&files)?;
-        let name = format!("big-{i}.bin");
-        oracle::run(
-            "sh",
-            &[
-                "-c",
-                &format!(
-                    "head -c {bytes} /dev/urandom > '{}'",
-                    path_str(&files.join(&name))?
-                ),
-            ],
-        )?;
-        oracle::run(
-            "tar",
-            &["-C", path_str(&files)?, "-cf", path_str(&tar)?, &name],
-        )?;
+        fill(&files)?;
+        add_layer(&image, &files)?;
         std::fs::remove_dir_all(&files)?;
-        oracle::run(
-            "umoci",
-            &["raw", "add-layer", "--image", &image, path_str(&tar)?],
-        )?;
-        std::fs::remove_file(&tar)?;
     }
-    push_oci(&image, &format!("{registry}/{repository}:1"))?;
+    push_oci(
+        &image,
+        &format!("{}/{repository}:1", registry.host()),
+        registry,
+    )?;
     // The registry holds it now: the build is not needed any more.
     std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// Writes `bytes` random bytes to `path`.
+fn random_file(path: &Path, bytes: u64) -> Result<()> {
+    let script = format!("head -c {bytes} /dev/urandom > '{}'", path_str(path)?);
+    oracle::run("sh", &["-c", &script]).map(drop)
+}
+
+/// Appends `files` (its entries, by name) as a layer of the OCI `image`,
+/// tar streamed into umoci (which gzips it), so no layer is held on disk
+/// or in memory uncompressed.
+fn add_layer(image: &str, files: &Path) -> Result<()> {
+    let mut names = std::fs::read_dir(files)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<Vec<String>>>()?;
+    names.sort();
+    let mut tar = Command::new("tar")
+        .args(["--sort=name", "-C", path_str(files)?, "-cf", "-", "--"])
+        .args(&names)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start tar")?;
+    let stream = tar.stdout.take().context("tar without stdout")?;
+    let args = ["raw", "add-layer", "--image", image, "/dev/stdin"];
+    let umoci = Command::new("umoci")
+        .args(args)
+        .stdin(stream)
+        .output()
+        .context("cannot run umoci")?;
+    let tarred = tar.wait()?;
+    if !tarred.success() || !umoci.status.success() {
+        bail!(
+            "tar of {} ({tarred}) into {}",
+            files.display(),
+            oracle::describe("umoci", &args, &umoci)
+        );
+    }
     Ok(())
 }
 

@@ -1,13 +1,14 @@
 //! Real daemons for the whole run: a registry on a free loopback port,
-//! containerd on a private config/root/state/socket, and dockerd (overlay2)
-//! on top of that containerd, all under one temp dir.
+//! a second, private one (TLS with a self-signed CA, htpasswd auth; see
+//! [`PrivateRegistry`]), containerd on a private config/root/state/socket,
+//! and dockerd (overlay2) on top of that containerd, all under one temp dir.
 //!
 //! Later daemons (the agent and Prometheus) join with
 //! [`Services::start_daemon`].
 //!
 //! [`Services`] is the teardown guard: dropping it (also while unwinding)
 //! stops the daemons by the pids we started, newest first (Prometheus, the
-//! agent, dockerd, containerd, the registry), unmounts everything still
+//! agent, dockerd, containerd, the registries), unmounts everything still
 //! mounted under the temp dir, deepest first, and removes the dir.
 
 use std::fs::{self, File};
@@ -19,6 +20,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use base64::Engine as _;
 use rustix::process::{kill_process, Pid, Signal};
 
 use crate::oracle::{self, path_str, tail};
@@ -41,6 +43,8 @@ pub struct Services {
     pub dir: PathBuf,
     /// `127.0.0.1:PORT` of the registry.
     pub registry: String,
+    /// The private registry: TLS and auth.
+    pub private: PrivateRegistry,
     /// containerd's socket.
     pub containerd_sock: PathBuf,
     /// containerd's root (on the imagefs loop filesystem).
@@ -74,36 +78,83 @@ impl Services {
             docker_sock: dir.join("docker.sock"),
             docker_root: dir.join("imagefs/docker"),
             registry: String::new(),
+            private: PrivateRegistry::default(),
             dir,
             daemons: Vec::new(),
         };
         mount_loop_ext4(&services.dir, "nodefs", "256M")?;
         mount_loop_ext4(&services.dir, "imagefs", "2G")?;
         services.start_registry()?;
+        services.start_private_registry()?;
         services.start_containerd()?;
         services.start_dockerd()?;
         Ok(services)
     }
 
     fn start_registry(&mut self) -> Result<()> {
-        let port = free_port()?;
-        self.registry = format!("127.0.0.1:{port}");
-        let config = self.dir.join("registry.yml");
+        self.registry = format!("127.0.0.1:{}", free_port()?);
+        let http = format!("{{addr: {}}}", self.registry);
+        self.spawn_registry("registry", "registry", &http, "")?;
+        let addr = self.registry.clone();
+        self.wait_ready("registry", || registry_answers(&addr))
+    }
+
+    /// The private registry: a CA and a server certificate made with
+    /// `openssl`, a bcrypt htpasswd file from `htpasswd -B`, and two Docker
+    /// config dirs (the right password and a wrong one).
+    fn start_private_registry(&mut self) -> Result<()> {
+        let dir = self.dir.join("private");
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let ca_file = make_tls(&dir)?;
+        let (user, password) = ("headroom", "s3cret-pull");
+        let htpasswd = oracle::run("htpasswd", &["-Bbn", user, password])?;
+        fs::write(dir.join("htpasswd"), htpasswd)?;
+        let private = PrivateRegistry {
+            docker_config: docker_config(&dir.join("docker-good"), &addr, user, password)?,
+            wrong_docker_config: docker_config(&dir.join("docker-wrong"), &addr, user, "wrong")?,
+            hosts_dir: dir.join("hosts"),
+            addr,
+            ca_file,
+            user: user.to_owned(),
+            password: password.to_owned(),
+        };
+        let http = format!(
+            "{{addr: {}, tls: {{certificate: {}, key: {}}}}}",
+            private.addr,
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
+        );
+        let auth = format!(
+            "auth: {{htpasswd: {{realm: headroom-test, path: {}}}}}\n",
+            dir.join("htpasswd").display()
+        );
+        self.spawn_registry("private-registry", "private", &http, &auth)?;
+        self.private = private;
+        let private = self.private.clone();
+        // Up means asking without credentials is refused.
+        self.wait_ready("private-registry", || {
+            private.status("/v2/", None).ok() == Some(401)
+        })
+    }
+
+    /// Starts `docker-registry` as daemon `name`, storing under
+    /// `<dir>/<store>`, with the `http` section and `extra` top-level YAML.
+    fn spawn_registry(
+        &mut self,
+        name: &'static str,
+        store: &str,
+        http: &str,
+        extra: &str,
+    ) -> Result<()> {
+        let config = self.dir.join(format!("{name}.yml"));
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {}}}\n",
-                self.dir.join("registry").display(),
-                self.registry
+                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {http}\n{extra}",
+                self.dir.join(store).display(),
             ),
         )?;
-        self.spawn(
-            "registry",
-            "docker-registry",
-            &["serve", path_str(&config)?],
-        )?;
-        let addr = self.registry.clone();
-        self.wait_ready("registry", || registry_answers(&addr))
+        self.spawn(name, "docker-registry", &["serve", path_str(&config)?])
     }
 
     fn start_containerd(&mut self) -> Result<()> {
@@ -269,6 +320,245 @@ impl Drop for Services {
             );
         }
     }
+}
+
+/// The run's private registry: HTTPS with a certificate from a CA made for
+/// the run, and htpasswd (bcrypt) basic auth.
+#[derive(Debug, Clone, Default)]
+pub struct PrivateRegistry {
+    /// `127.0.0.1:PORT` it listens on.
+    pub addr: String,
+    /// The CA's certificate (PEM), alone in its directory (skopeo's
+    /// `--cert-dir` reads every `*.crt` there).
+    pub ca_file: PathBuf,
+    /// The user htpasswd knows.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// A `DOCKER_CONFIG` dir whose `config.json` has the right credentials.
+    pub docker_config: PathBuf,
+    /// A `DOCKER_CONFIG` dir whose `config.json` has a wrong password.
+    pub wrong_docker_config: PathBuf,
+    /// containerd's hosts dir (the `certs.d` layout) for `ctr --hosts-dir`,
+    /// one `<host>/hosts.toml` per address pulled from (see
+    /// [`PrivateRegistry::ctr_hosts`]).
+    pub hosts_dir: PathBuf,
+}
+
+impl PrivateRegistry {
+    /// `user:password`, as `ctr --user` and skopeo's `--creds` take it.
+    pub fn creds(&self) -> String {
+        format!("{}:{}", self.user, self.password)
+    }
+
+    /// Writes `hosts_dir/<host>/hosts.toml` saying `host` speaks HTTPS
+    /// with the run's CA, and returns `hosts_dir`. ctr 1.6 asks a loopback
+    /// host over plain HTTP unless a hosts.toml says otherwise; `host` may
+    /// be a proxy in front of the registry.
+    pub fn ctr_hosts(&self, host: &str) -> Result<&Path> {
+        let dir = self.hosts_dir.join(host);
+        fs::create_dir_all(&dir)?;
+        fs::write(
+            dir.join("hosts.toml"),
+            format!(
+                "server = \"https://{host}\"\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+                self.ca_file.display()
+            ),
+        )?;
+        Ok(&self.hosts_dir)
+    }
+
+    /// The directory holding only [`PrivateRegistry::ca_file`].
+    pub fn cert_dir(&self) -> &Path {
+        self.ca_file.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// The HTTP status `curl` gets for `GET path` (over TLS, trusting the
+    /// CA), with `creds` (`user:password`) or none.
+    pub fn status(&self, path: &str, creds: Option<&str>) -> Result<u16> {
+        let url = format!("https://{}{path}", self.addr);
+        let mut args = vec![
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            path_str(&self.ca_file)?,
+        ];
+        if let Some(creds) = creds {
+            args.extend(["-u", creds]);
+        }
+        args.push(&url);
+        oracle::parse_u64(&oracle::run("curl", &args)?)
+            .map(|code| u16::try_from(code).unwrap_or(u16::MAX))
+    }
+}
+
+/// One of the run's registries, as each tool is pointed at it.
+#[derive(Debug, Clone, Copy)]
+pub enum Registry<'a> {
+    /// The plain-HTTP one, at this `127.0.0.1:PORT`.
+    Plain(&'a str),
+    /// The private one: TLS with the run's CA, and credentials.
+    Private(&'a PrivateRegistry),
+}
+
+impl Registry<'_> {
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> &str {
+        match self {
+            Registry::Plain(addr) => addr,
+            Registry::Private(p) => &p.addr,
+        }
+    }
+
+    /// `skopeo copy`'s flags for pushing to it.
+    pub fn skopeo_dest(&self) -> Result<Vec<String>> {
+        Ok(match self {
+            Registry::Plain(_) => vec!["--dest-tls-verify=false".into()],
+            Registry::Private(p) => vec![
+                "--dest-creds".into(),
+                p.creds(),
+                "--dest-cert-dir".into(),
+                path_str(p.cert_dir())?.into(),
+            ],
+        })
+    }
+
+    /// `skopeo inspect`'s flags for reading from it.
+    pub fn skopeo_inspect(&self) -> Result<Vec<String>> {
+        Ok(match self {
+            Registry::Plain(_) => vec!["--tls-verify=false".into()],
+            Registry::Private(p) => vec![
+                "--creds".into(),
+                p.creds(),
+                "--cert-dir".into(),
+                path_str(p.cert_dir())?.into(),
+            ],
+        })
+    }
+
+    /// `ctr images pull`'s flags for pulling `reference` from it (or from
+    /// a proxy in front of it, named in `reference`).
+    pub fn ctr_pull(&self, reference: &str) -> Result<Vec<String>> {
+        Ok(match self {
+            Registry::Plain(_) => vec!["--plain-http".into()],
+            Registry::Private(p) => {
+                let host = reference.split('/').next().unwrap_or(reference);
+                vec![
+                    "--user".into(),
+                    p.creds(),
+                    "--tlscacert".into(),
+                    path_str(&p.ca_file)?.into(),
+                    "--hosts-dir".into(),
+                    path_str(p.ctr_hosts(host)?)?.into(),
+                ]
+            }
+        })
+    }
+
+    /// How `headroom check-pull` asks it, as an SRE would: the CA file, and
+    /// the credentials from a Docker config.
+    pub fn check_pull(&self) -> Result<Asking> {
+        Ok(match self {
+            Registry::Plain(_) => Asking {
+                args: vec!["--plain-http".into()],
+                env: vec![],
+            },
+            Registry::Private(p) => Asking {
+                args: vec!["--ca-file".into(), path_str(&p.ca_file)?.into()],
+                env: vec![("DOCKER_CONFIG", path_str(&p.docker_config)?.into())],
+            },
+        })
+    }
+}
+
+/// The flags and environment a command is given to reach a registry.
+pub struct Asking {
+    /// Flags.
+    pub args: Vec<String>,
+    /// Environment (name, value).
+    pub env: Vec<(&'static str, String)>,
+}
+
+/// Makes a CA and a server certificate for `127.0.0.1` and `localhost`
+/// (signed by it) under `dir` with `openssl`; returns the CA's file
+/// (`dir/certs/ca.crt`; the keys stay outside that dir).
+fn make_tls(dir: &Path) -> Result<PathBuf> {
+    let certs = dir.join("certs");
+    fs::create_dir_all(&certs)?;
+    let ca = certs.join("ca.crt");
+    let (ca_key, key, csr) = (
+        dir.join("ca.key"),
+        dir.join("server.key"),
+        dir.join("server.csr"),
+    );
+    let ext = dir.join("server.ext");
+    fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )?;
+    let openssl = |args: &[&str]| oracle::run("openssl", args);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=headroom test CA",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        path_str(&ca_key)?,
+        "-out",
+        path_str(&ca)?,
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        path_str(&key)?,
+        "-out",
+        path_str(&csr)?,
+    ])?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        path_str(&csr)?,
+        "-CA",
+        path_str(&ca)?,
+        "-CAkey",
+        path_str(&ca_key)?,
+        "-set_serial",
+        "2",
+        "-days",
+        "2",
+        "-extfile",
+        path_str(&ext)?,
+        "-out",
+        path_str(&dir.join("server.crt"))?,
+    ])?;
+    Ok(ca)
+}
+
+/// Writes `dir/config.json` as `docker login` would for `registry`
+/// (`auths[registry].auth` = base64 of `user:password`); returns `dir`.
+fn docker_config(dir: &Path, registry: &str, user: &str, password: &str) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = serde_json::json!({ "auths": { registry: { "auth": auth } } });
+    fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    Ok(dir.to_owned())
 }
 
 /// A port that was free on 127.0.0.1 a moment ago (bind to port 0).

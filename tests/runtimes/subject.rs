@@ -82,6 +82,17 @@ pub fn status(w: &World, layout: &Layout<'_>, json: bool) -> Result<Run> {
 /// Runs `headroom FACE…` (`face`: the subcommand and its own arguments)
 /// with `layout` and the fixture's kubelet paths, in a clean environment.
 pub fn headroom(w: &World, layout: &Layout<'_>, face: &[&str]) -> Result<Run> {
+    headroom_with_env(w, layout, face, &[])
+}
+
+/// [`headroom`] with `env` (name, value) set on top of the clean
+/// environment (e.g. `DOCKER_CONFIG`), shown in the command line.
+pub fn headroom_with_env(
+    w: &World,
+    layout: &Layout<'_>,
+    face: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Run> {
     let exe = env!("CARGO_BIN_EXE_headroom");
     let mut args: Vec<String> = face.iter().map(|a| a.to_string()).collect();
     for (flag, path) in [
@@ -105,7 +116,12 @@ pub fn headroom(w: &World, layout: &Layout<'_>, face: &[&str]) -> Result<Run> {
             cmd.env_remove(key);
         }
     }
-    let command = format!("NODE_NAME={NODE_NAME} {}", line(exe, &argv));
+    let mut command = format!("NODE_NAME={NODE_NAME} ");
+    for (key, value) in env {
+        cmd.env(key, value);
+        command.push_str(&format!("{key}={value} "));
+    }
+    command.push_str(&line(exe, &argv));
     let out = cmd
         .output()
         .with_context(|| format!("cannot run `{command}`"))?;
