@@ -403,7 +403,7 @@ fn a_real_registry_resolves_as_skopeo_sees_it() {
     // HTTPS is the default: this registry speaks plain HTTP only.
     let err = resolve(&parse(&format!("{host}/demo/app:oci")), &Options::default()).unwrap_err();
     assert!(
-        matches!(&err, Error::Unreachable { url, .. } if url.starts_with("https://")),
+        matches!(&err, Error::Tls { url, host, .. } if url.starts_with("https://") && host == "127.0.0.1"),
         "{err}"
     );
     drop(registry);
@@ -1004,14 +1004,14 @@ fn fault_streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly() {
     let err = resolve(&parse(&format!("{silent}/demo/app:1")), &quick).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
-        matches!(&err, Error::Unreachable { url, .. } if url.contains(&silent.to_string())),
+        matches!(&err, Error::Connect { url, .. } if url.contains(&silent.to_string())),
         "{err}"
     );
 
     let closed = free_port();
     let err = resolve(&parse(&format!("127.0.0.1:{closed}/demo/app:1")), &plain()).unwrap_err();
     assert!(
-        matches!(&err, Error::Unreachable { url, .. } if *url == format!("http://127.0.0.1:{closed}/v2/demo/app/manifests/1")),
+        matches!(&err, Error::Connect { url, .. } if *url == format!("http://127.0.0.1:{closed}/v2/demo/app/manifests/1")),
         "{err}"
     );
 }
