@@ -41,7 +41,7 @@ pub struct CheckPullArgs {
     /// The containerd namespace the pull goes to (the kubelet's is k8s.io).
     #[arg(long, default_value = "k8s.io")]
     namespace: String,
-    /// CA certificates (PEM) trusted for the registry's host, with those of certs.d.
+    /// CA certificates (PEM) trusted for the registry's host (with certs.d's, in place of the public roots).
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
 }
