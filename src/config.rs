@@ -105,11 +105,27 @@ pub struct StatusSettings {
 }
 
 /// Settings of `headroom check-pull`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckPullSettings {
     /// `plain_http`: speak plain HTTP to the registry. Honoured for a
     /// loopback registry only; any other is refused before connecting.
     pub plain_http: bool,
+    /// `certs_d`: containerd's hosts directory, whose `<host:port>/`
+    /// CA certificates are trusted for that registry.
+    pub certs_d: PathBuf,
+}
+
+/// containerd's usual hosts directory (its CRI `config_path`).
+const DEFAULT_CERTS_D: &str = "/etc/containerd/certs.d";
+
+impl Default for CheckPullSettings {
+    /// HTTPS; CAs from `/etc/containerd/certs.d`.
+    fn default() -> Self {
+        CheckPullSettings {
+            plain_http: false,
+            certs_d: PathBuf::from(DEFAULT_CERTS_D),
+        }
+    }
 }
 
 /// Logging settings (logs go to standard error).
@@ -543,6 +559,15 @@ fn resolve_check_pull(r: &mut Resolver<'_>) -> CheckPullSettings {
                 "Plain HTTP to the registry (loopback registries only)",
             ),
             false,
+            any,
+        ),
+        certs_d: r.get(
+            only(
+                Face::CheckPull,
+                "certs_d",
+                "containerd's hosts directory: CAs per registry (<host:port>/)",
+            ),
+            PathBuf::from(DEFAULT_CERTS_D),
             any,
         ),
     }
@@ -1076,6 +1101,9 @@ mod tests {
             s("local", "true", "true", |c| c.status.local = true),
             s("plain_http", "yes", "true", |c| {
                 c.check_pull.plain_http = true
+            }),
+            s("certs_d", "/c.d", "\"/c.d\"", |c| {
+                c.check_pull.certs_d = "/c.d".into()
             }),
             s("log_format", "json", "\"json\"", |c| {
                 c.log.format = LogFormat::Json

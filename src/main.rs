@@ -30,7 +30,8 @@ enum Command {
     Du(cli::du::DuArgs),
     /// Before a pull: what pulling IMAGE onto this node would cost after
     /// the layers already there, and the kubelet's verdict. Exit code: 0 ok,
-    /// 1 warning, 2 pressure now or predicted, 3 error.
+    /// 1 warning, 2 pressure now or predicted, 3 error, 4-8 a registry
+    /// failure by class (docs/exit-codes.md).
     CheckPull(cli::check_pull::CheckPullArgs),
     /// The node agent: keeps the inventory current and serves /metrics,
     /// /healthz, /readyz and /api/v1/status.

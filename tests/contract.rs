@@ -357,8 +357,12 @@ fn headroom(node: &Node, args: &[String]) -> Command {
             cmd.env_remove(key);
         }
     }
+    // Registry credentials are looked up under HOME and DOCKER_CONFIG:
+    // the node's own (empty) places, never the caller's.
     cmd.args(args)
         .env("HEADROOM_CONFIG", node.path("config.toml"))
+        .env("HOME", node.path("home"))
+        .env("DOCKER_CONFIG", node.path("docker-config"))
         .env("NO_COLOR", "1");
     cmd
 }
@@ -1082,6 +1086,14 @@ fn registry() -> String {
             let path = request.split(' ').nth(1).unwrap_or_default();
             let (status, content_type, body) = if path == "/v2/demo/app/manifests/1" {
                 ("200 OK", manifest_type, &manifest[..])
+            } else if path.starts_with("/v2/private/") {
+                // No credentials open it: a challenge, then a refusal.
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                continue;
             } else if path == format!("/v2/demo/app/blobs/{config_digest}") {
                 ("200 OK", "application/octet-stream", &config[..])
             } else {
@@ -1094,6 +1106,34 @@ fn registry() -> String {
                 body.len()
             );
             let _ = stream.write_all(body);
+        }
+    });
+    address
+}
+
+/// A TLS server on loopback whose certificate is self-signed (so trusted
+/// by no one): every handshake fails. Returns its `host:port`.
+fn untrusted_tls_server() -> String {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], PrivateKeyDer::Pkcs8(key))
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            let _ = tls.read(&mut [0u8; 1024]);
         }
     });
     address
@@ -1178,17 +1218,41 @@ fn the_exit_codes_are_what_docs_exit_codes_md_says() {
         "a usage error",
         args(&["status", "--no-such-flag"]),
     ));
+    let no_node = node.flags(&node.path("none.yaml"));
     let closed = format!("127.0.0.1:{}/demo/app:1", free_port());
-    cases.push((
-        "check-pull",
-        3,
-        "an unreachable registry",
-        [
-            args(&["check-pull", &closed, "--plain-http"]),
-            node.flags(&node.path("none.yaml")),
-        ]
-        .concat(),
-    ));
+    let missing_ca = node.path("no-such-ca.pem").display().to_string();
+    let unknown_tag = format!("{registry}/demo/app:2");
+    let private = format!("{registry}/private/app:1");
+    let untrusted = format!("{}/demo/app:1", untrusted_tls_server());
+    let registry_cases = [
+        (
+            3,
+            "a CA file that does not exist",
+            vec![&image[..], "--plain-http", "--ca-file", &missing_ca],
+        ),
+        (3, "a bad image reference", vec!["Demo/App:1"]),
+        (4, "an unknown tag", vec![&unknown_tag, "--plain-http"]),
+        (
+            5,
+            "a registry name that does not resolve",
+            vec!["nosuch.invalid/demo/app:1"],
+        ),
+        (6, "a closed port", vec![&closed, "--plain-http"]),
+        (7, "a certificate no CA given vouches for", vec![&untrusted]),
+        (
+            8,
+            "no credentials for a registry that wants some",
+            vec![&private, "--plain-http"],
+        ),
+    ];
+    for (code, why, words) in registry_cases {
+        let words: Vec<String> = ["check-pull"]
+            .iter()
+            .chain(&words)
+            .map(|w| w.to_string())
+            .collect();
+        cases.push(("check-pull", code, why, [words, no_node.clone()].concat()));
+    }
     let kubelet = node.path("kubelet").display().to_string();
     cases.push(("du", 0, "a readable tree", args(&["du", &kubelet])));
     cases.push((

@@ -23,7 +23,8 @@ use axum::response::Response;
 use axum::Router;
 use base64::Engine as _;
 use headroom::registry::{
-    resolve, Credentials, Error, Options, Platform, Reference, ResolvedImage,
+    connect, resolve, ByteRange, Credentials, Error, ErrorClass, Options, Platform, Reference,
+    ResolvedImage,
 };
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -52,6 +53,12 @@ fn main() {
         trial!(fault_altered_bytes_are_a_digest_mismatch),
         trial!(fault_unknown_tags_unsupported_and_oversized_documents_are_named),
         trial!(fault_streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly),
+        trial!(blob_ranges_are_honoured_through_redirects_or_cut_at_the_length_asked),
+        trial!(fault_refused_and_ignored_ranges_never_read_a_whole_layer),
+        trial!(credentials_come_from_a_docker_config_or_a_credential_helper),
+        trial!(fault_a_broken_credentials_file_is_named_not_skipped),
+        trial!(tls_trusts_the_ca_given_for_the_registry_and_fails_without_it),
+        trial!(fault_unresolvable_names_and_closed_ports_have_their_own_class),
     ]);
 }
 
@@ -403,7 +410,7 @@ fn a_real_registry_resolves_as_skopeo_sees_it() {
     // HTTPS is the default: this registry speaks plain HTTP only.
     let err = resolve(&parse(&format!("{host}/demo/app:oci")), &Options::default()).unwrap_err();
     assert!(
-        matches!(&err, Error::Unreachable { url, .. } if url.starts_with("https://")),
+        matches!(&err, Error::Tls { url, host, .. } if url.starts_with("https://") && host == "127.0.0.1"),
         "{err}"
     );
     drop(registry);
@@ -437,6 +444,19 @@ struct FakeSpec {
     blobs: HashMap<String, Vec<u8>>,
     /// When set, blob requests are redirected to `<base>/storage/<digest>`.
     redirect_blobs: Option<String>,
+    /// What a blob request with a `Range` gets.
+    ranges: Ranges,
+}
+
+/// How a fake answers a `Range`.
+#[derive(Clone, Copy, PartialEq)]
+enum Ranges {
+    /// 206 with the bytes and a `Content-Range`.
+    Honour,
+    /// 200 with the whole blob.
+    Ignore,
+    /// 416.
+    Refuse,
 }
 
 impl FakeSpec {
@@ -449,6 +469,7 @@ impl FakeSpec {
             manifests: HashMap::new(),
             blobs: HashMap::new(),
             redirect_blobs: None,
+            ranges: Ranges::Honour,
         }
     }
 }
@@ -459,6 +480,7 @@ struct Seen {
     path: String,
     query: String,
     authorization: Option<String>,
+    range: Option<String>,
     status: u16,
 }
 
@@ -530,11 +552,22 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         .headers()
         .get("authorization")
         .map(|v| v.to_str().unwrap().to_string());
-    let (status, headers, body) = answer(&shared, &path, &query, authorization.as_deref());
+    let range = request
+        .headers()
+        .get("range")
+        .map(|v| v.to_str().unwrap().to_string());
+    let asked = Asked {
+        path: &path,
+        query: &query,
+        authorization: authorization.as_deref(),
+        range: range.as_deref(),
+    };
+    let (status, headers, body) = answer(&shared, &asked);
     shared.seen.lock().unwrap().push(Seen {
         path,
         query,
         authorization,
+        range,
         status,
     });
     let mut response = Response::builder().status(status);
@@ -563,13 +596,22 @@ fn basic(credentials: &str) -> String {
     )
 }
 
-fn answer(shared: &Shared, path: &str, query: &str, authorization: Option<&str>) -> Answer {
+/// What a request asked the fake.
+struct Asked<'a> {
+    path: &'a str,
+    query: &'a str,
+    authorization: Option<&'a str>,
+    range: Option<&'a str>,
+}
+
+fn answer(shared: &Shared, asked: &Asked<'_>) -> Answer {
     let spec = &shared.spec;
+    let (path, authorization) = (asked.path, asked.authorization);
     if path == "/token" {
-        return token(spec, query, authorization);
+        return token(spec, asked.query, authorization);
     }
     if let Some(digest) = path.strip_prefix("/storage/") {
-        return blob(spec, digest);
+        return blob(spec, digest, asked.range);
     }
     let Some(rest) = path.strip_prefix("/v2/demo/app/") else {
         return registry_error(404, "NAME_UNKNOWN");
@@ -615,19 +657,40 @@ fn answer(shared: &Shared, path: &str, query: &str, authorization: Option<&str>)
             vec![("location", format!("{base}/storage/{digest}"))],
             Vec::new(),
         ),
-        (Some(digest), None) => blob(spec, digest),
+        (Some(digest), None) => blob(spec, digest, asked.range),
         (None, _) => registry_error(404, "NAME_UNKNOWN"),
     }
 }
 
-fn blob(spec: &FakeSpec, digest: &str) -> Answer {
-    match spec.blobs.get(digest) {
-        Some(body) => (
-            200,
-            vec![("content-type", "application/octet-stream".into())],
-            body.clone(),
-        ),
-        None => registry_error(404, "BLOB_UNKNOWN"),
+fn blob(spec: &FakeSpec, digest: &str, range: Option<&str>) -> Answer {
+    let Some(body) = spec.blobs.get(digest) else {
+        return registry_error(404, "BLOB_UNKNOWN");
+    };
+    let octets = ("content-type", "application/octet-stream".to_string());
+    match (range, spec.ranges) {
+        (Some(_), Ranges::Refuse) => registry_error(416, "RANGE_INVALID"),
+        (Some(range), Ranges::Honour) => {
+            let (first, last) = byte_range(range, body.len());
+            let content_range = format!("bytes {first}-{last}/{}", body.len());
+            (
+                206,
+                vec![octets, ("content-range", content_range)],
+                body[first..=last].to_vec(),
+            )
+        }
+        _ => (200, vec![octets], body.clone()),
+    }
+}
+
+/// The first and last byte of `bytes=a-b` or `bytes=-n` in a blob of `len`.
+fn byte_range(range: &str, len: usize) -> (usize, usize) {
+    let spec = range.strip_prefix("bytes=").unwrap();
+    let (first, last) = spec.split_once('-').unwrap();
+    if first.is_empty() {
+        (len - last.parse::<usize>().unwrap(), len - 1)
+    } else {
+        let last = last.parse::<usize>().unwrap().min(len - 1);
+        (first.parse().unwrap(), last)
     }
 }
 
@@ -693,6 +756,8 @@ struct Image {
     config_digest: String,
     layers: Vec<(String, u64)>,
     diff_ids: Vec<String>,
+    /// Each layer's annotations in the manifest.
+    annotations: Vec<std::collections::BTreeMap<String, String>>,
 }
 
 fn image() -> Image {
@@ -704,12 +769,18 @@ fn image() -> Image {
     .unwrap();
     let config_digest = sha256sum(&config);
     let layers = vec![(sha256sum(b"gz one"), 1234_u64), (sha256sum(b"gz two"), 99)];
+    let toc = [(
+        "io.github.containers.zstd-chunked.manifest-position".to_string(),
+        "1000:200:800:1".to_string(),
+    )];
+    let annotations = vec![toc.into_iter().collect(), Default::default()];
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": layers.iter().map(|(d, s)| json!({
+        "layers": layers.iter().zip(&annotations).map(|((d, s), a)| json!({
             "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "digest": d, "size": s,
+            "annotations": a,
         })).collect::<Vec<_>>(),
     }))
     .unwrap();
@@ -720,6 +791,7 @@ fn image() -> Image {
         config_digest,
         layers,
         diff_ids,
+        annotations,
     }
 }
 
@@ -1004,14 +1076,362 @@ fn fault_streamed_oversize_bodies_silence_and_closed_ports_fail_cleanly() {
     let err = resolve(&parse(&format!("{silent}/demo/app:1")), &quick).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
-        matches!(&err, Error::Unreachable { url, .. } if url.contains(&silent.to_string())),
+        matches!(&err, Error::Connect { url, .. } if url.contains(&silent.to_string())),
         "{err}"
     );
 
     let closed = free_port();
     let err = resolve(&parse(&format!("127.0.0.1:{closed}/demo/app:1")), &plain()).unwrap_err();
     assert!(
-        matches!(&err, Error::Unreachable { url, .. } if *url == format!("http://127.0.0.1:{closed}/v2/demo/app/manifests/1")),
+        matches!(&err, Error::Connect { url, .. } if *url == format!("http://127.0.0.1:{closed}/v2/demo/app/manifests/1")),
         "{err}"
     );
+}
+
+// ------------------------------------------------------ ranged blob reads
+
+/// A blob of `len` bytes that differ from one offset to the next.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+fn blob_ranges_are_honoured_through_redirects_or_cut_at_the_length_asked() {
+    let image = image();
+    let blob = patterned(10_000);
+    let digest = sha256sum(&blob);
+    // The registry redirects; its storage honours ranges.
+    let mut storage_spec = FakeSpec::new(Gate::Open);
+    storage_spec.blobs.insert(digest.clone(), blob.clone());
+    storage_spec
+        .blobs
+        .insert(image.config_digest.clone(), image.config.clone());
+    let storage = Fake::start("127.0.0.2", storage_spec);
+    let mut spec = serving(Gate::Bearer { scoped: true }, &image);
+    spec.redirect_blobs = Some(format!("http://{}", storage.addr));
+    let fake = Fake::start("127.0.0.1", spec);
+    let mut client = connect(&fake.reference(":1"), &plain()).unwrap();
+    let cases = [
+        (ByteRange::Prefix(64), &blob[..64], "bytes=0-63"),
+        (ByteRange::Suffix(8), &blob[9992..], "bytes=-8"),
+        (
+            ByteRange::Span {
+                start: 5000,
+                len: 100,
+            },
+            &blob[5000..5100],
+            "bytes=5000-5099",
+        ),
+    ];
+    for (range, want, header) in cases {
+        let got = client.blob_range(&digest, range).unwrap();
+        assert_eq!(
+            (got.bytes.as_slice(), got.honoured),
+            (want, true),
+            "{range}"
+        );
+        let seen = storage.seen();
+        assert_eq!(seen.last().unwrap().range.as_deref(), Some(header));
+        assert_eq!(seen.last().unwrap().authorization, None);
+    }
+    // One token for the session: the later requests reuse it.
+    let tokens = fake.seen().iter().filter(|s| s.path == "/token").count();
+    assert_eq!(tokens, 1);
+    // The session still resolves, and keeps each layer's annotations.
+    let resolved = client.resolve().unwrap();
+    assert_is(&image, &resolved);
+    let annotations: Vec<_> = resolved
+        .layers
+        .iter()
+        .map(|l| l.annotations.clone())
+        .collect();
+    assert_eq!(annotations, image.annotations);
+
+    // A registry that ignores ranges: the blob's first bytes, no more.
+    let mut spec = FakeSpec::new(Gate::Open);
+    spec.blobs.insert(digest.clone(), blob.clone());
+    spec.ranges = Ranges::Ignore;
+    let fake = Fake::start("127.0.0.1", spec);
+    let mut client = connect(&fake.reference(":1"), &plain()).unwrap();
+    let got = client.blob_range(&digest, ByteRange::Suffix(8)).unwrap();
+    assert_eq!((got.bytes.as_slice(), got.honoured), (&blob[..8], false));
+    let got = client.blob_range(&digest, ByteRange::Prefix(100)).unwrap();
+    assert_eq!((got.bytes.as_slice(), got.honoured), (&blob[..100], false));
+}
+
+fn fault_refused_and_ignored_ranges_never_read_a_whole_layer() {
+    let blob = patterned(1000);
+    let digest = sha256sum(&blob);
+    let mut spec = FakeSpec::new(Gate::Open);
+    spec.blobs.insert(digest.clone(), blob);
+    spec.ranges = Ranges::Refuse;
+    let fake = Fake::start("127.0.0.1", spec);
+    let mut client = connect(&fake.reference(":1"), &plain()).unwrap();
+    let err = client
+        .blob_range(&digest, ByteRange::Prefix(10))
+        .unwrap_err();
+    let url = format!("http://{}/v2/demo/app/blobs/{digest}", fake.addr);
+    assert!(
+        matches!(&err, Error::RangeNotSatisfiable { url: u, range, .. } if *u == url && range == "bytes=0-9"),
+        "{err}"
+    );
+    let err = client
+        .blob_range("sha256:../../x", ByteRange::Prefix(10))
+        .unwrap_err();
+    assert!(matches!(&err, Error::BadUrl { .. }), "{err}");
+
+    // 200 with a 16 GiB body, of which 1 MiB is sent and then nothing: a
+    // client that read on would wait out its deadline.
+    let mut reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        16_u64 << 30
+    )
+    .into_bytes();
+    reply.extend(patterned(1 << 20));
+    let addr = raw_server(reply, Duration::from_secs(30));
+    let reference = parse(&format!("{addr}/demo/app:1"));
+    let options = Options {
+        timeout: Duration::from_secs(20),
+        ..plain()
+    };
+    let started = Instant::now();
+    let got = connect(&reference, &options)
+        .unwrap()
+        .blob_range(&digest, ByteRange::Prefix(4096))
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((got.bytes, got.honoured), (patterned(4096), false));
+}
+
+// ---------------------------------------- credentials, through the binary
+
+/// `headroom check-pull IMAGE --plain-http` on an empty node under `dir`,
+/// with `DOCKER_CONFIG` and `HOME` in `dir` and `bin` first on `PATH`.
+fn check_pull(dir: &Path, image: &str) -> std::process::Output {
+    for sub in ["docker", "containerd", "kubelet", "pods", "home", "bin"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("config.toml"), "").unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_headroom"));
+    cmd.args(["check-pull", image, "--plain-http", "--json"]);
+    for (flag, rel) in [
+        ("--docker-root", "docker"),
+        ("--containerd-address", "containerd.sock"),
+        ("--containerd-root", "containerd"),
+        ("--kubelet-root", "kubelet"),
+        ("--kubelet-config", "none.yaml"),
+        ("--pod-logs", "pods"),
+        ("--certs-d", "certs.d"),
+    ] {
+        cmd.arg(flag).arg(dir.join(rel));
+    }
+    cmd.args(["--containerd-timeout", "1s"])
+        .env("HEADROOM_CONFIG", dir.join("config.toml"))
+        .env("DOCKER_CONFIG", dir.join("docker-config"))
+        .env("HOME", dir.join("home"))
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
+/// Writes `DOCKER_CONFIG/config.json` under `dir`.
+fn docker_config(dir: &Path, config: &Value) -> PathBuf {
+    let path = dir.join("docker-config/config.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// A `docker-credential-test` helper in `dir/bin` that answers `secret`
+/// for `server` only.
+fn helper(dir: &Path, server: &str, secret: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("bin/docker-credential-test");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let script = format!(
+        "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r server\n\
+         [ \"$server\" = '{server}' ] || {{ echo 'credentials not found' >&2; exit 1; }}\n\
+         printf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{secret}\"}}' \"$server\"\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn credentials_come_from_a_docker_config_or_a_credential_helper() {
+    let image = image();
+    let fake = Fake::start("127.0.0.1", serving(Gate::Basic, &image));
+    let host = fake.addr.to_string();
+    let reference = format!("{host}/demo/app:1");
+    let right = basic(&format!("{USER}:{SECRET}"));
+
+    // `auths`, filed under Docker's `https://host/v1/` form.
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{SECRET}"));
+    docker_config(
+        dir.path(),
+        &json!({"auths": {format!("https://{host}/v1/"): {"auth": auth}}}),
+    );
+    let out = check_pull(dir.path(), &reference);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("cannot resolve"), "{stderr}");
+    assert_eq!(
+        fake.seen().last().unwrap().authorization,
+        Some(right.clone())
+    );
+
+    // `credHelpers`: the helper is run with the server's key.
+    let dir = tempfile::tempdir().unwrap();
+    helper(dir.path(), &host, SECRET);
+    let config = docker_config(dir.path(), &json!({"credHelpers": {&host: "test"}}));
+    let before = fake.seen().len();
+    let out = check_pull(dir.path(), &reference);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("cannot resolve"), "{stderr}");
+    let seen = fake.seen();
+    assert!(seen[before..]
+        .iter()
+        .any(|s| s.authorization == Some(right.clone())));
+
+    // A wrong secret: exit 8, naming where the credentials came from.
+    helper(dir.path(), &host, "wrong");
+    let out = check_pull(dir.path(), &reference);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    let source = format!("{} (credHelpers: test)", config.display());
+    assert!(stderr.contains(&source), "{stderr}");
+    assert!(!stderr.contains("wrong"), "{stderr}");
+}
+
+fn fault_a_broken_credentials_file_is_named_not_skipped() {
+    let image = image();
+    let fake = Fake::start("127.0.0.1", serving(Gate::Basic, &image));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docker-config/config.json");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "{\"auths\": {").unwrap();
+    let out = check_pull(dir.path(), &format!("{}/demo/app:1", fake.addr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(fake.seen().is_empty(), "asked the registry anyway");
+
+    // A helper that fails is named too.
+    let dir = tempfile::tempdir().unwrap();
+    helper(dir.path(), "some.other.host", SECRET);
+    docker_config(dir.path(), &json!({"credsStore": "test"}));
+    let out = check_pull(dir.path(), &format!("{}/demo/app:1", fake.addr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("credsStore: test"), "{stderr}");
+}
+
+// ------------------------------------------------------------------- TLS
+
+/// A CA (its PEM) and a rustls server config for 127.0.0.1 signed by it.
+fn tls_ca() -> (String, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "headroom test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    (ca.pem(), Arc::new(config))
+}
+
+/// A TLS server on 127.0.0.1 that answers every request with `reply`.
+fn tls_server(config: Arc<rustls::ServerConfig>, reply: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let connection = rustls::ServerConnection::new(Arc::clone(&config)).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            if tls.read(&mut [0u8; 4096]).is_ok() {
+                let _ = tls.write_all(&reply);
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+        }
+    });
+    addr
+}
+
+fn tls_trusts_the_ca_given_for_the_registry_and_fails_without_it() {
+    let (ca_pem, config) = tls_ca();
+    let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+    let mut reply = format!(
+        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    reply.extend(body);
+    let addr = tls_server(config, reply);
+    let reference = parse(&format!("{addr}/demo/app:1"));
+    let https = Options {
+        timeout: Duration::from_secs(10),
+        ..Options::default()
+    };
+    let err = resolve(&reference, &https).unwrap_err();
+    assert!(
+        matches!(&err, Error::Tls { host, reason, .. } if host == "127.0.0.1" && reason.contains("UnknownIssuer")),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Tls);
+    assert!(err.to_string().contains("--ca-file"), "{err}");
+
+    // The CA as --ca-file reads it: now the registry's answer comes through.
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("ca.pem");
+    std::fs::write(&pem, &ca_pem).unwrap();
+    let trusted = Options {
+        ca_certs: headroom::registry::ca::read_pem(&pem).unwrap(),
+        ..https
+    };
+    let err = resolve(&reference, &trusted).unwrap_err();
+    assert!(matches!(&err, Error::ManifestUnknown { .. }), "{err}");
+    assert_eq!(err.class(), ErrorClass::NotFound);
+}
+
+fn fault_unresolvable_names_and_closed_ports_have_their_own_class() {
+    let quick = Options {
+        timeout: Duration::from_secs(10),
+        ..Options::default()
+    };
+    let err = resolve(&parse("nosuch.invalid/demo/app:1"), &quick).unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve { host, .. } if host == "nosuch.invalid"),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Resolution);
+    let closed = free_port();
+    let err = resolve(&parse(&format!("127.0.0.1:{closed}/demo/app:1")), &quick).unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Connection, "{err}");
 }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -20,6 +21,7 @@ use headroom::runtime::RuntimeKind;
 use serde::Serialize;
 
 use super::printable::printable;
+use super::registry_access;
 use super::screen::{self, bar, state_style, BOLD};
 
 /// Options of `headroom check-pull`.
@@ -39,6 +41,9 @@ pub struct CheckPullArgs {
     /// The containerd namespace the pull goes to (the kubelet's is k8s.io).
     #[arg(long, default_value = "k8s.io")]
     namespace: String,
+    /// CA certificates (PEM) trusted for the registry's host (with certs.d's, in place of the public roots).
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
 }
 
 /// An image store a pull can go to.
@@ -73,16 +78,17 @@ struct Document<'a> {
 }
 
 /// Runs `headroom check-pull`: exit code 0 ok, 1 warning, 2 pressure now
-/// or predicted from the pull, 3 error (a registry error included).
+/// or predicted from the pull, 3 error, 4–8 a registry failure by class
+/// (docs/exit-codes.md).
 pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let reference: Reference = args.image.parse()?;
-    let options = registry::Options {
-        insecure_plain_http: config.check_pull.plain_http,
-        platform: args.platform.clone().unwrap_or_else(node_platform),
-        ..registry::Options::default()
-    };
+    let platform = args.platform.clone().unwrap_or_else(node_platform);
+    let options = registry_access::options(&reference, args.ca_file.as_deref(), platform, config)?;
     // The registry first: a bad name or tag fails before the node is scanned.
-    let image = registry::resolve(&reference, &options).map_err(|e| registry_error(e, &options))?;
+    let image = match registry::resolve(&reference, &options) {
+        Ok(image) => image,
+        Err(e) => return Ok(registry_error(e, &reference, &options)),
+    };
     let node = super::status::scan_here(config)?;
     let runtime = args.runtime.map(|store| match store {
         Store::Containerd => RuntimeKind::Containerd,
@@ -135,16 +141,26 @@ fn node_platform() -> Platform {
     }
 }
 
-/// A registry error, with a hint when plain HTTP was probably meant.
-fn registry_error(e: registry::Error, options: &registry::Options) -> anyhow::Error {
-    let hint = matches!(&e, registry::Error::Unreachable { url, .. }
-        if url.starts_with("https://") && !options.insecure_plain_http);
-    let e = anyhow::Error::new(e);
-    if hint {
-        e.context("cannot resolve the image (a loopback registry that speaks plain HTTP needs --plain-http)")
+/// Prints a registry error, with a hint when plain HTTP was probably
+/// meant (a loopback registry failing over HTTPS), and gives its exit code.
+fn registry_error(
+    e: registry::Error,
+    reference: &Reference,
+    options: &registry::Options,
+) -> ExitCode {
+    let transport = matches!(
+        e,
+        registry::Error::Tls { .. }
+            | registry::Error::Connect { .. }
+            | registry::Error::Transport { .. }
+    );
+    let hint = if transport && reference.is_loopback() && !options.insecure_plain_http {
+        " (a loopback registry that speaks plain HTTP needs --plain-http)"
     } else {
-        e.context("cannot resolve the image")
-    }
+        ""
+    };
+    eprintln!("headroom: cannot resolve the image{hint}: {e}");
+    ExitCode::from(registry_access::exit_code(&e))
 }
 
 /// 3 when no filesystem could be measured, else the worst verdict's code.

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod check_pull;
 pub mod du;
 mod printable;
+pub mod registry_access;
 mod screen;
 pub mod status;
 

@@ -267,6 +267,7 @@ mod tests {
                     compressed_size: size,
                     diff_id: diff_id.clone(),
                     media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                    annotations: Default::default(),
                 })
                 .collect(),
             chain_ids: registry::chain_ids(&diff_ids),

@@ -10,6 +10,7 @@ use std::fmt;
 
 use base64::Engine as _;
 
+use super::credentials::CredentialSource;
 use super::error::Error;
 use super::transport::{Get, Http};
 
@@ -46,6 +47,28 @@ impl Credentials {
     }
 }
 
+/// Credentials with where they came from, for messages.
+#[derive(Clone, Copy)]
+pub(super) struct Named<'a> {
+    /// The credentials.
+    pub(super) credentials: &'a Credentials,
+    /// The file (and helper) that gave them, if known.
+    pub(super) source: Option<&'a CredentialSource>,
+}
+
+/// How a request was made, for a refusal: `anonymously`, `with the
+/// credentials from <source>` or `with the credentials given`.
+pub(super) fn who(credentials: Option<Named<'_>>) -> String {
+    match credentials {
+        None => "anonymously".into(),
+        Some(Named {
+            source: Some(source),
+            ..
+        }) => format!("with the credentials from {source}"),
+        Some(_) => "with the credentials given".into(),
+    }
+}
+
 /// One challenge of a `WWW-Authenticate` header.
 #[derive(Debug, PartialEq)]
 struct Challenge {
@@ -62,7 +85,7 @@ pub(super) fn authorize(
     http: &Http,
     url: &str,
     headers: &[String],
-    credentials: Option<&Credentials>,
+    credentials: Option<Named<'_>>,
     scope: &str,
 ) -> Result<String, Error> {
     let unauthorized = |reason: String| Error::Unauthorized {
@@ -81,7 +104,7 @@ pub(super) fn authorize(
         return token(http, url, bearer, credentials, scope).map(|t| format!("Bearer {t}"));
     }
     match (find("basic"), credentials) {
-        (Some(_), Some(c)) => Ok(c.basic()),
+        (Some(_), Some(c)) => Ok(c.credentials.basic()),
         (Some(_), None) => Err(unauthorized(
             "the registry asks for Basic credentials and none were given".into(),
         )),
@@ -99,7 +122,7 @@ fn token(
     http: &Http,
     url: &str,
     bearer: &Challenge,
-    credentials: Option<&Credentials>,
+    credentials: Option<Named<'_>>,
     scope: &str,
 ) -> Result<String, Error> {
     let realm = bearer
@@ -114,25 +137,23 @@ fn token(
     if let Some(service) = bearer.params.get("service") {
         query.push(("service", service.as_str()));
     }
-    let basic = credentials.map(Credentials::basic);
+    let basic = credentials.map(|c| c.credentials.basic());
     let reply = http.get(&Get {
         url: realm,
         accept: Some("application/json"),
         authorization: basic.as_deref(),
         query: &query,
+        range: None,
         cap: MAX_TOKEN,
+        truncate: false,
         what: "token response",
     })?;
     if reply.status != 200 {
-        let who = if credentials.is_some() {
-            "with the credentials given"
-        } else {
-            "anonymously"
-        };
         return Err(Error::Unauthorized {
             url: realm.clone(),
             reason: format!(
-                "the token service refused a token for {scope} {who} (HTTP {}{})",
+                "the token service refused a token for {scope} {} (HTTP {}{})",
+                who(credentials),
                 reply.status,
                 reply.detail()
             ),
@@ -318,7 +339,7 @@ mod tests {
 
     #[test]
     fn challenges_without_a_usable_scheme_are_refused_before_any_request() {
-        let http = Http::new(std::time::Duration::from_secs(1), false);
+        let http = Http::new(std::time::Duration::from_secs(1), false, None);
         let url = "https://r.example/v2/a/manifests/1";
         let cases: [(&[&str], &str); 4] = [
             (&[], "without a challenge"),
@@ -338,7 +359,11 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
         };
-        let basic = authorize(&http, url, &["Basic realm=x".into()], Some(&c), "s").unwrap();
+        let named = Named {
+            credentials: &c,
+            source: None,
+        };
+        let basic = authorize(&http, url, &["Basic realm=x".into()], Some(named), "s").unwrap();
         assert_eq!(basic, c.basic());
         let plain = authorize(
             &http,

@@ -3,6 +3,23 @@
 
 use super::reference::ReferenceError;
 
+/// What kind of failure an [`Error`] is, for exit codes and scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The manifest, tag, blob or platform is not in the registry.
+    NotFound,
+    /// The registry's host name does not resolve.
+    Resolution,
+    /// No connection: refused, reset, timed out.
+    Connection,
+    /// TLS failed: certificate not trusted, handshake failed.
+    Tls,
+    /// Authentication refused: no credentials, or wrong ones.
+    Auth,
+    /// Anything else: a bad reference, a bad document, a bad answer.
+    Other,
+}
+
 /// A failure to resolve an image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,13 +44,55 @@ pub enum Error {
         /// Why it cannot be used.
         reason: String,
     },
-    /// No HTTP answer: DNS, connection, TLS, timeout.
-    #[error("registry {url} is unreachable: {reason}")]
-    Unreachable {
+    /// The registry's host name does not resolve.
+    #[error("cannot resolve host {host} ({url}): {reason}")]
+    Resolve {
+        /// The URL requested.
+        url: String,
+        /// The host name that did not resolve.
+        host: String,
+        /// The resolver's error.
+        reason: String,
+    },
+    /// No connection, or it broke: refused, reset, timed out.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
         /// The URL requested.
         url: String,
         /// The transport's error.
         reason: String,
+    },
+    /// The TLS handshake failed: a certificate not trusted, a bad
+    /// certificate or a protocol failure.
+    #[error(
+        "TLS with {host} failed ({url}): {reason}; if its certificate is signed by a \
+         private CA, pass it with --ca-file or put it in certs.d ({host}/ca.crt)"
+    )]
+    Tls {
+        /// The URL requested.
+        url: String,
+        /// The host whose certificate or handshake failed.
+        host: String,
+        /// The TLS library's error.
+        reason: String,
+    },
+    /// Any other transport failure: a malformed answer, too many redirects.
+    #[error("{url}: {reason}")]
+    Transport {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The registry refused the byte range asked for (HTTP 416).
+    #[error("{url}: range {range} not satisfiable (HTTP 416{detail})")]
+    RangeNotSatisfiable {
+        /// The URL requested.
+        url: String,
+        /// The `Range` header sent.
+        range: String,
+        /// The registry's own error text, `: `-prefixed, if any.
+        detail: String,
     },
     /// The registry does not know the tag or digest (HTTP 404).
     #[error("{url}: manifest unknown: {reference} is not in the registry (HTTP 404{detail})")]
@@ -135,4 +194,20 @@ pub enum Error {
         /// The cap in bytes.
         limit: u64,
     },
+}
+
+impl Error {
+    /// The class of this failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::ManifestUnknown { .. }
+            | Error::BlobUnknown { .. }
+            | Error::NoPlatform { .. } => ErrorClass::NotFound,
+            Error::Resolve { .. } => ErrorClass::Resolution,
+            Error::Connect { .. } => ErrorClass::Connection,
+            Error::Tls { .. } => ErrorClass::Tls,
+            Error::Unauthorized { .. } => ErrorClass::Auth,
+            _ => ErrorClass::Other,
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Manifest, index and config documents of the OCI image spec and Docker's
 //! schema 2, told apart by media type, and the platform choice in an index.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -73,6 +74,10 @@ pub(super) struct Descriptor {
     pub(super) size: u64,
     /// For index entries: the platform of the manifest.
     pub(super) platform: Option<Platform>,
+    /// The descriptor's annotations (zstd:chunked puts its table of
+    /// contents' position here).
+    #[serde(default)]
+    pub(super) annotations: BTreeMap<String, String>,
 }
 
 /// An image manifest: its config and layers, base first.

@@ -6,27 +6,34 @@
 //!
 //! Every document is checked against the digest that names it. The client
 //! is synchronous (ureq), speaks HTTPS (rustls with webpki roots, so it
-//! works in a FROM-scratch image), and uses plain HTTP only for a loopback
-//! registry when asked to.
+//! works in a FROM-scratch image, plus extra CAs for the registry's own
+//! host), and uses plain HTTP only for a loopback registry when asked to.
+//! A [`Client`] keeps its authorization for further requests, such as
+//! [`Client::blob_range`], which reads a few bytes of a layer.
 
 mod auth;
+pub mod ca;
+pub mod credentials;
 mod error;
 mod manifest;
 mod reference;
 mod transport;
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
 
 pub use crate::digest::{chain_ids, is_sha256, sha256};
 pub use auth::Credentials;
-pub use error::Error;
+pub use credentials::CredentialSource;
+pub use error::{Error, ErrorClass};
 pub use manifest::Platform;
 pub use reference::{Reference, ReferenceError, DOCKER_HUB};
 
 use manifest::{Descriptor, Fetched, ImageManifest, Unusable};
-use transport::{Get, Http, Reply};
+use transport::{Get, Http, PrivateRoots, Reply};
 
 /// Largest manifest or index read.
 pub const MAX_MANIFEST: u64 = 4 << 20;
@@ -46,6 +53,12 @@ pub struct Options {
     pub insecure_plain_http: bool,
     /// Credentials for Basic challenges and token realms; anonymous if `None`.
     pub credentials: Option<Credentials>,
+    /// Where `credentials` came from, named when they are refused.
+    pub credential_source: Option<CredentialSource>,
+    /// Extra CA certificates (DER) trusted for the registry's own host, in
+    /// place of the webpki roots (ureq takes one set or the other); other
+    /// hosts (a token realm elsewhere, blob storage) keep webpki's.
+    pub ca_certs: Vec<Vec<u8>>,
     /// The platform picked from an index (default `linux/amd64`).
     pub platform: Platform,
     /// Deadline of each HTTP request, connecting and reading included.
@@ -58,6 +71,8 @@ impl Default for Options {
         Options {
             insecure_plain_http: false,
             credentials: None,
+            credential_source: None,
+            ca_certs: Vec::new(),
             platform: Platform::default(),
             timeout: DEFAULT_TIMEOUT,
         }
@@ -98,76 +113,231 @@ pub struct ResolvedLayer {
     pub diff_id: String,
     /// The blob's media type (gzip, zstd or plain tar).
     pub media_type: String,
+    /// The manifest's annotations of the layer (zstd:chunked puts the
+    /// position of its table of contents here).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Which bytes of a blob to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// The first `n` bytes: `bytes=0-(n-1)`.
+    Prefix(u64),
+    /// The last `n` bytes: `bytes=-n`.
+    Suffix(u64),
+    /// `len` bytes from `start`: `bytes=start-(start+len-1)`.
+    Span {
+        /// The first byte's offset.
+        start: u64,
+        /// How many bytes.
+        len: u64,
+    },
+}
+
+impl ByteRange {
+    /// How many bytes are asked for.
+    pub fn len(&self) -> u64 {
+        match *self {
+            ByteRange::Prefix(n) | ByteRange::Suffix(n) => n,
+            ByteRange::Span { len, .. } => len,
+        }
+    }
+
+    /// Whether no byte is asked for.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a `Content-Range` value answers this range (the first and
+    /// last byte match; for a suffix, the last byte is the blob's last).
+    fn answered_by(&self, content_range: &str) -> bool {
+        let Some((span, total)) = content_range
+            .trim()
+            .strip_prefix("bytes ")
+            .and_then(|r| r.split_once('/'))
+        else {
+            return false;
+        };
+        let Some((first, last)) = span.split_once('-') else {
+            return false;
+        };
+        let (Ok(first), Ok(last)) = (first.parse::<u64>(), last.parse::<u64>()) else {
+            return false;
+        };
+        match *self {
+            ByteRange::Prefix(n) => first == 0 && last.checked_add(1) == Some(n),
+            ByteRange::Span { start, len } => {
+                first == start && last.checked_add(1) == start.checked_add(len)
+            }
+            ByteRange::Suffix(n) => {
+                total
+                    .parse::<u64>()
+                    .is_ok_and(|t| last.checked_add(1) == Some(t))
+                    && last.checked_add(1).and_then(|end| end.checked_sub(first)) == Some(n)
+            }
+        }
+    }
+}
+
+impl fmt::Display for ByteRange {
+    /// The `Range` header value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            ByteRange::Prefix(n) => write!(f, "bytes=0-{}", n.saturating_sub(1)),
+            ByteRange::Suffix(n) => write!(f, "bytes=-{n}"),
+            ByteRange::Span { start, len } => {
+                write!(
+                    f,
+                    "bytes={start}-{}",
+                    start.saturating_add(len.saturating_sub(1))
+                )
+            }
+        }
+    }
+}
+
+/// Bytes of a blob read with [`Client::blob_range`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranged {
+    /// The bytes: the range asked for when `honoured`, else the blob's
+    /// first bytes (at most the length asked).
+    pub bytes: Vec<u8>,
+    /// Whether the registry answered 206 with the range asked for.
+    pub honoured: bool,
 }
 
 /// Resolves `reference` in its registry: the manifest for
 /// `options.platform`, its config and layers. Downloads documents only
 /// (manifests ≤ [`MAX_MANIFEST`], config ≤ [`MAX_CONFIG`]), never layers.
 pub fn resolve(reference: &Reference, options: &Options) -> Result<ResolvedImage, Error> {
-    let mut session = Session::new(reference, options)?;
-    let mut fetched = session.manifest(reference.manifest_ref(), reference.digest.as_deref())?;
-    let mut index_digest = None;
-    for _ in 0..MAX_NESTING {
-        let (url, digest, document) = fetched;
-        let entries = match document {
-            Fetched::Manifest(manifest) => {
-                return session.finish(index_digest, digest, manifest, &url);
-            }
-            Fetched::Index(entries) => entries,
-        };
-        index_digest.get_or_insert(digest);
-        let entry =
-            manifest::pick(&entries, &options.platform).map_err(|offered| Error::NoPlatform {
-                url: url.clone(),
-                platform: options.platform.to_string(),
-                offered,
-            })?;
-        fetched = session.manifest(&entry.digest, Some(&entry.digest))?;
-    }
-    Err(Error::BadDocument {
-        url: session.url("manifests", reference.manifest_ref()),
-        what: "index".into(),
-        reason: format!("indexes nested deeper than {MAX_NESTING} levels"),
-    })
+    connect(reference, options)?.resolve()
+}
+
+/// A client for `reference`'s repository; refuses plain HTTP off loopback
+/// before any connection is made. Nothing is sent yet.
+pub fn connect(reference: &Reference, options: &Options) -> Result<Client, Error> {
+    Client::new(reference, options)
 }
 
 /// A manifest as fetched: its URL, its digest and what it holds.
 type FetchedAt = (String, String, Fetched);
 
 /// Requests to one repository, with the authorization obtained so far.
-struct Session<'a> {
+pub struct Client {
     http: Http,
     /// `https://host/v2/<repository>/`.
     base: String,
-    reference: &'a Reference,
-    options: &'a Options,
+    reference: Reference,
+    options: Options,
     /// The `Authorization` value that last worked.
     authorization: Option<String>,
 }
 
-impl<'a> Session<'a> {
-    /// A session for `reference`; refuses plain HTTP off loopback before
-    /// any connection is made.
-    fn new(reference: &'a Reference, options: &'a Options) -> Result<Self, Error> {
+impl fmt::Debug for Client {
+    /// The repository only: never the authorization.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish()
+    }
+}
+
+impl Client {
+    fn new(reference: &Reference, options: &Options) -> Result<Self, Error> {
         let scheme = if options.insecure_plain_http {
             "http"
         } else {
             "https"
         };
-        let http = Http::new(options.timeout, options.insecure_plain_http);
-        let base = format!(
-            "{scheme}://{}/v2/{}/",
-            reference.api_host(),
-            reference.repository
-        );
+        let authority = reference.api_host();
+        let private = PrivateRoots {
+            authority,
+            certs: &options.ca_certs,
+        };
+        let http = Http::new(options.timeout, options.insecure_plain_http, Some(private));
+        let base = format!("{scheme}://{authority}/v2/{}/", reference.repository);
         http.check(&base)?;
-        Ok(Session {
+        Ok(Client {
             http,
             base,
-            reference,
-            options,
+            reference: reference.clone(),
+            options: options.clone(),
             authorization: None,
         })
+    }
+
+    /// Resolves the reference: the manifest for the platform of the
+    /// options, its config and layers (see [`resolve`]).
+    pub fn resolve(&mut self) -> Result<ResolvedImage, Error> {
+        let reference = self.reference.clone();
+        let mut fetched = self.manifest(reference.manifest_ref(), reference.digest.as_deref())?;
+        let mut index_digest = None;
+        for _ in 0..MAX_NESTING {
+            let (url, digest, document) = fetched;
+            let entries = match document {
+                Fetched::Manifest(manifest) => {
+                    return self.finish(index_digest, digest, manifest, &url);
+                }
+                Fetched::Index(entries) => entries,
+            };
+            index_digest.get_or_insert(digest);
+            let platform = &self.options.platform;
+            let entry =
+                manifest::pick(&entries, platform).map_err(|offered| Error::NoPlatform {
+                    url: url.clone(),
+                    platform: platform.to_string(),
+                    offered,
+                })?;
+            fetched = self.manifest(&entry.digest, Some(&entry.digest))?;
+        }
+        Err(Error::BadDocument {
+            url: self.url("manifests", reference.manifest_ref()),
+            what: "index".into(),
+            reason: format!("indexes nested deeper than {MAX_NESTING} levels"),
+        })
+    }
+
+    /// Reads `range` of blob `digest`, following redirects. At most
+    /// `range.len()` bytes are read, whatever the registry sends: a
+    /// registry that ignores the range (200) gives the blob's first bytes,
+    /// and the rest is never read (the connection is dropped).
+    pub fn blob_range(&mut self, digest: &str, range: ByteRange) -> Result<Ranged, Error> {
+        let url = self.url("blobs", digest);
+        if !is_sha256(digest) {
+            return Err(Error::BadUrl {
+                url,
+                reason: format!("{digest:?} is not a sha256 digest"),
+            });
+        }
+        let header = range.to_string();
+        let reply = self.get_with(&url, None, Some(&header), range.len(), "blob range")?;
+        match reply.status {
+            206 => Ok(Ranged {
+                honoured: reply
+                    .content_range
+                    .as_deref()
+                    .is_some_and(|r| range.answered_by(r)),
+                bytes: reply.body,
+            }),
+            200 => Ok(Ranged {
+                bytes: reply.body,
+                honoured: false,
+            }),
+            404 => Err(Error::BlobUnknown {
+                detail: reply.detail(),
+                url,
+                digest: digest.to_string(),
+            }),
+            416 => Err(Error::RangeNotSatisfiable {
+                detail: reply.detail(),
+                url,
+                range: header,
+            }),
+            status => Err(Error::Status {
+                url,
+                status,
+                detail: reply.detail(),
+            }),
+        }
     }
 
     /// The URL of `kind` (`manifests`, `blobs`) `target` in the repository.
@@ -184,6 +354,19 @@ impl<'a> Session<'a> {
         cap: u64,
         what: &str,
     ) -> Result<Reply, Error> {
+        self.get_with(url, accept, None, cap, what)
+    }
+
+    /// [`Client::get`] with a `Range`; a ranged body is cut at `cap`
+    /// instead of failing.
+    fn get_with(
+        &mut self,
+        url: &str,
+        accept: Option<&str>,
+        range: Option<&str>,
+        cap: u64,
+        what: &str,
+    ) -> Result<Reply, Error> {
         let mut retried = false;
         loop {
             let reply = self.http.get(&Get {
@@ -191,13 +374,15 @@ impl<'a> Session<'a> {
                 accept,
                 authorization: self.authorization.as_deref(),
                 query: &[],
+                range,
                 cap,
+                truncate: range.is_some(),
                 what,
             })?;
             match reply.status {
                 401 if !retried => {
                     let scope = format!("repository:{}:pull", self.reference.repository);
-                    let credentials = self.options.credentials.as_ref();
+                    let credentials = self.credentials();
                     let auth =
                         auth::authorize(&self.http, url, &reply.challenges, credentials, &scope)?;
                     self.authorization = Some(auth);
@@ -207,9 +392,10 @@ impl<'a> Session<'a> {
                     return Err(Error::Unauthorized {
                         url: url.to_string(),
                         reason: format!(
-                            "HTTP {} for {}{}",
+                            "HTTP {} for {} {}{}",
                             reply.status,
                             self.reference,
+                            auth::who(self.credentials()),
                             reply.detail()
                         ),
                     })
@@ -217,6 +403,15 @@ impl<'a> Session<'a> {
                 _ => return Ok(reply),
             }
         }
+    }
+
+    /// The credentials of the options, with where they came from.
+    fn credentials(&self) -> Option<auth::Named<'_>> {
+        let credentials = self.options.credentials.as_ref()?;
+        Some(auth::Named {
+            credentials,
+            source: self.options.credential_source.as_ref(),
+        })
     }
 
     /// Fetches manifest `target` (a tag or digest), checks its digest
@@ -300,6 +495,7 @@ impl<'a> Session<'a> {
                 compressed_size: layer.size,
                 diff_id,
                 media_type: layer.media_type,
+                annotations: layer.annotations,
             })
             .collect();
         Ok(ResolvedImage {
@@ -414,6 +610,96 @@ mod tests {
             matches!(&err, Error::PlainHttpRefused { url } if url == "http://192.0.2.1:5000/v2/demo/app/"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn ranges_print_as_range_headers_and_match_content_range() {
+        let span = ByteRange::Span { start: 10, len: 5 };
+        assert_eq!(ByteRange::Prefix(512).to_string(), "bytes=0-511");
+        assert_eq!(ByteRange::Suffix(8).to_string(), "bytes=-8");
+        assert_eq!(span.to_string(), "bytes=10-14");
+        assert!(ByteRange::Prefix(512).answered_by("bytes 0-511/9000"));
+        assert!(!ByteRange::Prefix(512).answered_by("bytes 0-8999/9000"));
+        assert!(ByteRange::Suffix(8).answered_by("bytes 8992-8999/9000"));
+        assert!(!ByteRange::Suffix(8).answered_by("bytes 8992-8999/*"));
+        assert!(!ByteRange::Suffix(8).answered_by("bytes 0-7/9000"));
+        assert!(span.answered_by("bytes 10-14/*"));
+        assert!(!span.answered_by("bytes 11-15/100"));
+    }
+
+    #[test]
+    fn fault_hostile_content_ranges_are_not_honoured() {
+        let huge = ByteRange::Span {
+            start: u64::MAX,
+            len: u64::MAX,
+        };
+        assert_eq!(huge.to_string(), format!("bytes={}-{}", u64::MAX, u64::MAX));
+        for bad in [
+            "",
+            "bytes",
+            "bytes 0-/10",
+            "bytes -5/10",
+            "items 0-9/10",
+            "bytes 0-18446744073709551615/18446744073709551615",
+        ] {
+            assert!(!ByteRange::Prefix(10).answered_by(bad), "{bad}");
+            assert!(!huge.answered_by(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_fall_in_their_class() {
+        let url = || "https://r.example/v2/a/manifests/1".to_string();
+        let cases = [
+            (
+                Error::ManifestUnknown {
+                    url: url(),
+                    reference: "r".into(),
+                    detail: String::new(),
+                },
+                ErrorClass::NotFound,
+            ),
+            (
+                Error::Resolve {
+                    url: url(),
+                    host: "r.example".into(),
+                    reason: "x".into(),
+                },
+                ErrorClass::Resolution,
+            ),
+            (
+                Error::Connect {
+                    url: url(),
+                    reason: "x".into(),
+                },
+                ErrorClass::Connection,
+            ),
+            (
+                Error::Tls {
+                    url: url(),
+                    host: "r.example".into(),
+                    reason: "x".into(),
+                },
+                ErrorClass::Tls,
+            ),
+            (
+                Error::Unauthorized {
+                    url: url(),
+                    reason: "x".into(),
+                },
+                ErrorClass::Auth,
+            ),
+            (
+                Error::Transport {
+                    url: url(),
+                    reason: "x".into(),
+                },
+                ErrorClass::Other,
+            ),
+        ];
+        for (error, class) in cases {
+            assert_eq!(error.class(), class, "{error}");
+        }
     }
 
     #[test]

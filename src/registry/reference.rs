@@ -63,6 +63,16 @@ impl Reference {
         }
     }
 
+    /// Whether the registry is on the loopback interface (`localhost`,
+    /// `127.0.0.0/8`, `::1`; names other than `localhost` not resolved).
+    pub fn is_loopback(&self) -> bool {
+        let host = match self.registry.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or_default(),
+            None => self.registry.split(':').next().unwrap_or_default(),
+        };
+        super::transport::is_loopback(host)
+    }
+
     /// What to ask the registry for: the digest when pinned (Docker pulls
     /// `name:tag@digest` by digest), else the tag.
     pub fn manifest_ref(&self) -> &str {

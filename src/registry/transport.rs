@@ -4,11 +4,19 @@
 //! here, not by ureq, so each hop is checked and credentials never follow
 //! a redirect to another host. Every request has a deadline and every body
 //! a size cap.
+//!
+//! Extra CA certificates (`--ca-file`, containerd's certs.d) are trusted
+//! for the registry's own host only, by a second agent: ureq takes either
+//! specific roots or the webpki set, not both, so other hosts (a token
+//! realm elsewhere, blob storage) keep the webpki roots.
 
+use std::io::Read as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ureq::http::Uri;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 use super::error::Error;
 
@@ -22,7 +30,17 @@ const MAX_DETAIL: usize = 300;
 /// An HTTP client with the URL policy, timeouts and caps.
 pub(super) struct Http {
     agent: ureq::Agent,
+    /// The registry's authority and the agent that trusts its extra CAs.
+    private: Option<(String, ureq::Agent)>,
     insecure_plain_http: bool,
+}
+
+/// Extra CA certificates (DER) trusted for one registry authority.
+pub(super) struct PrivateRoots<'a> {
+    /// `host` or `host:port`, as in the registry's URLs.
+    pub(super) authority: &'a str,
+    /// The certificates, DER-encoded.
+    pub(super) certs: &'a [Vec<u8>],
 }
 
 /// One answer, its body already read.
@@ -33,6 +51,8 @@ pub(super) struct Reply {
     pub(super) content_type: Option<String>,
     /// `Docker-Content-Digest`, if sent.
     pub(super) docker_digest: Option<String>,
+    /// `Content-Range`, if sent.
+    pub(super) content_range: Option<String>,
     /// Every `WWW-Authenticate` header.
     pub(super) challenges: Vec<String>,
     /// The body: whole for a 2xx answer, else at most [`MAX_ERROR_BODY`].
@@ -81,8 +101,13 @@ pub(super) struct Get<'a> {
     pub(super) authorization: Option<&'a str>,
     /// Query parameters, encoded here.
     pub(super) query: &'a [(&'a str, &'a str)],
+    /// `Range`, if any.
+    pub(super) range: Option<&'a str>,
     /// Cap on a successful body.
     pub(super) cap: u64,
+    /// Read at most `cap` bytes of a successful body and drop the rest
+    /// (and the connection) instead of failing on a longer one.
+    pub(super) truncate: bool,
     /// What is fetched, for errors.
     pub(super) what: &'a str,
 }
@@ -91,24 +116,50 @@ impl Http {
     /// A client whose requests each finish within `timeout`. Proxies come
     /// from the environment (`HTTPS_PROXY`, `NO_PROXY`, …), except in
     /// insecure mode: plain HTTP is for the loopback registry only, and a
-    /// proxy would carry it off the host.
-    pub(super) fn new(timeout: Duration, insecure_plain_http: bool) -> Self {
-        let proxy = if insecure_plain_http {
-            None
-        } else {
-            ureq::Proxy::try_from_env()
+    /// proxy would carry it off the host. `private` CAs are trusted for
+    /// their authority only.
+    pub(super) fn new(
+        timeout: Duration,
+        insecure_plain_http: bool,
+        private: Option<PrivateRoots<'_>>,
+    ) -> Self {
+        let agent = |roots: RootCerts| {
+            let proxy = if insecure_plain_http {
+                None
+            } else {
+                ureq::Proxy::try_from_env()
+            };
+            ureq::Agent::config_builder()
+                .proxy(proxy)
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(timeout))
+                .tls_config(TlsConfig::builder().root_certs(roots).build())
+                .user_agent(concat!("headroom/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .new_agent()
         };
-        let agent = ureq::Agent::config_builder()
-            .proxy(proxy)
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(timeout))
-            .user_agent(concat!("headroom/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+        let private = private.filter(|p| !p.certs.is_empty()).map(|p| {
+            let certs = p
+                .certs
+                .iter()
+                .map(|der| Certificate::from_der(der).to_owned());
+            let roots = RootCerts::Specific(Arc::new(certs.collect()));
+            (p.authority.to_ascii_lowercase(), agent(roots))
+        });
         Http {
-            agent,
+            agent: agent(RootCerts::WebPki),
+            private,
             insecure_plain_http,
+        }
+    }
+
+    /// The agent for `uri`: the private-CA one for the registry's host.
+    fn agent_for(&self, uri: &Uri) -> &ureq::Agent {
+        let authority = uri.authority().map(|a| a.as_str().to_ascii_lowercase());
+        match &self.private {
+            Some((host, agent)) if authority.as_deref() == Some(host.as_str()) => agent,
+            _ => &self.agent,
         }
     }
 
@@ -139,14 +190,20 @@ impl Http {
         for _ in 0..=MAX_REDIRECTS {
             let same_origin =
                 uri.scheme() == origin.scheme() && uri.authority() == origin.authority();
-            let mut request = self.agent.get(&uri).query_pairs(query.iter().copied());
+            let mut request = self
+                .agent_for(&uri)
+                .get(&uri)
+                .query_pairs(query.iter().copied());
             if let Some(accept) = get.accept {
                 request = request.header("Accept", accept);
+            }
+            if let Some(range) = get.range {
+                request = request.header("Range", range);
             }
             if let Some(auth) = get.authorization.filter(|_| same_origin) {
                 request = request.header("Authorization", auth);
             }
-            let mut response = request.call().map_err(|e| unreachable(get.url, &e))?;
+            let mut response = request.call().map_err(|e| transport(get.url, &uri, e))?;
             let status = response.status().as_u16();
             let location = header(&response, "location");
             if let (true, Some(location)) = (is_redirect(status), location) {
@@ -155,18 +212,20 @@ impl Http {
                 query = &[];
                 continue;
             }
-            return read(get, status, &mut response);
+            return read(get, &uri, status, &mut response);
         }
-        Err(Error::Unreachable {
+        Err(Error::Transport {
             url: get.url.to_string(),
             reason: format!("more than {MAX_REDIRECTS} redirects"),
         })
     }
 }
 
-/// Reads the headers used here and the body of `response`, capped.
+/// Reads the headers used here and the body of `response` (from `uri`),
+/// capped.
 fn read(
     get: &Get<'_>,
+    uri: &Uri,
     status: u16,
     response: &mut ureq::http::Response<ureq::Body>,
 ) -> Result<Reply, Error> {
@@ -181,7 +240,8 @@ fn read(
     } else {
         MAX_ERROR_BODY.min(get.cap)
     };
-    if ok && response.body().content_length().is_some_and(|n| n > cap) {
+    let truncate = get.truncate && ok;
+    if ok && !truncate && response.body().content_length().is_some_and(|n| n > cap) {
         return Err(too_large());
     }
     let challenges = response
@@ -192,27 +252,101 @@ fn read(
         .collect();
     let content_type = header(response, "content-type");
     let docker_digest = header(response, "docker-content-digest");
-    let body = match response.body_mut().with_config().limit(cap).read_to_vec() {
-        Ok(body) => body,
-        Err(ureq::Error::BodyExceedsLimit(_)) if ok => return Err(too_large()),
-        // An error body is only for the message; a huge one is dropped.
-        Err(ureq::Error::BodyExceedsLimit(_)) => Vec::new(),
-        Err(e) => return Err(unreachable(get.url, &e)),
+    let content_range = header(response, "content-range");
+    let body = if truncate {
+        // Only `cap` bytes are read; dropping the response drops the
+        // connection with the rest unread.
+        let mut body = Vec::new();
+        let reader = response.body_mut().as_reader();
+        match reader.take(cap).read_to_end(&mut body) {
+            Ok(_) => body,
+            Err(e) => return Err(transport(get.url, uri, ureq::Error::from(e))),
+        }
+    } else {
+        match response.body_mut().with_config().limit(cap).read_to_vec() {
+            Ok(body) => body,
+            Err(ureq::Error::BodyExceedsLimit(_)) if ok => return Err(too_large()),
+            // An error body is only for the message; a huge one is dropped.
+            Err(ureq::Error::BodyExceedsLimit(_)) => Vec::new(),
+            Err(e) => return Err(transport(get.url, uri, e)),
+        }
     };
     Ok(Reply {
         status,
         content_type,
         docker_digest,
+        content_range,
         challenges,
         body,
     })
 }
 
-/// The transport failure `e` for `url`.
-fn unreachable(url: &str, e: &ureq::Error) -> Error {
-    Error::Unreachable {
-        url: url.to_string(),
-        reason: e.to_string(),
+/// The transport failure `e` of a request for `url` (now at `uri`), by
+/// class: name resolution, connection, TLS, or anything else.
+fn transport(url: &str, uri: &Uri, e: ureq::Error) -> Error {
+    let url = url.to_string();
+    let host = uri.host().unwrap_or_default().to_string();
+    let reason = e.to_string();
+    match e {
+        ureq::Error::HostNotFound => Error::Resolve { url, host, reason },
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed => Error::Connect { url, reason },
+        ureq::Error::Tls(_) | ureq::Error::Pem(_) => Error::Tls { url, host, reason },
+        ureq::Error::Rustls(tls) => Error::Tls {
+            url,
+            host,
+            reason: tls.to_string(),
+        },
+        ureq::Error::Io(io) => match io_class(&io) {
+            IoClass::Tls(reason) => Error::Tls { url, host, reason },
+            IoClass::Resolve => Error::Resolve { url, host, reason },
+            IoClass::Connect => Error::Connect { url, reason },
+            IoClass::Other => Error::Transport { url, reason },
+        },
+        _ => Error::Transport { url, reason },
+    }
+}
+
+/// What an I/O error of a request was.
+enum IoClass {
+    /// A TLS failure, with rustls's own words.
+    Tls(String),
+    /// Name resolution failed.
+    Resolve,
+    /// The connection failed or broke.
+    Connect,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies `io` by its source chain and kind. std reports a failed
+/// `getaddrinfo` only by its message, so that is what is matched.
+fn io_class(io: &std::io::Error) -> IoClass {
+    use std::io::ErrorKind as K;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = io.get_ref().map(|e| e as _);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return IoClass::Tls(tls.to_string());
+        }
+        source = e.source();
+    }
+    match io.kind() {
+        _ if io
+            .to_string()
+            .contains("failed to lookup address information") =>
+        {
+            IoClass::Resolve
+        }
+        K::ConnectionRefused
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::NotConnected
+        | K::TimedOut
+        | K::BrokenPipe
+        | K::UnexpectedEof
+        | K::HostUnreachable
+        | K::NetworkUnreachable
+        | K::AddrNotAvailable => IoClass::Connect,
+        _ => IoClass::Other,
     }
 }
 
@@ -284,8 +418,8 @@ mod tests {
 
     #[test]
     fn the_policy_refuses_plain_http_off_loopback_even_when_asked() {
-        let strict = Http::new(Duration::from_secs(1), false);
-        let loose = Http::new(Duration::from_secs(1), true);
+        let strict = Http::new(Duration::from_secs(1), false, None);
+        let loose = Http::new(Duration::from_secs(1), true, None);
         assert!(strict.check("https://registry.example/v2/").is_ok());
         assert!(matches!(
             strict.check("http://127.0.0.1:5000/v2/"),
@@ -329,6 +463,7 @@ mod tests {
             status: 404,
             content_type: None,
             docker_digest: None,
+            content_range: None,
             challenges: Vec::new(),
             body: body.to_vec(),
         };
