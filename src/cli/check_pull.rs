@@ -14,12 +14,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use headroom::config::Config;
-use headroom::inventory::check_pull::{check_pull, PlannedLayer, PullCheck, Target};
+use headroom::inventory::check_pull::{
+    fallback, judge, plan, InFlightPull, PlannedLayer, PullCheck, Target,
+};
 use headroom::model::{human_bytes, short_id, Filesystem, Prediction, Signal, Status};
+use headroom::registry::sizing::size_layer;
 use headroom::registry::{self, Platform, Reference};
 use headroom::runtime::RuntimeKind;
 use serde::Serialize;
 
+use super::in_flight::{pulls_in_flight, Sizer};
 use super::printable::printable;
 use super::registry_access;
 use super::screen::{self, bar, state_style, BOLD};
@@ -66,13 +70,17 @@ struct Document<'a> {
     platform: String,
     runtime: RuntimeKind,
     namespace: &'a str,
+    /// Where the registry credentials came from; never the secret.
+    credentials: Option<String>,
     image_present: bool,
     layers: &'a [PlannedLayer],
     download_bytes: u64,
     unpack_bytes: u64,
-    unpack_ratio: f64,
-    unpack_ratio_source: &'a str,
+    inodes: u64,
     total_bytes: u64,
+    /// The pulls in flight counted in the verdict.
+    in_flight: &'a [InFlightPull],
+    in_flight_bytes: u64,
     /// The verdict per affected signal.
     prediction: &'a BTreeMap<Signal, Prediction>,
 }
@@ -83,10 +91,21 @@ struct Document<'a> {
 pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
     let reference: Reference = args.image.parse()?;
     let platform = args.platform.clone().unwrap_or_else(node_platform);
-    let options = registry_access::options(&reference, args.ca_file.as_deref(), platform, config)?;
+    // `--ca-file` is for the image's registry; a pull in flight from another
+    // has only certs.d's CAs.
+    let options_for = |other: &Reference| {
+        let ca_file = args
+            .ca_file
+            .as_deref()
+            .filter(|_| other.registry == reference.registry);
+        registry_access::options(other, ca_file, platform.clone(), config)
+    };
+    let options = options_for(&reference)?;
     // The registry first: a bad name or tag fails before the node is scanned.
-    let image = match registry::resolve(&reference, &options) {
-        Ok(image) => image,
+    let resolved = registry::connect(&reference, &options)
+        .and_then(|mut client| client.resolve().map(|image| (client, image)));
+    let (mut client, image) = match resolved {
+        Ok(found) => found,
         Err(e) => return Ok(registry_error(e, &reference, &options)),
     };
     let node = super::status::scan_here(config)?;
@@ -95,7 +114,19 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
         Store::Docker => RuntimeKind::Docker,
     });
     let target = Target::choose(&node.status, runtime, &args.namespace);
-    let check = check_pull(&image, &args.image, &node, target);
+    let fallback = fallback(&node.status);
+    let sizer = Sizer {
+        block_size: block_size(&node.status, target.runtime),
+        fallback: &fallback,
+    };
+    let mut plan = plan(&image, &node.status, &target);
+    for (planned, layer) in plan.layers.iter_mut().zip(&image.layers) {
+        if !planned.present {
+            planned.unpacked = Some(size_layer(&mut client, layer, sizer.block_size, &fallback));
+        }
+    }
+    let in_flight = pulls_in_flight(&node.status, &reference, &options_for, &sizer);
+    let check = judge(plan, &args.image, &node, target, in_flight);
     let document = Document {
         image: &args.image,
         reference: image.reference.to_string(),
@@ -105,13 +136,19 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
         platform: image.platform.to_string(),
         runtime: check.target.runtime,
         namespace: &check.target.namespace,
+        credentials: options.credential_source.as_ref().map(ToString::to_string),
         image_present: check.image_present,
         layers: &check.layers,
         download_bytes: check.cost.download_bytes,
         unpack_bytes: check.cost.unpack_bytes,
-        unpack_ratio: check.unpack_ratio,
-        unpack_ratio_source: &check.unpack_ratio_source,
+        inodes: check.inodes,
         total_bytes: check.cost.total(),
+        in_flight: &check.in_flight,
+        in_flight_bytes: check
+            .in_flight
+            .iter()
+            .map(InFlightPull::bytes)
+            .fold(0, u64::saturating_add),
         prediction: &check.prediction,
     };
     let mut out = anstream::stdout().lock();
@@ -122,6 +159,20 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
         render(&mut out, &document, &check, &node.status).context("writing to stdout")?;
     }
     Ok(ExitCode::from(exit_code(&node.status, &check.prediction)))
+}
+
+/// The allocation unit of the filesystem `runtime`'s image root is on
+/// (4 KiB when it cannot be told).
+fn block_size(status: &Status, runtime: RuntimeKind) -> u64 {
+    status
+        .runtimes
+        .iter()
+        .find(|r| r.runtime == runtime)
+        .and_then(|r| r.image_root.as_deref())
+        .and_then(|root| nix::sys::statvfs::statvfs(root).ok())
+        .map(|s| s.fragment_size())
+        .filter(|b| *b > 0)
+        .unwrap_or(4096)
 }
 
 /// This node's platform as registries name it: `linux/<GOARCH>`.
@@ -199,13 +250,7 @@ fn render(
         d.layers.len()
     )?;
     for l in d.layers {
-        let mark = if l.present { "present" } else { "to pull" };
-        writeln!(
-            out,
-            "    {} {:>10}  {mark}",
-            short_id(&l.digest),
-            human_bytes(l.compressed_bytes)
-        )?;
+        layer_line(out, l)?;
     }
     if d.image_present {
         writeln!(
@@ -219,6 +264,36 @@ fn render(
     verdicts(out, d, status)
 }
 
+/// One layer: present, in flight, or what it adds unpacked and how that
+/// was found (`~` marks an estimate).
+fn layer_line(out: &mut impl Write, l: &PlannedLayer) -> std::io::Result<()> {
+    let head = format!(
+        "    {} {:>10}",
+        short_id(&l.digest),
+        human_bytes(l.compressed_bytes)
+    );
+    let Some(u) = l.unpacked.as_ref().filter(|_| l.to_pull()) else {
+        let mark = if l.present {
+            "present"
+        } else {
+            "in flight (counted with its pull)"
+        };
+        return writeln!(out, "{head}  {mark}");
+    };
+    let approx = if u.exact { " " } else { "~" };
+    writeln!(
+        out,
+        "{head}  → {approx}{:>10} unpacked, {} inodes  ({})",
+        human_bytes(u.disk_bytes),
+        u.inodes,
+        printable(&u.method)
+    )?;
+    if let Some(why) = &u.fallback {
+        writeln!(out, "        {}", printable(why))?;
+    }
+    Ok(())
+}
+
 fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Result<()> {
     let blobs = target.runtime.runtime().blob_note();
     writeln!(
@@ -226,14 +301,30 @@ fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Res
         "  download  {:>10}  compressed blobs ({blobs})",
         human_bytes(d.download_bytes)
     )?;
+    let exact = d
+        .layers
+        .iter()
+        .filter_map(|l| l.unpacked.as_ref())
+        .all(|u| u.exact);
+    let approx = if exact { " " } else { "~" };
     writeln!(
         out,
-        "  unpacked ~{:>10}  {:.2} × compressed, {}",
+        "  unpacked {approx}{:>10}  {} inodes",
         human_bytes(d.unpack_bytes),
-        d.unpack_ratio,
-        d.unpack_ratio_source
+        d.inodes
     )?;
-    writeln!(out, "  total    ~{:>10}", human_bytes(d.total_bytes))
+    writeln!(out, "  total    {approx}{:>10}", human_bytes(d.total_bytes))?;
+    for p in d.in_flight {
+        writeln!(
+            out,
+            "  in flight {} still adds ~{} ({} to download; unpacked: {}), counted",
+            printable(&p.reference),
+            human_bytes(p.bytes()),
+            human_bytes(p.remaining_download_bytes),
+            printable(&p.method)
+        )?;
+    }
+    Ok(())
 }
 
 fn verdicts(out: &mut impl Write, d: &Document<'_>, status: &Status) -> std::io::Result<()> {

@@ -1,13 +1,16 @@
 //! What pulling an image would cost on this node, and the kubelet's verdict
 //! on it, before anything is pulled (`headroom check-pull`).
 //!
-//! The layers whose chain ID the chosen store already has cost nothing. Each
-//! missing layer costs its compressed blob (containerd keeps it in its
-//! content store; Docker needs it while pulling and deletes it after
-//! unpacking) plus the unpacked size, estimated with the ratio the node's
-//! own images show. The filesystem the store lives on (the image root the
-//! runtime reported, as `status` judges it) is then judged with those bytes
-//! incoming, by the same verdict code as `status`. One-shot: no trend.
+//! The layers whose chain ID the chosen store already has cost nothing
+//! ([`plan`]). Each missing layer costs its compressed blob (containerd keeps
+//! it in its content store; Docker needs it while pulling and deletes it
+//! after unpacking) plus what it takes unpacked, which the caller measures
+//! per layer from the registry ([`crate::registry::sizing`]). The pulls
+//! already in flight on the node count too: a layer one of them is bringing
+//! is counted once, with that pull. The filesystem the store lives on (the
+//! image root the runtime reported, as `status` judges it) is then judged
+//! with all those bytes and inodes incoming, by the same verdict code as
+//! `status` ([`judge`]). One-shot: no trend.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
@@ -19,6 +22,7 @@ use super::Scanned;
 use crate::model::{Image, Prediction, Signal, Status};
 use crate::predict::history::History;
 use crate::predict::pull::{unpack_ratio, PullCost};
+use crate::registry::sizing::{Fallback, Unpacked};
 use crate::registry::ResolvedImage;
 use crate::runtime::{self, RuntimeKind};
 
@@ -76,6 +80,44 @@ pub struct PlannedLayer {
     pub chain_id: String,
     /// Whether the store has it already (it costs nothing).
     pub present: bool,
+    /// Whether a pull in flight is bringing it already (it is counted
+    /// with that pull).
+    pub in_flight: bool,
+    /// What it adds unpacked, for a layer to pull; `None` until measured.
+    pub unpacked: Option<Unpacked>,
+}
+
+impl PlannedLayer {
+    /// Whether this pull must bring it: not present, nor in flight.
+    pub fn to_pull(&self) -> bool {
+        !self.present && !self.in_flight
+    }
+}
+
+/// A pull already in flight on the node, and what it will still add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InFlightPull {
+    /// The pull's name as `status` lists it.
+    pub reference: String,
+    /// Compressed bytes it still has to download.
+    pub remaining_download_bytes: u64,
+    /// What its layers not yet unpacked will take unpacked.
+    pub unpack_bytes: u64,
+    /// Inodes they will take (0 when unknown).
+    pub inodes: u64,
+    /// How the unpacked figures were found.
+    pub method: String,
+    /// The blobs of the layers it is still bringing, when known.
+    #[serde(skip)]
+    pub layer_digests: Vec<String>,
+}
+
+impl InFlightPull {
+    /// All the bytes it still adds.
+    pub fn bytes(&self) -> u64 {
+        self.remaining_download_bytes
+            .saturating_add(self.unpack_bytes)
+    }
 }
 
 /// The answer: what the pull brings, what it costs, and the verdicts.
@@ -87,58 +129,31 @@ pub struct PullCheck {
     pub image_present: bool,
     /// The image's layers, base first.
     pub layers: Vec<PlannedLayer>,
-    /// What the missing layers cost.
+    /// What the layers this pull brings cost.
     pub cost: PullCost,
-    /// Unpacked bytes per compressed byte used for the estimate.
-    pub unpack_ratio: f64,
-    /// Where that ratio came from, in words.
-    pub unpack_ratio_source: String,
+    /// Inodes they take.
+    pub inodes: u64,
+    /// The pulls in flight, counted in the verdict.
+    pub in_flight: Vec<InFlightPull>,
     /// The verdicts of the filesystems the pull lands on (all of them when
     /// it lands on none the kubelet watches).
     pub prediction: BTreeMap<Signal, Prediction>,
 }
 
-/// What pulling `image` (named `name`, for the verdict's sentence) into
-/// `target` would cost on the `node`, and the verdicts with it incoming.
-pub fn check_pull(image: &ResolvedImage, name: &str, node: &Scanned, target: Target) -> PullCheck {
-    let status = &node.status;
-    let ratio = unpack_ratio(&status.images);
-    let Plan {
-        image_present,
-        layers,
-        cost,
-    } = plan(image, status, &target, ratio);
-    let mountpoint = store_mountpoint(status, target.runtime);
-    let pulls = [name.to_string()];
-    let incoming = Incoming {
-        mountpoint: mountpoint.as_deref(),
-        bytes: cost.total(),
-        pulls: &pulls,
-        unknown_size: &[],
-    };
-    PullCheck {
-        prediction: affected(node, &incoming),
-        target,
-        image_present,
-        layers,
-        cost,
-        unpack_ratio: ratio,
-        unpack_ratio_source: ratio_source(&status.images),
-    }
-}
-
-/// What the pull would bring: the layers, and what they cost.
+/// What the pull would bring: which layers the store has, and (once
+/// measured by the caller) what the others cost.
 #[derive(Debug, Clone, PartialEq)]
-struct Plan {
-    image_present: bool,
-    layers: Vec<PlannedLayer>,
-    cost: PullCost,
+pub struct Plan {
+    /// The image (its config digest) is already in the store.
+    pub image_present: bool,
+    /// The image's layers, base first.
+    pub layers: Vec<PlannedLayer>,
 }
 
-/// Which layers `target` already has and what the rest cost at `ratio`. A
-/// layer is there when its chain ID is a committed layer of the store; from
-/// the first missing one up, every layer must be downloaded and unpacked.
-fn plan(image: &ResolvedImage, status: &Status, target: &Target, ratio: f64) -> Plan {
+/// Which layers `target` already has. A layer is there when its chain ID
+/// is a committed layer of the store; from the first missing one up, every
+/// layer must be downloaded and unpacked.
+pub fn plan(image: &ResolvedImage, status: &Status, target: &Target) -> Plan {
     let image_present = status
         .images
         .iter()
@@ -158,7 +173,7 @@ fn plan(image: &ResolvedImage, status: &Status, target: &Target, ratio: f64) -> 
             .position(|c| !have.contains(c.as_str()))
             .unwrap_or(image.chain_ids.len())
     };
-    let layers: Vec<PlannedLayer> = image
+    let layers = image
         .layers
         .iter()
         .zip(&image.chain_ids)
@@ -168,17 +183,104 @@ fn plan(image: &ResolvedImage, status: &Status, target: &Target, ratio: f64) -> 
             compressed_bytes: layer.compressed_size,
             chain_id: chain_id.clone(),
             present: i < first_missing,
+            in_flight: false,
+            unpacked: None,
         })
         .collect();
-    let compressed = layers
-        .iter()
-        .filter(|l| !l.present)
-        .fold(0u64, |sum, l| sum.saturating_add(l.compressed_bytes));
     Plan {
         image_present,
         layers,
-        cost: PullCost::of(compressed, 0, ratio),
     }
+}
+
+/// What to estimate a layer with when its blob teaches nothing: the
+/// node's own unpack ratio, and the inodes per byte its layers show.
+pub fn fallback(status: &Status) -> Fallback {
+    let (inodes, disk) = status.layers.iter().fold((0u128, 0u128), |(i, d), l| {
+        (i + u128::from(l.inodes), d + u128::from(l.disk_bytes))
+    });
+    Fallback {
+        ratio: unpack_ratio(&status.images),
+        ratio_source: ratio_source(&status.images),
+        inodes_per_byte: if disk == 0 {
+            0.0
+        } else {
+            inodes as f64 / disk as f64
+        },
+    }
+}
+
+/// The verdicts with `plan`'s layers (measured) and the pulls `in_flight`
+/// incoming into `target`'s filesystem. A layer an in-flight pull brings
+/// is counted with that pull only.
+pub fn judge(
+    mut plan: Plan,
+    name: &str,
+    node: &Scanned,
+    target: Target,
+    in_flight: Vec<InFlightPull>,
+) -> PullCheck {
+    let coming: HashSet<&str> = in_flight
+        .iter()
+        .flat_map(|p| p.layer_digests.iter().map(String::as_str))
+        .collect();
+    for layer in plan.layers.iter_mut().filter(|l| !l.present) {
+        layer.in_flight = coming.contains(layer.digest.as_str());
+    }
+    let (cost, inodes) = cost(&plan.layers);
+    let status = &node.status;
+    let mountpoint = store_mountpoint(status, target.runtime);
+    let mut pulls = vec![name.to_string()];
+    pulls.extend(in_flight.iter().map(|p| p.reference.clone()));
+    let incoming = Incoming {
+        mountpoint: mountpoint.as_deref(),
+        bytes: in_flight
+            .iter()
+            .map(InFlightPull::bytes)
+            .fold(cost.total(), u64::saturating_add),
+        inodes: in_flight
+            .iter()
+            .map(|p| p.inodes)
+            .fold(inodes, u64::saturating_add),
+        pulls: &pulls,
+        unknown_size: &[],
+    };
+    PullCheck {
+        prediction: affected(node, &incoming),
+        target,
+        image_present: plan.image_present,
+        layers: plan.layers,
+        cost,
+        inodes,
+        in_flight,
+    }
+}
+
+/// What the layers this pull brings cost: their blobs, what they take
+/// unpacked, and their inodes.
+fn cost(layers: &[PlannedLayer]) -> (PullCost, u64) {
+    layers.iter().filter(|l| l.to_pull()).fold(
+        (
+            PullCost {
+                download_bytes: 0,
+                unpack_bytes: 0,
+            },
+            0u64,
+        ),
+        |(cost, inodes), l| {
+            let (disk, files) = l
+                .unpacked
+                .as_ref()
+                .map_or((0, 0), |u| (u.disk_bytes, u.inodes));
+            (
+                PullCost {
+                    download_bytes: cost.download_bytes.saturating_add(l.compressed_bytes),
+                    unpack_bytes: cost.unpack_bytes.saturating_add(disk),
+                },
+                inodes.saturating_add(files),
+            )
+        },
+    )
 }
 
 /// Where the unpack ratio came from, in words.
@@ -313,6 +415,21 @@ mod tests {
         plan.layers.iter().map(|l| l.present).collect()
     }
 
+    /// `plan`'s layers measured as `ratio` × compressed, 10 inodes each.
+    fn measured(mut plan: Plan, ratio: u64) -> Plan {
+        for l in plan.layers.iter_mut().filter(|l| !l.present) {
+            l.unpacked = Some(Unpacked {
+                stream_bytes: l.compressed_bytes * ratio,
+                disk_bytes: l.compressed_bytes * ratio,
+                inodes: 10,
+                exact: true,
+                method: "test".into(),
+                fallback: None,
+            });
+        }
+        plan
+    }
+
     #[test]
     fn a_present_prefix_costs_nothing() {
         let image = resolved();
@@ -324,11 +441,14 @@ mod tests {
             layer(RuntimeKind::Containerd, "moby", &c[2]),
             layer(RuntimeKind::Docker, "", &c[2]),
         ];
-        let plan = plan(&image, &status(layers, vec![]), &k8s(), 2.0);
+        let plan = measured(plan(&image, &status(layers, vec![]), &k8s()), 2);
         assert_eq!(presence(&plan), [true, true, false]);
         assert!(!plan.image_present);
-        assert_eq!(plan.cost, PullCost::of(400, 0, 2.0));
-        assert_eq!(plan.cost.total(), 1200);
+        let (cost, inodes) = cost(&plan.layers);
+        assert_eq!(
+            (cost.download_bytes, cost.unpack_bytes, inodes),
+            (400, 800, 10)
+        );
     }
 
     #[test]
@@ -341,18 +461,50 @@ mod tests {
             layer(RuntimeKind::Containerd, "k8s.io", &c[0]),
             layer(RuntimeKind::Containerd, "k8s.io", &c[2]),
         ];
-        let plan = plan(&image, &status(layers, vec![]), &k8s(), 2.5);
+        let plan = measured(plan(&image, &status(layers, vec![]), &k8s()), 3);
         assert_eq!(presence(&plan), [true, false, false]);
-        assert_eq!(plan.cost.download_bytes, 600);
-        assert_eq!(plan.cost.unpack_bytes, 1500);
+        let (cost, inodes) = cost(&plan.layers);
+        assert_eq!(
+            (cost.download_bytes, cost.unpack_bytes, inodes),
+            (600, 1800, 20)
+        );
+    }
+
+    #[test]
+    fn a_layer_in_flight_is_counted_with_its_pull_only() {
+        let image = resolved();
+        let node = Scanned {
+            status: status(vec![], vec![]),
+            kubelet: crate::kubelet::KubeletConfig::defaults(),
+        };
+        let plan = measured(plan(&image, &node.status, &k8s()), 2);
+        let other = InFlightPull {
+            reference: "127.0.0.1:5000/hr/other@sha256:ab".into(),
+            remaining_download_bytes: 50,
+            unpack_bytes: 1000,
+            inodes: 7,
+            method: "test".into(),
+            layer_digests: vec![image.layers[2].digest.clone()],
+        };
+        let check = judge(plan, "app:1", &node, k8s(), vec![other]);
+        let flags: Vec<bool> = check.layers.iter().map(|l| l.in_flight).collect();
+        assert_eq!(flags, [false, false, true]);
+        assert_eq!(
+            (
+                check.cost.download_bytes,
+                check.cost.unpack_bytes,
+                check.inodes
+            ),
+            (300, 600, 20)
+        );
     }
 
     #[test]
     fn nothing_present_costs_every_layer() {
         let image = resolved();
-        let plan = plan(&image, &status(vec![], vec![]), &k8s(), 1.0);
+        let plan = measured(plan(&image, &status(vec![], vec![]), &k8s()), 1);
         assert_eq!(presence(&plan), [false, false, false]);
-        assert_eq!(plan.cost.total(), 1400);
+        assert_eq!(cost(&plan.layers).0.total(), 1400);
         assert_eq!(
             plan.layers[2].chain_id, image.chain_ids[2],
             "each layer carries its chain ID"
@@ -374,22 +526,28 @@ mod tests {
             runtime: RuntimeKind::Docker,
             namespace: String::new(),
         };
-        let plan_for = |image_record: &Image, target: &Target| {
-            plan(
-                &image,
-                &status(vec![], vec![image_record.clone()]),
-                target,
-                2.5,
+        let total = |image_record: &Image, target: &Target| {
+            let plan = plan(&image, &status(vec![], vec![image_record.clone()]), target);
+            (
+                plan.image_present,
+                cost(&measured(plan, 2).layers).0.total(),
             )
         };
-        let in_docker = plan_for(&present, &docker);
-        assert!(in_docker.image_present);
-        assert_eq!(presence(&in_docker), [true, true, true]);
-        assert_eq!(in_docker.cost.total(), 0);
+        assert_eq!(total(&present, &docker), (true, 0));
         // Present in Docker only: containerd still pulls it all.
-        assert_eq!(plan_for(&present, &k8s()).cost.total(), 700 + 1750);
+        assert_eq!(total(&present, &k8s()), (false, 700 + 1400));
         present.runtime = RuntimeKind::Containerd;
         present.namespace = "k8s.io".into();
-        assert_eq!(plan_for(&present, &k8s()).cost.total(), 0);
+        assert_eq!(total(&present, &k8s()), (true, 0));
+    }
+
+    #[test]
+    fn the_fallback_learns_inodes_per_byte_from_the_node_layers() {
+        let mut l = layer(RuntimeKind::Containerd, "k8s.io", "a");
+        l.disk_bytes = 4000;
+        l.inodes = 2;
+        let f = fallback(&status(vec![l], vec![]));
+        assert_eq!(f.inodes_per_byte, 0.0005);
+        assert_eq!(fallback(&status(vec![], vec![])).inodes_per_byte, 0.0);
     }
 }

@@ -208,6 +208,8 @@ pub fn build(
             .map(|fs| fs.mountpoint.as_str())
             .filter(|_| in_flight.incoming > 0),
         bytes: in_flight.incoming,
+        // A pull in flight is sized by its blobs only: its files are unknown.
+        inodes: 0,
         pulls: &pull_names,
         unknown_size: &unknown_size,
     };

@@ -101,6 +101,8 @@ pub struct Incoming<'a> {
     pub mountpoint: Option<&'a str>,
     /// Bytes the pulls will still add.
     pub bytes: u64,
+    /// Inodes the pulls will still add (0 when unknown).
+    pub inodes: u64,
     /// The pulls' image names, for the verdict's sentence.
     pub pulls: &'a [String],
     /// Mount points that pulls of unknown size (Docker's) are filling: judged
@@ -113,6 +115,7 @@ impl Incoming<'_> {
     pub const NONE: Incoming<'static> = Incoming {
         mountpoint: None,
         bytes: 0,
+        inodes: 0,
         pulls: &[],
         unknown_size: &[],
     };
@@ -122,12 +125,13 @@ impl Incoming<'_> {
         self.unknown_size.iter().any(|m| m == mountpoint)
     }
 
-    /// What lands on the filesystem mounted at `mountpoint`.
-    fn onto(&self, mountpoint: &str) -> (u64, &[String]) {
+    /// What lands on the filesystem mounted at `mountpoint`: bytes, inodes
+    /// and the pulls bringing them.
+    fn onto(&self, mountpoint: &str) -> (u64, u64, &[String]) {
         if self.mountpoint == Some(mountpoint) {
-            (self.bytes, self.pulls)
+            (self.bytes, self.inodes, self.pulls)
         } else {
-            (0, &[])
+            (0, 0, &[])
         }
     }
 }
@@ -155,7 +159,7 @@ pub fn predict(
         .map(|fs| {
             let (bytes_signal, inodes_signal) = eviction_signals(fs.signal);
             let (bytes_trend, inodes_trend) = history.trends(fs.signal);
-            let (incoming_bytes, pulls) = incoming.onto(&fs.mountpoint);
+            let (incoming_bytes, incoming_inodes, pulls) = incoming.onto(&fs.mountpoint);
             let dimension = |signal, capacity, available, trend| Dimension {
                 capacity,
                 available,
@@ -181,7 +185,10 @@ pub fn predict(
                         bytes_trend,
                     )
                 },
-                inodes: dimension(inodes_signal, fs.inodes, fs.inodes_free, inodes_trend),
+                inodes: Dimension {
+                    incoming: incoming_inodes,
+                    ..dimension(inodes_signal, fs.inodes, fs.inodes_free, inodes_trend)
+                },
                 pulls,
                 gc,
                 horizon: DEFAULT_HORIZON,

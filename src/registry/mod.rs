@@ -17,6 +17,7 @@ pub mod credentials;
 mod error;
 mod manifest;
 mod reference;
+pub mod sizing;
 mod transport;
 
 use std::collections::BTreeMap;

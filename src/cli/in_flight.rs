@@ -1,0 +1,94 @@
+//! The pulls already in flight on the node, for `check-pull`'s verdict:
+//! what each will still download (from the node's ingests) and what its
+//! layers not yet unpacked will take, measured from its registry like the
+//! checked image's own layers when the registry can be asked, else at the
+//! node's unpack ratio (as `status` does), saying so.
+
+use headroom::inventory::check_pull::InFlightPull;
+use headroom::model::{Pull, Status};
+use headroom::registry::sizing::{size_layer, Fallback};
+use headroom::registry::{self, Options, Reference};
+
+/// How to measure a layer: the store's block size and the fallback.
+pub struct Sizer<'a> {
+    /// Block size of the store's filesystem.
+    pub block_size: u64,
+    /// The estimate when a blob teaches nothing.
+    pub fallback: &'a Fallback,
+}
+
+/// The sized pulls in flight in `status` (a Docker pull has no size and is
+/// left out), each measured with `options_for` its registry; `checked` is
+/// the image being checked, whose registry stands in for a pull's registry
+/// named without its port.
+pub fn pulls_in_flight(
+    status: &Status,
+    checked: &Reference,
+    options_for: &dyn Fn(&Reference) -> anyhow::Result<Options>,
+    sizer: &Sizer<'_>,
+) -> Vec<InFlightPull> {
+    status
+        .pulls
+        .iter()
+        .filter(|p| p.total_bytes > 0)
+        .map(|p| match measured(p, checked, options_for, sizer) {
+            Ok(pull) => pull,
+            Err(e) => InFlightPull {
+                method: format!(
+                    "{:.2} × compressed, the node's unpack ratio (its registry could not be asked: {e:#})",
+                    sizer.fallback.ratio
+                ),
+                ..at_node_ratio(p)
+            },
+        })
+        .collect()
+}
+
+/// `pull` as `status` sized it, at the node's ratio.
+fn at_node_ratio(pull: &Pull) -> InFlightPull {
+    InFlightPull {
+        reference: pull.reference.clone(),
+        remaining_download_bytes: pull.remaining_download_bytes,
+        unpack_bytes: pull.unpack_bytes,
+        inodes: 0,
+        method: String::new(),
+        layer_digests: Vec::new(),
+    }
+}
+
+/// `pull` with the layers it has not unpacked yet (the top ones: layers
+/// unpack base first) measured from its registry.
+fn measured(
+    pull: &Pull,
+    checked: &Reference,
+    options_for: &dyn Fn(&Reference) -> anyhow::Result<Options>,
+    sizer: &Sizer<'_>,
+) -> anyhow::Result<InFlightPull> {
+    let (Some(image), Some(manifest)) = (&pull.image, &pull.manifest) else {
+        anyhow::bail!("the pull names no image and manifest");
+    };
+    let mut reference: Reference = format!("{image}@{manifest}").parse()?;
+    // containerd's distribution.source label drops the registry's port.
+    if checked.registry.split(':').next() == Some(reference.registry.as_str()) {
+        reference.registry.clone_from(&checked.registry);
+    }
+    let options = options_for(&reference)?;
+    let mut client = registry::connect(&reference, &options)?;
+    let resolved = client.resolve()?;
+    let waiting = resolved
+        .layers
+        .iter()
+        .skip(usize::try_from(pull.layers_present).unwrap_or(usize::MAX));
+    let mut out = InFlightPull {
+        method: "its layers measured from the registry".to_string(),
+        unpack_bytes: 0,
+        ..at_node_ratio(pull)
+    };
+    for layer in waiting {
+        let unpacked = size_layer(&mut client, layer, sizer.block_size, sizer.fallback);
+        out.unpack_bytes = out.unpack_bytes.saturating_add(unpacked.disk_bytes);
+        out.inodes = out.inodes.saturating_add(unpacked.inodes);
+        out.layer_digests.push(layer.digest.clone());
+    }
+    Ok(out)
+}
