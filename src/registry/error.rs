@@ -66,12 +66,12 @@ pub enum Error {
     /// certificate or a protocol failure.
     #[error(
         "TLS with {host} failed ({url}): {reason}; if its certificate is signed by a \
-         private CA, pass it with --ca-file or put it in certs.d ({host}/ca.crt)"
+         private CA, pass it with --ca-file or put it in certs.d/{host}/ca.crt"
     )]
     Tls {
         /// The URL requested.
         url: String,
-        /// The host whose certificate or handshake failed.
+        /// The host (and port) whose certificate or handshake failed.
         host: String,
         /// The TLS library's error.
         reason: String,

@@ -285,7 +285,8 @@ fn read(
 /// class: name resolution, connection, TLS, or anything else.
 fn transport(url: &str, uri: &Uri, e: ureq::Error) -> Error {
     let url = url.to_string();
-    let host = uri.host().unwrap_or_default().to_string();
+    // host:port, as containerd's certs.d names the registry's directory.
+    let host = uri.authority().map_or("", |a| a.as_str()).to_string();
     let reason = e.to_string();
     match e {
         ureq::Error::HostNotFound => Error::Resolve { url, host, reason },

@@ -138,6 +138,7 @@ fn install(tool: &str) -> Install {
         "du" | "df" | "truncate" | "sha256sum" => "coreutils",
         "find" => "findutils",
         "gzip" => "gzip",
+        "tar" => "tar",
         "mkfs.ext4" => "e2fsprogs",
         "mount" | "umount" => "mount",
         "strip" => "binutils",
