@@ -342,7 +342,7 @@ pub fn counts_pulls_in_flight(w: &World) -> Result<()> {
             c.that(still, || {
                 "A was still being pulled when B was checked".into()
             });
-            judge_in_flight(&mut c, &run);
+            judge_in_flight(&mut c, &run, layer);
         }
         Err(e) => c.error("check-pull of B while A is pulled", e),
     }
@@ -403,8 +403,9 @@ fn wait_exit(pull: &mut Proc, within: Duration) -> Option<std::process::ExitStat
 }
 
 /// B checked while A is in flight: pressure (exit 2), A listed in
-/// `in_flight` with its bytes left and its unpack.
-fn judge_in_flight(c: &mut Checks, run: &Run) {
+/// `in_flight` with its bytes left and its unpack, measured from the
+/// registry: its random `layer` bytes, within 10%.
+fn judge_in_flight(c: &mut Checks, run: &Run, layer: u64) {
     c.eq(
         "exit code of B while A is pulled",
         "A and B do not fit together",
@@ -425,6 +426,14 @@ fn judge_in_flight(c: &mut Checks, run: &Run) {
         a.is_some_and(|p| p["remaining_download_bytes"].is_u64() && p["unpack_bytes"].is_u64()),
         || format!("in_flight names hr/flight-a with remaining_download_bytes and unpack_bytes: {listed:?}"),
     );
+    let unpack = a.and_then(|p| p["unpack_bytes"].as_u64()).unwrap_or(0);
+    c.that(check_pull::error(unpack, layer).abs() <= TOLERANCE, || {
+        format!("A's unpack_bytes {unpack} within 10% of its {layer}-byte layer: {listed:?}")
+    });
+    let method = a.and_then(|p| p["method"].as_str()).unwrap_or("");
+    c.that(method.contains("measured from the registry"), || {
+        format!("A's layers measured from its registry: {method:?}")
+    });
 }
 
 /// One check-pull that must fail: how it is asked, and what it must say.
