@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use headroom::config::Config;
 use headroom::inventory::check_pull::{
-    fallback, judge, plan, InFlightPull, PlannedLayer, PullCheck, Target,
+    fallback, judge, plan, store_root, InFlightPull, PlannedLayer, PullCheck, Target,
 };
 use headroom::model::{human_bytes, short_id, Filesystem, Prediction, Signal, Status};
 use headroom::registry::sizing::size_layer;
@@ -164,11 +164,7 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
 /// The allocation unit of the filesystem `runtime`'s image root is on
 /// (4 KiB when it cannot be told).
 fn block_size(status: &Status, runtime: RuntimeKind) -> u64 {
-    status
-        .runtimes
-        .iter()
-        .find(|r| r.runtime == runtime)
-        .and_then(|r| r.image_root.as_deref())
+    store_root(status, runtime)
         .and_then(|root| nix::sys::statvfs::statvfs(root).ok())
         .map(|s| s.fragment_size())
         .filter(|b| *b > 0)

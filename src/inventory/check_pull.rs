@@ -296,14 +296,19 @@ fn ratio_source(images: &[Image]) -> String {
     }
 }
 
-/// The mount point of the filesystem the store writes to: that of the image
-/// root the runtime reported, else the imagefs.
-fn store_mountpoint(status: &Status, runtime: RuntimeKind) -> Option<String> {
+/// The image root `runtime` reported: where its pulls land.
+pub fn store_root(status: &Status, runtime: RuntimeKind) -> Option<&str> {
     status
         .runtimes
         .iter()
         .find(|r| r.runtime == runtime)
         .and_then(|r| r.image_root.as_deref())
+}
+
+/// The mount point of the filesystem the store writes to: that of the image
+/// root the runtime reported, else the imagefs.
+fn store_mountpoint(status: &Status, runtime: RuntimeKind) -> Option<String> {
+    store_root(status, runtime)
         .and_then(|root| crate::host::filesystem_of(std::path::Path::new(root)).ok())
         .map(|fs| fs.mountpoint.display().to_string())
         .or_else(|| {

@@ -110,7 +110,7 @@ fn measure(
     let estimate = sampled_estimate(&sample, size)?;
     let tail = match compression {
         Compression::Gzip if prefix.honoured => gzip_tail(client, layer, estimate)?,
-        Compression::Gzip => Tail::Refused,
+        Compression::Gzip => Tail::Unknown(RANGES_IGNORED.into()),
         Compression::Zstd => zstd_tail(&prefix.bytes, size),
         Compression::Plain => Tail::Stream(
             StreamSize {
@@ -123,19 +123,18 @@ fn measure(
     Ok(match tail {
         Tail::Toc(entries) => from_toc(&entries, block_size, "eStargz table of contents"),
         Tail::Stream(stream, how) => extrapolate(&sample, stream, how, block_size, None),
-        Tail::Unknown(why) => extrapolate(&sample, inexact(estimate), SAMPLED_RATIO, block_size, Some(why)),
-        Tail::Refused => extrapolate(
-            &sample,
-            inexact(estimate),
-            SAMPLED_RATIO,
-            block_size,
-            Some("the registry ignored the range request (HTTP 200): the stream size is extrapolated".into()),
-        ),
+        Tail::Unknown(why) => {
+            let stream = inexact(estimate);
+            extrapolate(&sample, stream, SAMPLED_RATIO, block_size, Some(why))
+        }
     })
 }
 
 /// How the stream size is said when extrapolated from the sample.
 const SAMPLED_RATIO: &str = "size extrapolated from the sampled compression ratio";
+/// Why, when the registry answers a range request with the whole blob.
+const RANGES_IGNORED: &str =
+    "the registry ignored the range request (HTTP 200): the stream size is extrapolated";
 
 /// What a blob's end (or header) tells of the whole stream.
 enum Tail {
@@ -143,10 +142,9 @@ enum Tail {
     Toc(Vec<Entry>),
     /// The stream size, and how it was read.
     Stream(StreamSize, &'static str),
-    /// Nothing usable, and why.
+    /// Nothing usable (the registry ignores ranges, or the blob does not
+    /// say), and why.
     Unknown(String),
-    /// The registry does not serve ranges.
-    Refused,
 }
 
 /// The zstd:chunked table of contents the manifest points at, if any.
@@ -182,7 +180,7 @@ fn gzip_tail(client: &mut Client, layer: &ResolvedLayer, estimate: u64) -> Resul
     let size = layer.compressed_size;
     let tail = fetch(client, layer, ByteRange::Suffix(ESTARGZ_FOOTER.min(size)))?;
     if !tail.honoured {
-        return Ok(Tail::Refused);
+        return Ok(Tail::Unknown(RANGES_IGNORED.into()));
     }
     if let Some(offset) = estargz_toc_offset(&tail.bytes).filter(|o| *o < size) {
         let len = size.saturating_sub(ESTARGZ_FOOTER).saturating_sub(offset);
