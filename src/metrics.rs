@@ -15,6 +15,7 @@
 //! `headroom_reclaimable_bytes` has one series per runtime found, from the
 //! document's `reclaimable_by_runtime` (they add up to `reclaimable_bytes`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::time::UNIX_EPOCH;
@@ -104,16 +105,16 @@ struct ReadFromLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ImageLabels {
     runtime: String,
-    namespace: String,
+    containerd_namespace: String,
     image: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
     runtime: String,
+    containerd_namespace: String,
     namespace: String,
     pod: String,
-    pod_namespace: String,
     container: String,
 }
 
@@ -137,7 +138,8 @@ struct ProblemLabels {
 /// with at most `top_n` image, container and pull series each (plus one
 /// `other` series apiece).
 pub fn encode(status: &Status, totals: &ScanTotals, top_n: usize) -> Result<String, MetricsError> {
-    let mut registry = Registry::with_prefix("headroom");
+    let node = (Cow::Borrowed("node"), Cow::Owned(status.node.clone()));
+    let mut registry = Registry::with_prefix_and_labels("headroom", std::iter::once(node));
     filesystems(&mut registry, status);
     images(&mut registry, &status.images, top_n);
     containers(&mut registry, &status.containers, top_n);
@@ -228,7 +230,7 @@ fn filesystems(registry: &mut Registry, status: &Status) {
 fn images(registry: &mut Registry, images: &[Image], top_n: usize) {
     let other = ImageLabels {
         runtime: String::new(),
-        namespace: String::new(),
+        containerd_namespace: String::new(),
         image: OTHER.to_string(),
     };
     let rows = fold_top(
@@ -237,7 +239,7 @@ fn images(registry: &mut Registry, images: &[Image], top_n: usize) {
         |i| i.disk_bytes,
         |i| ImageLabels {
             runtime: i.runtime.as_str().to_string(),
-            namespace: i.namespace.clone(),
+            containerd_namespace: i.namespace.clone(),
             image: i.name(),
         },
         other,
@@ -270,9 +272,9 @@ fn images(registry: &mut Registry, images: &[Image], top_n: usize) {
 fn containers(registry: &mut Registry, containers: &[Container], top_n: usize) {
     let other = ContainerLabels {
         runtime: String::new(),
+        containerd_namespace: String::new(),
         namespace: String::new(),
         pod: String::new(),
-        pod_namespace: String::new(),
         container: OTHER.to_string(),
     };
     let rows = fold_top(
@@ -281,9 +283,9 @@ fn containers(registry: &mut Registry, containers: &[Container], top_n: usize) {
         |c| c.writable_disk_bytes.saturating_add(c.log_bytes),
         |c| ContainerLabels {
             runtime: c.runtime_name().to_string(),
-            namespace: c.namespace.clone(),
+            containerd_namespace: c.namespace.clone(),
+            namespace: c.pod_namespace.clone().unwrap_or_default(),
             pod: c.pod.clone().unwrap_or_default(),
-            pod_namespace: c.pod_namespace.clone().unwrap_or_default(),
             container: c.display_name(),
         },
         other,
@@ -308,7 +310,7 @@ fn containers(registry: &mut Registry, containers: &[Container], top_n: usize) {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VolumeLabels {
-    pod_namespace: String,
+    namespace: String,
     pod: String,
     pod_uid: String,
     volume: String,
@@ -316,7 +318,7 @@ struct VolumeLabels {
 
 fn volumes(registry: &mut Registry, volumes: &[Volume], top_n: usize) {
     let other = VolumeLabels {
-        pod_namespace: String::new(),
+        namespace: String::new(),
         pod: String::new(),
         pod_uid: String::new(),
         volume: OTHER.to_string(),
@@ -326,7 +328,7 @@ fn volumes(registry: &mut Registry, volumes: &[Volume], top_n: usize) {
         top_n,
         |v| v.disk_bytes,
         |v| VolumeLabels {
-            pod_namespace: v.pod_namespace.clone().unwrap_or_default(),
+            namespace: v.pod_namespace.clone().unwrap_or_default(),
             pod: v.pod.clone().unwrap_or_default(),
             pod_uid: v.pod_uid.clone(),
             volume: v.name.clone(),
@@ -803,104 +805,131 @@ mod tests {
         let text = encode(&status(), &totals(), 10).unwrap();
         let expect = [
             (
-                r#"headroom_filesystem_capacity_bytes{signal="nodefs",mountpoint="/"}"#,
+                r#"headroom_filesystem_capacity_bytes{node="node-1",signal="nodefs",mountpoint="/"}"#,
                 "100000000000",
             ),
             (
-                r#"headroom_filesystem_available_bytes{signal="imagefs",mountpoint="/var/lib/containerd"}"#,
+                r#"headroom_filesystem_available_bytes{node="node-1",signal="imagefs",mountpoint="/var/lib/containerd"}"#,
                 "1000",
             ),
             (
-                r#"headroom_filesystem_inodes{signal="nodefs",mountpoint="/"}"#,
+                r#"headroom_filesystem_inodes{node="node-1",signal="nodefs",mountpoint="/"}"#,
                 "6000000",
             ),
             (
-                r#"headroom_filesystem_inodes_free{signal="nodefs",mountpoint="/"}"#,
+                r#"headroom_filesystem_inodes_free{node="node-1",signal="nodefs",mountpoint="/"}"#,
                 "5000000",
             ),
             (
-                r#"headroom_eviction_threshold_bytes{signal="nodefs"}"#,
+                r#"headroom_eviction_threshold_bytes{node="node-1",signal="nodefs"}"#,
                 "10000000000",
             ),
             (
-                r#"headroom_eviction_threshold_inodes{signal="nodefs"}"#,
+                r#"headroom_eviction_threshold_inodes{node="node-1",signal="nodefs"}"#,
                 "300000",
             ),
             (
-                r#"headroom_filesystem_bytes_left{signal="imagefs"}"#,
+                r#"headroom_filesystem_bytes_left{node="node-1",signal="imagefs"}"#,
                 "-14999999000",
             ),
             (
-                r#"headroom_image_size_bytes{runtime="containerd",namespace="k8s.io",image="docker.io/library/nginx:1.25"}"#,
+                r#"headroom_image_size_bytes{node="node-1",runtime="containerd",containerd_namespace="k8s.io",image="docker.io/library/nginx:1.25"}"#,
                 "180000000",
             ),
             (
-                r#"headroom_image_unique_bytes{runtime="containerd",namespace="k8s.io",image="0123456789ab"}"#,
+                r#"headroom_image_unique_bytes{node="node-1",runtime="containerd",containerd_namespace="k8s.io",image="0123456789ab"}"#,
                 "30000000",
             ),
             (
-                r#"headroom_image_content_bytes{runtime="containerd",namespace="k8s.io",image="0123456789ab"}"#,
+                r#"headroom_image_content_bytes{node="node-1",runtime="containerd",containerd_namespace="k8s.io",image="0123456789ab"}"#,
                 "20000000",
             ),
             (
-                r#"headroom_container_writable_bytes{runtime="containerd",namespace="k8s.io",pod="web-0",pod_namespace="default",container="web"}"#,
+                r#"headroom_container_writable_bytes{node="node-1",runtime="containerd",containerd_namespace="k8s.io",namespace="default",pod="web-0",container="web"}"#,
                 "4096",
             ),
             (
-                r#"headroom_container_log_bytes{runtime="containerd",namespace="k8s.io",pod="",pod_namespace="",container="0123456789ab"}"#,
+                r#"headroom_container_log_bytes{node="node-1",runtime="containerd",containerd_namespace="k8s.io",namespace="",pod="",container="0123456789ab"}"#,
                 "512",
             ),
             (
-                r#"headroom_pull_remaining_bytes{image="layer-sha256:beef"}"#,
+                r#"headroom_pull_remaining_bytes{node="node-1",image="layer-sha256:beef"}"#,
                 "700",
             ),
-            (r#"headroom_pressure_predicted{signal="imagefs"}"#, "1"),
-            (r#"headroom_pressure_predicted{signal="nodefs"}"#, "0"),
-            (r#"headroom_seconds_until_pressure{signal="imagefs"}"#, "0"),
             (
-                r#"headroom_reclaimable_bytes{runtime="containerd"}"#,
-                "40000",
-            ),
-            (r#"headroom_reclaimable_bytes{runtime="docker"}"#, "2000"),
-            (r#"headroom_runtime_up{runtime="containerd"}"#, "1"),
-            (r#"headroom_runtime_up{runtime="docker"}"#, "0"),
-            (
-                r#"headroom_runtime_read_from{runtime="containerd",from="api"}"#,
+                r#"headroom_pressure_predicted{node="node-1",signal="imagefs"}"#,
                 "1",
             ),
             (
-                r#"headroom_runtime_read_from{runtime="containerd",from="files"}"#,
+                r#"headroom_pressure_predicted{node="node-1",signal="nodefs"}"#,
                 "0",
             ),
             (
-                r#"headroom_runtime_read_from{runtime="docker",from="files"}"#,
+                r#"headroom_seconds_until_pressure{node="node-1",signal="imagefs"}"#,
                 "0",
             ),
             (
-                r#"headroom_problems{kind="malformed",reader="docker"}"#,
+                r#"headroom_reclaimable_bytes{node="node-1",runtime="containerd"}"#,
+                "40000",
+            ),
+            (
+                r#"headroom_reclaimable_bytes{node="node-1",runtime="docker"}"#,
+                "2000",
+            ),
+            (
+                r#"headroom_runtime_up{node="node-1",runtime="containerd"}"#,
+                "1",
+            ),
+            (
+                r#"headroom_runtime_up{node="node-1",runtime="docker"}"#,
+                "0",
+            ),
+            (
+                r#"headroom_runtime_read_from{node="node-1",runtime="containerd",from="api"}"#,
+                "1",
+            ),
+            (
+                r#"headroom_runtime_read_from{node="node-1",runtime="containerd",from="files"}"#,
+                "0",
+            ),
+            (
+                r#"headroom_runtime_read_from{node="node-1",runtime="docker",from="files"}"#,
+                "0",
+            ),
+            (
+                r#"headroom_problems{node="node-1",kind="malformed",reader="docker"}"#,
                 "2",
             ),
             (
-                r#"headroom_problems{kind="unreadable",reader="pod_logs"}"#,
+                r#"headroom_problems{node="node-1",kind="unreadable",reader="pod_logs"}"#,
                 "1",
             ),
             (
-                r#"headroom_problems{kind="unanswered",reader="containerd"}"#,
+                r#"headroom_problems{node="node-1",kind="unanswered",reader="containerd"}"#,
                 "0",
             ),
-            ("headroom_scan_duration_seconds", "1.5"),
-            ("headroom_scan_timestamp_seconds", "1777636800"),
-            ("headroom_scan_files_total", "1234"),
-            (r#"headroom_scan_errors_total{kind="vanished"}"#, "7"),
-            (r#"headroom_scan_errors_total{kind="deadline"}"#, "0"),
+            (r#"headroom_scan_duration_seconds{node="node-1"}"#, "1.5"),
             (
-                r#"headroom_emptydir_bytes{pod_namespace="shop",pod="web-0",pod_uid="u1",volume="cache"}"#,
+                r#"headroom_scan_timestamp_seconds{node="node-1"}"#,
+                "1777636800",
+            ),
+            (r#"headroom_scan_files_total{node="node-1"}"#, "1234"),
+            (
+                r#"headroom_scan_errors_total{node="node-1",kind="vanished"}"#,
+                "7",
+            ),
+            (
+                r#"headroom_scan_errors_total{node="node-1",kind="deadline"}"#,
+                "0",
+            ),
+            (
+                r#"headroom_emptydir_bytes{node="node-1",namespace="shop",pod="web-0",pod_uid="u1",volume="cache"}"#,
                 "4096",
             ),
-            ("headroom_scans_total", "3"),
+            (r#"headroom_scans_total{node="node-1"}"#, "3"),
             (
                 concat!(
-                    r#"headroom_build_info{version=""#,
+                    r#"headroom_build_info{node="node-1",version=""#,
                     env!("CARGO_PKG_VERSION"),
                     r#""}"#
                 ),
@@ -919,7 +948,7 @@ mod tests {
         assert!(text.contains("# TYPE headroom_scan_files counter\n"));
         assert!(text.ends_with("# EOF\n"), "{text}");
         // Unknown trend: no series. Unknown pull total: no series.
-        assert!(!text.contains(r#"headroom_seconds_until_pressure{signal="nodefs"}"#));
+        assert!(!text.contains(r#"headroom_seconds_until_pressure{node="node-1",signal="nodefs"}"#));
         assert!(!text.contains("unknown-total"));
         // Nothing folded with room to spare: no `other` series.
         assert!(!text.contains(r#""other""#), "{text}");
@@ -952,13 +981,14 @@ mod tests {
             let got: BTreeMap<&str, i64> = samples(&text, name).into_iter().collect();
             // The two largest by disk bytes keep their own series.
             let own = |i: usize| {
-                let labels =
-                    format!(r#"{{runtime="containerd",namespace="k8s.io",image="img-{i}"}}"#);
+                let labels = format!(
+                    r#"{{node="node-1",runtime="containerd",containerd_namespace="k8s.io",image="img-{i}"}}"#
+                );
                 got.get(labels.as_str()).copied()
             };
             assert_eq!(own(7), Some(value(&s.images[6]) as i64), "{name}");
             assert_eq!(own(6), Some(value(&s.images[5]) as i64), "{name}");
-            let other = r#"{runtime="",namespace="",image="other"}"#;
+            let other = r#"{node="node-1",runtime="",containerd_namespace="",image="other"}"#;
             let rest: u64 = s.images[..5].iter().map(value).sum();
             assert_eq!(got.get(other), Some(&(rest as i64)), "{name}");
             assert_eq!(got.len(), 3, "{name}: top 2 and other in\n{text}");
@@ -974,10 +1004,10 @@ mod tests {
             .collect();
         let labels = |c: &str| {
             format!(
-                r#"{{runtime="containerd",namespace="k8s.io",pod="p",pod_namespace="default",container="{c}"}}"#
+                r#"{{node="node-1",runtime="containerd",containerd_namespace="k8s.io",namespace="default",pod="p",container="{c}"}}"#
             )
         };
-        let other = r#"{runtime="",namespace="",pod="",pod_namespace="",container="other"}"#;
+        let other = r#"{node="node-1",runtime="",containerd_namespace="",namespace="",pod="",container="other"}"#;
         assert_eq!(writable.get(labels("c5").as_str()), Some(&50));
         assert_eq!(writable.get(labels("c4").as_str()), Some(&40));
         assert_eq!(writable.get(other), Some(&(10 + 20 + 30)), "{writable:?}");
@@ -1018,18 +1048,18 @@ mod tests {
         assert_eq!(
             up,
             [
-                (r#"{runtime="containerd"}"#, 0),
-                (r#"{runtime="docker"}"#, 1)
+                (r#"{node="node-1",runtime="containerd"}"#, 0),
+                (r#"{node="node-1",runtime="docker"}"#, 1)
             ],
             "containerd's API is down; Docker, never asked, counts as up when read"
         );
         assert_eq!(
             from,
             [
-                (r#"{runtime="containerd",from="api"}"#, 0),
-                (r#"{runtime="containerd",from="files"}"#, 1),
-                (r#"{runtime="docker",from="api"}"#, 0),
-                (r#"{runtime="docker",from="files"}"#, 1),
+                (r#"{node="node-1",runtime="containerd",from="api"}"#, 0),
+                (r#"{node="node-1",runtime="containerd",from="files"}"#, 1),
+                (r#"{node="node-1",runtime="docker",from="api"}"#, 0),
+                (r#"{node="node-1",runtime="docker",from="files"}"#, 1),
             ]
         );
     }
@@ -1038,7 +1068,7 @@ mod tests {
     fn top_zero_folds_everything() {
         let text = encode(&status(), &ScanTotals::default(), 0).unwrap();
         let got = samples(&text, "headroom_image_size_bytes");
-        let other = r#"{runtime="",namespace="",image="other"}"#;
+        let other = r#"{node="node-1",runtime="",containerd_namespace="",image="other"}"#;
         assert_eq!(got, vec![(other, 240_000_000)]);
     }
 

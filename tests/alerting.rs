@@ -475,6 +475,14 @@ fn start_agent(dir: &Path, port: u16) -> Killed {
         ..Default::default()
     };
     synthetic(&docker, &shape).unwrap();
+    // A disk-backed emptyDir of the first pod, so the emptyDir panel and the
+    // volume join have data.
+    let volume = dir.join(format!(
+        "kubelet/pods/{}/volumes/kubernetes.io~empty-dir/cache",
+        pod_uid(0)
+    ));
+    std::fs::create_dir_all(&volume).unwrap();
+    std::fs::write(volume.join("scratch"), vec![7u8; 64 * 1024]).unwrap();
     // The shipped configuration: every panel and alert must have data with
     // the defaults users run.
     let config = Path::new(ROOT).join("deploy/config.toml");
@@ -496,6 +504,7 @@ fn start_agent(dir: &Path, port: u16) -> Killed {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--log-level", "warn"])
         .env("HEADROOM_CONFIG", &config)
+        .env("NODE_NAME", NODE)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -505,16 +514,20 @@ fn start_agent(dir: &Path, port: u16) -> Killed {
 
 /// Starts Prometheus under `dir` on `port`, scraping the agent every second
 /// (job `headroom`) and evaluating the rules file every second.
-fn start_prometheus(dir: &Path, port: u16, agent: u16) -> Killed {
+fn start_prometheus(dir: &Path, port: u16, agent: u16, ksm: u16) -> Killed {
     let config = dir.join("prometheus.yml");
     let rules = Path::new(ROOT).join(RULES);
+    // honor_labels as docs/metrics.md asks (and kube-prometheus scrapes
+    // kube-state-metrics): the series' own namespace/pod labels stay.
     std::fs::write(
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: headroom\n    static_configs:\n      \
-             - targets: ['127.0.0.1:{agent}']\n",
+             scrape_configs:\n  - job_name: headroom\n    honor_labels: true\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{agent}']\n  \
+             - job_name: kube-state-metrics\n    honor_labels: true\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{ksm}']\n",
             rules.display()
         ),
     )
@@ -538,7 +551,8 @@ fn alerts_and_panels_work_against_a_live_agent_and_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let (agent_port, prom_port) = (free_port(), free_port());
     let _agent = start_agent(dir.path(), agent_port);
-    let _prometheus = start_prometheus(dir.path(), prom_port, agent_port);
+    let ksm_port = serve_forever(kube_state_metrics());
+    let _prometheus = start_prometheus(dir.path(), prom_port, agent_port, ksm_port);
     let instance = format!("127.0.0.1:{agent_port}");
 
     // (a) Every metric an alert uses is in the agent's scrape.
@@ -604,14 +618,16 @@ fn alerts_and_panels_work_against_a_live_agent_and_prometheus() {
         }
     });
 
-    // The dashboard's node variable lists this agent.
+    // The dashboard's node variable lists this agent by its node name.
     let path = format!(
-        "/api/v1/label/instance/values?{}={}",
+        "/api/v1/label/node/values?{}={}",
         encode("match[]"),
         encode("headroom_build_info")
     );
     let (_, nodes) = get(prom_port, &path).unwrap();
-    assert!(nodes.contains(&instance), "{nodes}");
+    assert!(nodes.contains(&format!("\"{NODE}\"")), "{nodes}");
+
+    joins_with_kube_state_metrics(prom_port);
 
     // (b) Every panel query returns data (MAY_BE_EMPTY: at least succeeds).
     let d: Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
@@ -621,7 +637,7 @@ fn alerts_and_panels_work_against_a_live_agent_and_prometheus() {
             let expr = t["expr"]
                 .as_str()
                 .unwrap()
-                .replace("$node", &instance)
+                .replace("$node", NODE)
                 .replace("$__rate_interval", "5s");
             eventually(&format!("panel {title:?}: {expr}"), || {
                 let result = query(prom_port, &expr)?;
@@ -632,4 +648,125 @@ fn alerts_and_panels_work_against_a_live_agent_and_prometheus() {
             });
         }
     }
+}
+
+/// The node name the live agent is given (`NODE_NAME`, as the DaemonSet sets it).
+const NODE: &str = "node-a";
+/// How many kubelet-run containers the live agent's synthetic store holds.
+const CONTAINERS: usize = 3;
+
+/// The pod of the synthetic store's container `i`, as
+/// `runtime::docker::fixture::synthetic` documents it: (namespace, pod).
+fn fixture_pod(i: usize) -> (String, String) {
+    (format!("ns-{}", i % 3), format!("pod-{i:02}"))
+}
+
+/// The UID of the synthetic store's pod `i`.
+fn pod_uid(i: usize) -> String {
+    format!("0b0e6c1a-{i:04}-2222-3333-444455556666")
+}
+
+/// A kube-state-metrics scrape of the cluster: `kube_pod_info` of every pod
+/// on this node (owned by a Deployment named after the pod) plus one pod on
+/// another node, and `kube_node_info` of both nodes.
+fn kube_state_metrics() -> String {
+    let mut text = String::from("# TYPE kube_pod_info gauge\n");
+    let mut pods: Vec<(String, String, String, String)> = (0..CONTAINERS)
+        .map(|i| {
+            let (ns, pod) = fixture_pod(i);
+            (ns, pod, pod_uid(i), NODE.to_string())
+        })
+        .collect();
+    pods.push((
+        "ns-0".into(),
+        "elsewhere".into(),
+        "u-x".into(),
+        "node-b".into(),
+    ));
+    for (ns, pod, uid, node) in pods {
+        text += &format!(
+            "kube_pod_info{{namespace=\"{ns}\",pod=\"{pod}\",uid=\"{uid}\",node=\"{node}\",\
+             created_by_kind=\"ReplicaSet\",created_by_name=\"owner-of-{pod}\"}} 1\n"
+        );
+    }
+    text += "# TYPE kube_node_info gauge\n";
+    for node in [NODE, "node-b"] {
+        text += &format!("kube_node_info{{node=\"{node}\",kernel_version=\"6.1.0-{node}\"}} 1\n");
+    }
+    text
+}
+
+/// Serves `body` as Prometheus text on a loopback port, from a thread that
+/// lives as long as the test process; the port.
+fn serve_forever(body: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// One PromQL expression joins Headroom's container, volume and node series
+/// with kube-state-metrics' on the labels they share (docs/metrics.md).
+fn joins_with_kube_state_metrics(prom_port: u16) {
+    let owners = |expr: &str| {
+        eventually(expr, || {
+            let result = query(prom_port, expr)?;
+            let got: BTreeSet<(String, String, String)> = result
+                .iter()
+                .map(|r| {
+                    let l = &r["metric"];
+                    let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+                    (s("namespace"), s("pod"), s("created_by_name"))
+                })
+                .collect();
+            (got.len() == result.len() && !got.is_empty())
+                .then_some(got)
+                .ok_or_else(|| format!("{result:?}"))
+        })
+    };
+    let expected: BTreeSet<(String, String, String)> = (0..CONTAINERS)
+        .map(|i| {
+            let (ns, pod) = fixture_pod(i);
+            let owner = format!("owner-of-{pod}");
+            (ns, pod, owner)
+        })
+        .collect();
+    for metric in [
+        "headroom_container_writable_bytes",
+        "headroom_container_log_bytes",
+    ] {
+        let expr = format!(
+            "{metric} * on (node, namespace, pod) group_left (created_by_name) kube_pod_info"
+        );
+        assert_eq!(owners(&expr), expected, "{expr}");
+    }
+    let expr = "headroom_emptydir_bytes * on (node, namespace, pod) group_left (created_by_name) kube_pod_info";
+    let (ns, pod) = fixture_pod(0);
+    let volume = BTreeSet::from([(ns, pod.clone(), format!("owner-of-{pod}"))]);
+    assert_eq!(owners(expr), volume, "{expr}");
+
+    let expr = "max by (node) (headroom_pressure_predicted) \
+                * on (node) group_left (kernel_version) kube_node_info";
+    let nodes = eventually(expr, || {
+        let result = query(prom_port, expr)?;
+        (!result.is_empty())
+            .then_some(result)
+            .ok_or_else(|| "no data".to_string())
+    });
+    let kernels: Vec<&str> = nodes
+        .iter()
+        .filter_map(|r| r["metric"]["kernel_version"].as_str())
+        .collect();
+    assert_eq!(kernels, [format!("6.1.0-{NODE}")], "{expr}");
 }

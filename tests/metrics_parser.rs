@@ -48,8 +48,10 @@ fn the_official_parser_reads_every_sample() {
     let text = encode(&status(), &totals(), 1).unwrap();
     let parsed = python_parse(&text);
     let value = |name: &str, labels: &[(&str, &str)]| {
-        let labels: BTreeMap<String, String> = labels
+        // Every sample carries the document's node name (docs/metrics.md).
+        let labels: BTreeMap<String, String> = [("node", "node-1")]
             .iter()
+            .chain(labels)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         parsed
@@ -64,7 +66,11 @@ fn the_official_parser_reads_every_sample() {
     assert_eq!(
         value(
             "headroom_image_size_bytes",
-            &[("runtime", ""), ("namespace", ""), ("image", "other")]
+            &[
+                ("runtime", ""),
+                ("containerd_namespace", ""),
+                ("image", "other")
+            ]
         ),
         Some(60_000_000.0)
     );

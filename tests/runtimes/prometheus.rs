@@ -16,8 +16,8 @@ use crate::web;
 /// The scrape job's name.
 pub const JOB: &str = "headroom";
 
-/// One stored series at query time: its labels (without `__name__`, `job`
-/// and `instance`) and value.
+/// One stored series at query time: its labels (without `__name__`, `job`,
+/// `instance` and the agent's `node`, which scrape.rs checks once) and value.
 pub type Series = BTreeMap<BTreeMap<String, String>, f64>;
 
 /// Starts Prometheus on a free loopback port, scraping `target`
@@ -90,7 +90,7 @@ pub fn query(addr: &str, promql: &str) -> Result<Series> {
             .as_object()
             .into_iter()
             .flatten()
-            .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance"))
+            .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance" | "node"))
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
             .collect();
         let value = r["value"][1]

@@ -103,7 +103,7 @@ fn expected(status: &Status, name: &str) -> Series {
                 let image = i.refs.first().cloned().unwrap_or_else(|| short_id(&i.id));
                 let key = labels(&[
                     ("runtime", i.runtime.as_str()),
-                    ("namespace", &i.namespace),
+                    ("containerd_namespace", &i.namespace),
                     ("image", &image),
                 ]);
                 add(&mut out, key, i.disk_bytes);
@@ -118,9 +118,9 @@ fn expected(status: &Status, name: &str) -> Series {
                 };
                 let key = labels(&[
                     ("runtime", c.runtime_name()),
-                    ("namespace", &c.namespace),
+                    ("containerd_namespace", &c.namespace),
                     ("pod", c.pod.as_deref().unwrap_or("")),
-                    ("pod_namespace", c.pod_namespace.as_deref().unwrap_or("")),
+                    ("namespace", c.pod_namespace.as_deref().unwrap_or("")),
                     ("container", &name),
                 ]);
                 add(&mut out, key, c.writable_disk_bytes);
@@ -225,6 +225,7 @@ pub fn prometheus_stores_what_du_measures(w: &World) -> Result<()> {
             return c.finish(&format!("Prometheus at {prom}, agent at {}", live.addr));
         }
     };
+    every_series_names_the_node(&mut c, prom, &status.node);
     c.that(!got["headroom_image_size_bytes"].is_empty(), || {
         "Prometheus stored no headroom_image_size_bytes".to_owned()
     });
@@ -244,6 +245,25 @@ pub fn prometheus_stores_what_du_measures(w: &World) -> Result<()> {
         total,
     );
     c.finish(&format!("Prometheus at {prom}, agent at {}", live.addr))
+}
+
+/// Every stored Headroom series carries the agent's node name as `node`
+/// (docs/metrics.md); [`prometheus::query`] leaves the label out of its keys.
+fn every_series_names_the_node(c: &mut Checks, prom: &str, node: &str) {
+    let count = |promql: &str| prometheus::query(prom, promql).map(|s| s.values().sum::<f64>());
+    let named = count(&format!(
+        r#"count({{__name__=~"headroom_.+",node="{node}"}})"#
+    ));
+    let other = count(&format!(
+        r#"count({{__name__=~"headroom_.+",node!="{node}"}})"#
+    ));
+    match (named, other) {
+        (Ok(named), Ok(other)) => {
+            c.that(named > 0.0, || format!("no series with node={node:?}"));
+            c.eq("series without node=\"…\"", "none", 0.0, other);
+        }
+        (Err(e), _) | (_, Err(e)) => c.error("counting series by node", e),
+    }
 }
 
 /// Each fixture image's stored size is the sum of `du -B1` of its layers.
@@ -272,7 +292,7 @@ fn images_against_du(c: &mut Checks, status: &Status, stored: &Series) {
         }
         let key = labels(&[
             ("runtime", image.runtime.as_str()),
-            ("namespace", &image.namespace),
+            ("containerd_namespace", &image.namespace),
             ("image", reference),
         ]);
         c.eq(
@@ -301,9 +321,9 @@ fn containers_against_du(c: &mut Checks, w: &World, stored: &Series) {
     let cri = &w.fixtures.cri;
     let key = labels(&[
         ("runtime", "containerd"),
-        ("namespace", K8S_NS),
+        ("containerd_namespace", K8S_NS),
         ("pod", &cri.logs.pod),
-        ("pod_namespace", &cri.logs.namespace),
+        ("namespace", &cri.logs.namespace),
         ("container", &cri.logs.container),
     ]);
     let upper = oracle::ctr_upperdir(&w.containerd_sock, K8S_NS, &cri.id);
@@ -512,14 +532,14 @@ pub fn metrics_follow_changes(w: &World) -> Result<()> {
     });
     let image_key = labels(&[
         ("runtime", "containerd"),
-        ("namespace", K8S_NS),
+        ("containerd_namespace", K8S_NS),
         ("image", reference),
     ]);
     let container_key = labels(&[
         ("runtime", "containerd"),
-        ("namespace", K8S_NS),
+        ("containerd_namespace", K8S_NS),
         ("pod", pod),
-        ("pod_namespace", pod_ns),
+        ("namespace", pod_ns),
         ("container", name),
     ]);
     // The new image and container arrive by containerd's events within
