@@ -6,9 +6,13 @@
 //! size and shape with `docker image inspect`, runs it and asks it for
 //! `/healthz` and `/metrics`, then checks that `headroom status` on that
 //! dockerd's data root lists the image it was just built as. The manifest
-//! test validates the manifests against the Kubernetes schemas, offline,
-//! with `kubernetes-validate --strict`, and checks the settings the schemas
-//! cannot (read-only mounts, one capability, probes, node name).
+//! tests build `deploy/kubernetes` with `kubectl kustomize` (what `kubectl
+//! apply -k` applies), validate every object offline and strictly: the
+//! built-in kinds with `kubernetes-validate --strict`, the Prometheus
+//! operator's (PodMonitor, PrometheusRule) against its CRDs' schemas
+//! (tests/fixtures/crds); and check the settings no schema can (read-only
+//! root mount, two capabilities, priority, probes, node name, the
+//! PodMonitor's selector and port).
 //!
 //! Without root or the tools, each test is ignored with a message naming
 //! what is missing, unless `CI` is set: then it fails (tests/support).
@@ -24,6 +28,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use headroom::model::Status;
+use serde::Deserialize;
 use serde_yaml_ng::Value;
 use support::{free_port, trial, Install, Need};
 
@@ -33,24 +38,35 @@ const MAX_IMAGE_BYTES: u64 = 15_000_000;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a daemon may take to exit after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-/// The manifests this test validates (deploy/kubernetes/ also holds a
-/// PrometheusRule, a custom resource the Kubernetes schemas do not know).
-const MANIFESTS: &[&str] = &[
-    "namespace.yaml",
-    "serviceaccount.yaml",
-    "service.yaml",
-    "daemonset.yaml",
+/// The kustomize base (`kubectl apply -k deploy/kubernetes`).
+const BASE: &str = "deploy/kubernetes";
+/// The operator's CRDs the custom kinds are validated against.
+const CRDS: &[&str] = &[
+    "tests/fixtures/crds/monitoring.coreos.com_podmonitors.yaml",
+    "tests/fixtures/crds/monitoring.coreos.com_prometheusrules.yaml",
 ];
+/// Where the DaemonSet mounts the node's root, read-only.
+const HOST_ROOT: &str = "/host";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn main() {
+    let kubectl = Need::tool("kubectl");
+    // kubernetes-validate brings both modules (the CRD validator's).
+    let crd_validator = [
+        Need::python_module("jsonschema", "kubernetes-validate"),
+        Need::python_module("yaml", "kubernetes-validate"),
+    ];
+    let mut validators = vec![kubectl.clone(), Need::tool("kubernetes-validate")];
+    validators.extend_from_slice(&crd_validator);
     support::main(vec![
-        trial!(manifests_validate_against_the_kubernetes_schemas)
-            .needs(&[Need::tool("kubernetes-validate")]),
+        trial!(kustomization_builds_every_manifest_namespace_first).needs(&[kubectl]),
+        trial!(manifests_validate_against_the_kubernetes_schemas).needs(&validators),
+        trial!(crd_validation_rejects_what_the_api_server_would).needs(&crd_validator),
         trial!(daemonset_is_locked_down_and_probed),
+        trial!(podmonitor_scrapes_the_agents_port_keeping_their_labels),
         trial!(image_is_small_serves_health_and_is_seen_by_status).needs(&image_prerequisites()),
     ]);
 }
@@ -74,23 +90,201 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `kubectl kustomize deploy/kubernetes`: what `kubectl apply -k` applies.
+fn kustomized() -> String {
+    stdout(&run(Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join(BASE))))
+}
+
+/// The objects of a multi-document YAML text, empty documents skipped.
+fn documents(text: &str, source: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{source}: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// `kind/name`, lower-case kind, as kubernetes-validate names a resource.
+fn kind_name(object: &Value) -> String {
+    let kind = object["kind"].as_str().unwrap_or_default().to_lowercase();
+    format!(
+        "{kind}/{}",
+        at(object, "metadata.name").as_str().unwrap_or_default()
+    )
+}
+
+/// The manifest files of the base, in the order `kubectl apply -f dir/`
+/// applies them (by name; it reads *.yaml, *.yml and *.json).
+fn manifest_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(repo().join(BASE))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn kustomization_builds_every_manifest_namespace_first() {
+    let built = documents(&kustomized(), "kubectl kustomize");
+    assert_eq!(
+        built.first().map(|o| &o["kind"]),
+        Some(&Value::from("Namespace")),
+        "the Namespace is not first: {:?}",
+        built.iter().map(kind_name).collect::<Vec<_>>()
+    );
+    // Every file is in the base, and the base adds nothing.
+    let mut in_files: Vec<String> = Vec::new();
+    for file in manifest_files() {
+        let text = fs::read_to_string(&file).unwrap();
+        in_files.extend(
+            documents(&text, &file.display().to_string())
+                .iter()
+                .map(kind_name),
+        );
+    }
+    let mut in_build: Vec<String> = built.iter().map(kind_name).collect();
+    in_files.sort();
+    in_build.sort();
+    assert_eq!(in_build, in_files);
+    // `kubectl apply -f deploy/kubernetes/` creates the namespace first too.
+    let first = &manifest_files()[0];
+    let first = documents(&fs::read_to_string(first).unwrap(), "first file");
+    assert_eq!(first[0]["kind"], "Namespace", "first file by name");
+}
+
+/// Validates every object of `text` whose kind one of [`CRDS`] defines
+/// against that CRD's schema, made strict (unknown fields rejected, as
+/// `kubectl apply`'s default field validation does); prints `passed for
+/// resource kind/name` or the errors, one a line; fails when any has one.
+const CRD_VALIDATOR: &str = r#"
+import sys, yaml, jsonschema
+
+def strict(schema):
+    if isinstance(schema, dict):
+        if (schema.get("type") == "object" and "properties" in schema
+                and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+        for v in schema.values():
+            strict(v)
+    elif isinstance(schema, list):
+        for v in schema:
+            strict(v)
+    return schema
+
+strings = {"type": "object", "additionalProperties": {"type": "string"}}
+metadata = {"type": "object", "additionalProperties": False, "required": ["name"],
+            "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+                           "labels": strings, "annotations": strings}}
+schemas = {}
+for path in sys.argv[1:]:
+    with open(path) as f:
+        crd = yaml.safe_load(f)
+    for version in crd["spec"]["versions"]:
+        schema = strict(version["schema"]["openAPIV3Schema"])
+        schema["properties"]["metadata"] = metadata
+        key = (crd["spec"]["group"] + "/" + version["name"], crd["spec"]["names"]["kind"])
+        schemas[key] = schema
+
+failed = False
+for doc in yaml.safe_load_all(sys.stdin):
+    if not doc:
+        continue
+    schema = schemas.get((doc.get("apiVersion"), doc.get("kind")))
+    if schema is None:
+        continue
+    name = "%s/%s" % (doc["kind"].lower(), doc.get("metadata", {}).get("name"))
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(doc))
+    for e in errors:
+        failed = True
+        print("FAILED %s at %s: %s" % (name, "/".join(map(str, e.absolute_path)), e.message))
+    if not errors:
+        print("passed for resource %s" % name)
+sys.exit(1 if failed else 0)
+"#;
+
+/// Runs [`CRD_VALIDATOR`] on `text`: whether it passed, and what it said.
+fn validate_custom_kinds(text: &str) -> (bool, String) {
+    let mut child = Command::new("python3")
+        .args(["-c", CRD_VALIDATOR])
+        .args(CRDS.iter().map(|c| repo().join(c)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said.into_owned())
+}
+
+/// Whether `said` reports `object` as passed (kubernetes-validate's words).
+fn passed(said: &str, object: &Value) -> bool {
+    let resource = format!("passed for resource {}", kind_name(object));
+    said.lines()
+        .any(|l| l.ends_with(&resource) || l.contains(&format!("{resource} ")))
+}
+
 fn manifests_validate_against_the_kubernetes_schemas() {
-    let dir = repo().join("deploy/kubernetes");
-    let files: Vec<PathBuf> = MANIFESTS.iter().map(|f| dir.join(f)).collect();
+    let text = kustomized();
+    let built = tempfile::Builder::new()
+        .prefix("headroom-kustomized-")
+        .suffix(".yaml")
+        .tempfile()
+        .unwrap();
+    fs::write(built.path(), &text).unwrap();
     let out = run(Command::new("kubernetes-validate")
         .arg("--strict")
-        .args(&files));
-    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
-    for f in MANIFESTS {
+        .arg(built.path()));
+    let builtin = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    let (ok, custom) = validate_custom_kinds(&text);
+    assert!(ok, "the operator's kinds do not validate:\n{custom}");
+    // Each object by one of the two: none is left unchecked.
+    for object in documents(&text, "kubectl kustomize") {
         assert!(
-            said.lines().any(|l| l.contains(f) && l.contains("passed")),
-            "{f} not reported as passed:\n{said}"
+            passed(&builtin, &object) || passed(&custom, &object),
+            "{} not validated:\n{builtin}\n{custom}",
+            kind_name(&object)
         );
     }
 }
 
+fn crd_validation_rejects_what_the_api_server_would() {
+    let podmonitor = fs::read_to_string(repo().join(BASE).join("podmonitor.yaml")).unwrap();
+    let (ok, said) = validate_custom_kinds(&podmonitor);
+    assert!(ok, "{said}");
+    for (what, from, to) in [
+        ("an unknown field", "honorLabels:", "honourLabels:"),
+        (
+            "a malformed duration",
+            "interval: 10s",
+            "interval: 10 seconds",
+        ),
+        (
+            "an unknown metadata field",
+            "  namespace: headroom",
+            "  namespaces: headroom",
+        ),
+    ] {
+        assert!(podmonitor.contains(from), "podmonitor.yaml lacks {from:?}");
+        let (ok, said) = validate_custom_kinds(&podmonitor.replacen(from, to, 1));
+        assert!(!ok, "{what} ({to:?}) passed:\n{said}");
+    }
+}
+
 fn yaml(file: &str) -> Value {
-    let path = repo().join("deploy/kubernetes").join(file);
+    let path = repo().join(BASE).join(file);
     let text = fs::read_to_string(&path).unwrap();
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -103,20 +297,38 @@ fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
         })
 }
 
+/// The value of the container's env var `name`.
+fn env_value<'a>(container: &'a Value, name: &str) -> &'a Value {
+    let env = container["env"].as_sequence().unwrap();
+    env.iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no env {name}"))
+}
+
 fn daemonset_is_locked_down_and_probed() {
     let ds = yaml("daemonset.yaml");
     let pod = at(&ds, "spec.template.spec");
+    // Evicted last under DiskPressure, the pressure it warns about.
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    // The node's processes are read through the mount, not joined.
+    for shared in ["hostPID", "hostNetwork", "hostIPC"] {
+        assert!(
+            matches!(pod[shared], Value::Null | Value::Bool(false)),
+            "{shared}"
+        );
+    }
     let c = at(pod, "containers.0");
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], Value::Bool(true));
     assert_eq!(sc["allowPrivilegeEscalation"], Value::Bool(false));
+    assert!(matches!(sc["privileged"], Value::Null | Value::Bool(false)));
     assert_eq!(
         at(sc, "capabilities.drop"),
         &serde_yaml_ng::from_str::<Value>("[ALL]").unwrap()
     );
     assert_eq!(
         at(sc, "capabilities.add"),
-        &serde_yaml_ng::from_str::<Value>("[DAC_READ_SEARCH]").unwrap()
+        &serde_yaml_ng::from_str::<Value>("[DAC_READ_SEARCH, SYS_CHROOT]").unwrap()
     );
     let mounts = c["volumeMounts"].as_sequence().unwrap();
     assert!(!mounts.is_empty());
@@ -126,10 +338,25 @@ fn daemonset_is_locked_down_and_probed() {
             Value::Bool(true),
             "mount not read-only: {m:?}"
         );
+        // Bidirectional would let the container's mounts reach the node.
+        assert!(
+            matches!(
+                m["mountPropagation"].as_str(),
+                None | Some("None" | "HostToContainer")
+            ),
+            "mount propagates to the node: {m:?}"
+        );
     }
     let hostpaths = pod["volumes"].as_sequence().unwrap();
     assert_eq!(hostpaths.len(), mounts.len());
     assert!(hostpaths.iter().all(|v| v["hostPath"].is_mapping()));
+    // One mount: the node's root at HOST_ROOT, where the agent chroots.
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["mountPath"], HOST_ROOT);
+    assert_eq!(mounts[0]["mountPropagation"], "HostToContainer");
+    assert_eq!(mounts[0]["name"], hostpaths[0]["name"]);
+    assert_eq!(at(&hostpaths[0], "hostPath.path"), "/");
+    assert_eq!(env_value(c, "HEADROOM_HOST_ROOT")["value"], HOST_ROOT);
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(at(c, &format!("{probe}.httpGet.path")).as_str(), Some(path));
     }
@@ -139,10 +366,9 @@ fn daemonset_is_locked_down_and_probed() {
             assert!(!at(c, &format!("resources.{kind}.{res}")).is_null());
         }
     }
-    let env = c["env"].as_sequence().unwrap();
-    let node = env.iter().find(|e| e["name"] == "NODE_NAME").unwrap();
+    let node = env_value(c, "NODE_NAME");
     // The built-in default is loopback; the pod's IP must serve too.
-    let listen = env.iter().find(|e| e["name"] == "HEADROOM_LISTEN").unwrap();
+    let listen = env_value(c, "HEADROOM_LISTEN");
     assert_eq!(listen["value"].as_str(), Some("0.0.0.0:9847"));
     assert_eq!(
         at(node, "valueFrom.fieldRef.fieldPath").as_str(),
@@ -158,6 +384,52 @@ fn daemonset_is_locked_down_and_probed() {
         at(&svc, "spec.selector"),
         at(&ds, "spec.selector.matchLabels")
     );
+}
+
+/// The `headroom` job's scrape interval in the example Prometheus config.
+fn example_scrape_interval() -> String {
+    let path = repo().join(support::deploy::PROMETHEUS_EXAMPLE);
+    let config: Value = serde_yaml_ng::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let jobs = config["scrape_configs"].as_sequence().unwrap();
+    let job = jobs.iter().find(|j| j["job_name"] == "headroom").unwrap();
+    job["scrape_interval"].as_str().unwrap().to_owned()
+}
+
+fn podmonitor_scrapes_the_agents_port_keeping_their_labels() {
+    let ds = yaml("daemonset.yaml");
+    let pm = yaml("podmonitor.yaml");
+    assert_eq!(pm["kind"], "PodMonitor");
+    assert_eq!(
+        at(&pm, "metadata.namespace"),
+        at(&ds, "metadata.namespace"),
+        "a PodMonitor selects pods of its own namespace"
+    );
+    // Its selector matches the DaemonSet's pods (every label it asks for).
+    let wanted = at(&pm, "spec.selector.matchLabels").as_mapping().unwrap();
+    assert!(!wanted.is_empty());
+    let labels = at(&ds, "spec.template.metadata.labels");
+    for (key, value) in wanted {
+        assert_eq!(&labels[key], value, "pod label {key:?}");
+    }
+    assert!(at(&pm, "spec.selector.matchExpressions").is_null());
+    let endpoints = at(&pm, "spec.podMetricsEndpoints").as_sequence().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    let endpoint = &endpoints[0];
+    let ports = at(&ds, "spec.template.spec.containers.0.ports")
+        .as_sequence()
+        .unwrap();
+    assert!(
+        ports.iter().any(|p| p["name"] == endpoint["port"]),
+        "port {:?} is no container port",
+        endpoint["port"]
+    );
+    // The agent's namespace/pod/container/node labels win over the target's.
+    assert_eq!(endpoint["honorLabels"], Value::Bool(true));
+    assert_eq!(
+        endpoint["interval"].as_str(),
+        Some(example_scrape_interval().as_str())
+    );
+    assert!(matches!(endpoint["path"].as_str(), None | Some("/metrics")));
 }
 
 /// One daemon we started.
