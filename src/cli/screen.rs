@@ -808,8 +808,8 @@ mod tests {
         s.volumes[0].name = "a-cache-volume-whose-name-goes-on-and-on".into();
         if let Some(p) = s.prediction.values_mut().next() {
             p.reason = "pull of 127.0.0.1:5000/team/big adds ~108.0 MB; imagefs has 50.0 MB above \
-                the hard threshold; image GC deletes nothing: 3 unused images are younger than \
-                imageMinimumGCAge 2m, 2 images are in use"
+                the hard threshold; image GC may delete no image; 2 images in use and 3 younger \
+                than imageMinimumGCAge 2m are kept"
                 .into();
         }
         s
@@ -872,7 +872,8 @@ mod tests {
         let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
             words.contains(
-                "image GC deletes nothing: 3 unused images are younger than imageMinimumGCAge 2m"
+                "image GC may delete no image; 2 images in use and 3 younger than \
+                 imageMinimumGCAge 2m are kept"
             ),
             "{screen}"
         );
