@@ -145,6 +145,7 @@ fn install(tool: &str) -> Install {
         "openssl" => "openssl",
         "curl" => "curl",
         "htpasswd" => "apache2-utils",
+        "tmux" => "tmux",
         "kubernetes-validate" => return Install::Pip("kubernetes-validate"),
         "rustup" => return Install::Manual("see https://rustup.rs"),
         other => panic!("tests/support: no package known for {other:?}; add it to install()"),
