@@ -29,6 +29,8 @@ pub(super) fn wrap(text: &str, width: usize, first: &str, rest: &str) -> Vec<Str
         .initial_indent(first)
         .subsequent_indent(rest)
         .word_separator(textwrap::WordSeparator::AsciiSpace)
+        // A path or name is one word: never split at its hyphens.
+        .word_splitter(textwrap::WordSplitter::NoHyphenation)
         .break_words(true);
     textwrap::wrap(text, options)
         .into_iter()
@@ -145,10 +147,19 @@ fn share(
 ) -> Vec<usize> {
     let mut widths: Vec<usize> = kept.iter().map(|&i| least(i)).collect();
     let used: usize = widths.iter().map(|w| w + CELL_PADDING).sum();
-    let mut room = width.saturating_sub(used);
     let mut names: Vec<usize> = (0..kept.len())
         .filter(|&pos| columns[kept[pos]].give != Give::Fixed)
         .collect();
+    // Nothing left to drop and still too wide: the names go below their
+    // least, widest first, down to their headers.
+    let mut over = used.saturating_sub(width);
+    names.sort_by_key(|&pos| std::cmp::Reverse(widths[pos]));
+    for &pos in &names {
+        let cut = over.min(widths[pos].saturating_sub(self::width(columns[kept[pos]].header)));
+        widths[pos] -= cut;
+        over -= cut;
+    }
+    let mut room = width.saturating_sub(used);
     names.sort_by_key(|&pos| natural[kept[pos]] - widths[pos]);
     let mut left = names.len();
     for pos in names {
@@ -243,6 +254,14 @@ mod tests {
         let fitted = fit(&[NAME, SIZE, EXTRA], &rows(&"n".repeat(20)), 38);
         assert_eq!(fitted.kept, [0, 1, 2]);
         assert_eq!(fitted.widths, [14, 8, 10]);
+    }
+
+    #[test]
+    fn with_nothing_left_to_drop_names_go_below_their_least() {
+        // 20 + 8 + 3 × 2 = 34 natural, 10 + 8 + 4 = 22 at least; 20 columns.
+        let fitted = fit(&[NAME, SIZE], &rows(&"n".repeat(20)), 20);
+        assert_eq!(fitted.kept, [0, 1]);
+        assert_eq!(fitted.widths, [8, 8]);
     }
 
     #[test]

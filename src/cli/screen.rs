@@ -805,6 +805,12 @@ mod tests {
         s.containers[0].name = "collector-agent-with-a-very-long-container-name".into();
         s.containers[0].pod = Some("collector-agent-7f9c8d6b5-x2x9z-and-more-suffix".into());
         s.pulls[0].image = Some("127.0.0.1:5000/team/an-image-with-a-long-repository-name".into());
+        // Figures as wide as a real pull's: at 80 columns the names must go
+        // below their least for the row to fit.
+        s.pulls[0].offset_bytes = 1_000_000;
+        s.pulls[0].total_bytes = 150_000_000;
+        s.pulls[0].remaining_download_bytes = 149_000_000;
+        s.pulls[0].unpack_bytes = 150_000_000;
         s.volumes[0].name = "a-cache-volume-whose-name-goes-on-and-on".into();
         if let Some(p) = s.prediction.values_mut().next() {
             p.reason = "pull of 127.0.0.1:5000/team/big adds ~108.0 MB; imagefs has 50.0 MB above \

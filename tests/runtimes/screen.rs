@@ -116,6 +116,12 @@ pub fn fits_80_and_120_columns_in_tmux(w: &World) -> Result<()> {
             pull.output()
         )
     });
+    if let Some(narrow) = screens.iter().find(|s| s.width == 80) {
+        eprintln!(
+            "runtimes: the screen at 80 columns:\n{}",
+            narrow.lines.join("\n")
+        );
+    }
     let (_, doc) = w.report()?;
     for screen in &screens {
         check_screen(&mut c, screen, &doc, "scanned ");
@@ -134,7 +140,12 @@ pub fn fits_80_and_120_columns_in_tmux(w: &World) -> Result<()> {
             Err(e) => c.error("the agent's screen at 120 columns", e),
         }
     }
-    let ended = pull.terminate(Duration::from_secs(60));
+    // The pull ends by itself (stopped only if it hangs).
+    let _ = poll(Duration::from_secs(90), || match pull.exited() {
+        Some(_) => Ok(()),
+        None => bail!("the pull is still running"),
+    });
+    let ended = pull.terminate(Duration::from_secs(5));
     c.that(ended.is_some_and(|s| s.success()), || {
         format!("`ctr images pull {pulled}` failed\n{}", pull.output())
     });
