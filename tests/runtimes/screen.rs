@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use headroom::model::Status;
 
-use crate::agent::{poll, Proc};
+use crate::agent::{self, poll, Proc};
 use crate::checks::Checks;
 use crate::images::K8S_NS;
 use crate::oracle::{self, path_str};
 use crate::pulls::{self, Throttle};
 use crate::subject;
-use crate::World;
+use crate::{web, World};
 
 /// Every filesystem signal and the top image's ref appear; same exit code.
 pub fn mentions_signals_and_top_image(w: &World) -> Result<()> {
@@ -133,6 +133,9 @@ pub fn fits_80_and_120_columns_in_tmux(w: &World) -> Result<()> {
         });
     }
     if let Ok(live) = w.live() {
+        if let Err(e) = agent_names_the_pull(&live.addr, &repository) {
+            c.error("the agent's JSON and metrics", e);
+        }
         let agent = status_command(w, &["--agent-address", &live.addr])?;
         tmux.start_session("agent", 120, &agent)?;
         match tmux.screen("agent", 120) {
@@ -151,6 +154,24 @@ pub fn fits_80_and_120_columns_in_tmux(w: &World) -> Result<()> {
     });
     drop(proxy);
     c.finish(&format!("headroom status in tmux, pulling {pulled}"))
+}
+
+/// Waits until the agent at `addr` lists a pull of `repository` in its
+/// JSON and in `headroom_pull_remaining_bytes`: the same full name as the
+/// screen's.
+fn agent_names_the_pull(addr: &str, repository: &str) -> Result<()> {
+    poll(Duration::from_secs(20), || {
+        let pulls = agent::status(addr)?.pulls;
+        if !pulls.iter().any(|p| p.image.as_deref() == Some(repository)) {
+            bail!("the agent's pulls are not named {repository}: {pulls:?}");
+        }
+        let metrics = web::get(addr, "/metrics")?.body;
+        let series = format!("headroom_pull_remaining_bytes{{image=\"{repository}@");
+        if !metrics.contains(&series) {
+            bail!("/metrics has no {series}…");
+        }
+        Ok(())
+    })
 }
 
 /// The widths the screen must fit.
