@@ -104,7 +104,8 @@ pub(super) struct Fitted {
 
 /// Fits `columns` holding `rows` into `width`: drops columns by rank while
 /// the rest cannot fit with their names at their least, then shares the
-/// room left among the names.
+/// room left among the names (or, with nothing left to drop, shortens them
+/// further, down to their headers).
 pub(super) fn fit(columns: &[Column], rows: &[Vec<String>], width: usize) -> Fitted {
     let natural: Vec<usize> = columns
         .iter()
