@@ -21,20 +21,22 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// One screen for on-call: filesystems, thresholds, top images and
-    /// containers, what image GC could reclaim. Exit code: 0 ok, 1 warning,
-    /// 2 pressure now or predicted, 3 error (docs/exit-codes.md).
+    /// One screen for on-call: filesystems and their verdicts, pulls in
+    /// flight, top images, containers and emptyDirs, what image GC would
+    /// free. Exit 0 ok, 1 warning, 2 pressure now or predicted, 3 error.
     Status(cli::status::StatusArgs),
-    /// Measures paths the way Headroom measures layers (disk and apparent
-    /// bytes, hard links once, no symlinks followed, one filesystem).
+    /// A plain du: measures the paths given the way Headroom measures
+    /// layers (disk and apparent bytes, hard links once, no symlinks
+    /// followed, one filesystem). Exit 0 all examined, 1 some not, 3 error.
     Du(cli::du::DuArgs),
     /// Before a pull: what pulling IMAGE onto this node would cost after
-    /// the layers already there, and the kubelet's verdict. Exit code: 0 ok,
-    /// 1 warning, 2 pressure now or predicted, 3 error, 4-8 a registry
-    /// failure by class (docs/exit-codes.md).
+    /// the layers already there, and the kubelet's verdict. Exit 0 ok, 1
+    /// warning, 2 pressure now or predicted, 3 error, 4-8 a registry
+    /// failure by class.
     CheckPull(cli::check_pull::CheckPullArgs),
     /// The node agent: keeps the inventory current and serves /metrics,
-    /// /healthz, /readyz and /api/v1/status.
+    /// /healthz, /readyz and /api/v1/status. Exit 0 when stopped by a
+    /// signal, 3 error.
     Agent,
 }
 
@@ -49,9 +51,9 @@ impl Command {
     }
 }
 
-/// `headroom` with every face's configuration flags.
+/// `headroom` with every face's configuration flags, output and exit codes.
 fn command() -> clap::Command {
-    config::with_flags(Args::command())
+    cli::help::with_face_help(config::with_flags(Args::command()))
 }
 
 fn main() -> ExitCode {

@@ -342,7 +342,7 @@ fn verdicts(out: &mut impl Write, d: &Document<'_>, status: &Status) -> std::io:
             human_bytes(after),
             printable(&fs.mountpoint)
         )?;
-        screen::verdict_line(out, p)?;
+        screen::verdict_line(out, p, super::status::screen_width())?;
     }
     Ok(())
 }

@@ -68,7 +68,9 @@ fn measured(
         anyhow::bail!("the pull names no image and manifest");
     };
     let mut reference: Reference = format!("{image}@{manifest}").parse()?;
-    // containerd's distribution.source label drops the registry's port.
+    // containerd's distribution.source label drops the registry's port; the
+    // inventory puts it back when the image list names the repository, and
+    // otherwise the checked image's registry stands in for the same host.
     if checked.registry.split(':').next() == Some(reference.registry.as_str()) {
         reference.registry.clone_from(&checked.registry);
     }

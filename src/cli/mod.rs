@@ -5,6 +5,8 @@ use anyhow::Context;
 pub mod agent;
 pub mod check_pull;
 pub mod du;
+mod fit;
+pub mod help;
 mod in_flight;
 mod printable;
 pub mod registry_access;

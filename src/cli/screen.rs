@@ -1,19 +1,27 @@
 //! The human screen of `headroom status`: everything on one screen, the
-//! worst news first. Color only reaches a terminal (anstream strips it
-//! otherwise and honours NO_COLOR). Every string from disk or a runtime
-//! goes through [`printable`] on its way here, so the only escapes the
-//! screen holds are its own styles.
+//! worst news first, no line wider than the terminal (see [`fit`]).
+//! Color only reaches a terminal (anstream strips it otherwise and honours
+//! NO_COLOR). Every string from disk or a runtime goes through
+//! [`printable`] on its way here, so the only escapes the screen holds are
+//! its own styles; they are laid on after the text is fitted, so they
+//! never count as width.
 
 use std::io::{self, Write};
+use std::time::{Duration, SystemTime};
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{presets, CellAlignment, Table};
 use headroom::model::{human_bytes, Filesystem, Prediction, ReadFrom, Source, State, Status};
 
+use super::fit::{self, Column, Give};
 use super::printable::printable;
 
 const BAR_WIDTH: usize = 30;
 const PROBLEMS_SHOWN: usize = 5;
+/// Where a filesystem's second line and its verdict start.
+const UNDER_FS: &str = "          ";
+/// Where the continuation of a wrapped line starts.
+const HANGING: &str = "    ";
 
 const RED: Style = AnsiColor::Red.on_default().bold();
 const YELLOW: Style = AnsiColor::Yellow.on_default().bold();
@@ -21,88 +29,147 @@ const GREEN: Style = AnsiColor::Green.on_default();
 pub(super) const BOLD: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
 
-/// Writes the screen for `status`, listing at most `top` images and containers.
-pub fn render(out: &mut impl Write, status: &Status, top: usize) -> io::Result<()> {
-    header(out, status)?;
-    filesystems(out, status)?;
-    pulls(out, status)?;
-    images(out, status, top)?;
-    containers(out, status, top)?;
-    writeln!(
-        out,
-        "\n{BOLD}Image GC could reclaim{BOLD:#} {} (unique layers and blobs of unused, unpinned images)",
-        human_bytes(status.reclaimable_bytes)
-    )?;
-    runtimes(out, status)?;
-    problems(out, status)
+/// How the screen is laid out.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    /// How many images, containers and emptyDirs the tables list.
+    pub top: usize,
+    /// The terminal's width in columns: no line is wider.
+    pub width: usize,
+    /// The time the data's age is told from.
+    pub now: SystemTime,
 }
 
-fn header(out: &mut impl Write, s: &Status) -> io::Result<()> {
+/// Writes the screen for `status` as `view` says.
+pub fn render(out: &mut impl Write, status: &Status, view: &View) -> io::Result<()> {
+    header(out, status, view)?;
+    filesystems(out, status, view.width)?;
+    pulls(out, status, view.width)?;
+    images(out, status, view)?;
+    containers(out, status, view)?;
+    empty_dirs(out, status, view)?;
+    image_gc(out, status, view.width)?;
+    runtimes(out, status, view.width)?;
+    problems(out, status, view.width)
+}
+
+/// Writes `text` wrapped to `width` (first line at `first`, the others at
+/// `rest`), then lays on `marks`: each `(style, piece)` styles the first
+/// occurrence of `piece` not yet styled, if it was not split by the wrap.
+fn paragraph(
+    out: &mut impl Write,
+    text: &str,
+    width: usize,
+    (first, rest): (&str, &str),
+    marks: &[(Style, &str)],
+) -> io::Result<()> {
+    let mut lines = fit::wrap(text, width, first, rest).into_iter();
+    let mut current = lines.next().unwrap_or_default();
+    let mut styled = String::new();
+    for &(style, piece) in marks {
+        if piece.is_empty() {
+            continue;
+        }
+        while !current.contains(piece) {
+            writeln!(out, "{styled}{current}")?;
+            styled.clear();
+            match lines.next() {
+                Some(next) => current = next,
+                None => return Ok(()),
+            }
+        }
+        if let Some((before, after)) = current.split_once(piece) {
+            styled = format!("{styled}{before}{style}{piece}{style:#}");
+            current = after.to_string();
+        }
+    }
+    writeln!(out, "{styled}{current}")?;
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn header(out: &mut impl Write, s: &Status, view: &View) -> io::Result<()> {
     let scan = &s.scan;
+    let age = age(s.generated_at, view.now);
     let how = match s.source {
         // The agent measures committed layers once: a pass walks only what
         // changes, so its count is small by design.
         Source::Agent => format!(
-            "from the agent (its last pass: {:.1} s, {} entries walked anew, {} errors)",
+            "as of {age}, from the agent (its last pass: {:.1} s, {} entries walked anew, {} errors)",
             scan.duration_seconds, scan.files, scan.errors
         ),
         Source::Scan => format!(
-            "one-shot scan: {:.1} s, {} entries, {} errors",
+            "scanned {age} here: {:.1} s, {} entries, {} errors",
             scan.duration_seconds, scan.files, scan.errors
         ),
     };
-    writeln!(
-        out,
-        "{BOLD}headroom{BOLD:#} on {} at {} · {how}",
+    let text = format!(
+        "headroom on {} at {} · {how}",
         printable(&s.node),
         humantime::format_rfc3339_seconds(s.generated_at)
-    )
+    );
+    paragraph(out, &text, view.width, ("", HANGING), &[(BOLD, "headroom")])
 }
 
-fn filesystems(out: &mut impl Write, s: &Status) -> io::Result<()> {
-    writeln!(
-        out,
-        "\n{BOLD}FILESYSTEMS{BOLD:#}  (used █, eviction line ┃, free ░; thresholds from {})",
+/// How long ago `then` was at `now`: "just now", "14 s ago", "3 min ago",
+/// "2 h ago", "3 d ago". A time ahead of `now` (a clock set back) is "just
+/// now" too: no age is better than a negative one.
+fn age(then: SystemTime, now: SystemTime) -> String {
+    let secs = now.duration_since(then).unwrap_or(Duration::ZERO).as_secs();
+    match secs {
+        0 => "just now".to_string(),
+        s if s < 120 => format!("{s} s ago"),
+        s if s < 2 * 3600 => format!("{} min ago", s / 60),
+        s if s < 2 * 86_400 => format!("{} h ago", s / 3600),
+        s => format!("{} d ago", s / 86_400),
+    }
+}
+
+fn filesystems(out: &mut impl Write, s: &Status, width: usize) -> io::Result<()> {
+    writeln!(out)?;
+    let title = format!(
+        "FILESYSTEMS  (used █, eviction line ┃, free ░; thresholds from {})",
         printable(&s.thresholds_source)
-    )?;
+    );
+    paragraph(out, &title, width, ("", HANGING), &[(BOLD, "FILESYSTEMS")])?;
     for fs in &s.filesystems {
         let verdict = s.prediction.get(&fs.signal);
         let style = state_style(verdict.map_or(State::Ok, |p| p.state));
-        writeln!(
-            out,
-            "  {BOLD}{:<8}{BOLD:#}{style}{}{style:#} {:>3.0}% used of {}  {} ({})",
-            fs.signal,
-            bar(fs),
+        let (signal, bar) = (format!("{:<8}", fs.signal), bar(fs));
+        let first = format!(
+            "{signal}{bar} {:>3.0}% used of {}  {} ({})",
             used_percent(fs),
             human_bytes(fs.capacity_bytes),
             printable(&fs.mountpoint),
             printable(&fs.fstype),
-        )?;
-        writeln!(
-            out,
-            "          avail {}, evicts below {}: {style}{} left{style:#}; inodes {} free, {} left",
+        );
+        let marks = [(BOLD, signal.trim_end()), (style, bar.as_str())];
+        paragraph(out, &first, width, ("  ", UNDER_FS), &marks)?;
+        let left = format!("{} left", signed_bytes(fs.bytes_left));
+        let second = format!(
+            "avail {}, evicts below {}: {left}; inodes {} free, {} left",
             human_bytes(fs.available_bytes),
             human_bytes(fs.threshold_bytes),
-            signed_bytes(fs.bytes_left),
             fs.inodes_free,
             fs.inodes_left,
-        )?;
+        );
+        paragraph(out, &second, width, (UNDER_FS, UNDER_FS), &[(style, &left)])?;
         if let Some(p) = verdict {
-            verdict_line(out, p)?;
+            verdict_line(out, p, width)?;
         }
     }
     Ok(())
 }
 
-/// `STATE: reason`, indented under a filesystem's bar, in the state's color.
-pub(super) fn verdict_line(out: &mut impl Write, p: &Prediction) -> io::Result<()> {
-    let style = state_style(p.state);
-    writeln!(
-        out,
-        "          {style}{}{style:#}: {}",
-        p.state.as_str().to_uppercase(),
-        printable(&p.reason)
-    )
+/// `STATE: reason`, indented under a filesystem's bar and wrapped to
+/// `width`, the state in its color.
+pub(super) fn verdict_line(out: &mut impl Write, p: &Prediction, width: usize) -> io::Result<()> {
+    let state = p.state.as_str().to_uppercase();
+    let text = format!("{state}: {}", printable(&p.reason));
+    let indent = (UNDER_FS, "            ");
+    paragraph(out, &text, width, indent, &[(state_style(p.state), &state)])
 }
 
 /// The color of a verdict state.
@@ -148,111 +215,259 @@ fn signed_bytes(b: i64) -> String {
     format!("{sign}{}", human_bytes(b.unsigned_abs()))
 }
 
-fn table(header: &[&str]) -> Table {
+/// A column that is a figure, kept whatever the width.
+const fn figure(header: &'static str) -> Column {
+    Column {
+        header,
+        give: Give::Fixed,
+        drop_rank: 0,
+    }
+}
+
+/// A column that is a name, shortened down to `min` columns, never dropped.
+const fn name(header: &'static str, min: usize) -> Column {
+    Column {
+        header,
+        give: Give::Shorten(min),
+        drop_rank: 0,
+    }
+}
+
+/// `column`, dropped `rank`th when the screen is too narrow for it.
+const fn droppable(column: Column, rank: u8) -> Column {
+    Column {
+        drop_rank: rank,
+        ..column
+    }
+}
+
+/// `title`, then the table of `rows` under `columns` fitted to `width`:
+/// names shortened, the columns that do not fit left out.
+fn print_table(
+    out: &mut impl Write,
+    title: (Style, &str, &str),
+    columns: &[Column],
+    rows: &[Vec<String>],
+    width: usize,
+) -> io::Result<()> {
+    let (style, name, rest) = title;
+    writeln!(out, "\n{style}{name}{style:#}{rest}")?;
+    if rows.is_empty() {
+        return writeln!(out, "  (none)");
+    }
+    let fitted = fit::fit(columns, rows, width);
     let mut t = Table::new();
-    t.load_style(presets::NOTHING).set_header(header.to_vec());
-    for i in 1..header.len() {
-        if let Some(col) = t.column_mut(i) {
+    t.load_style(presets::NOTHING)
+        .set_header(fitted.kept.iter().map(|&i| columns[i].header));
+    for row in rows {
+        t.add_row(fitted.kept.iter().zip(&fitted.widths).map(|(&i, &w)| {
+            let cell = row.get(i).map_or("", String::as_str);
+            fit::shorten(cell, w).into_owned()
+        }));
+    }
+    for (pos, &i) in fitted.kept.iter().enumerate() {
+        if let (Some(col), Give::Fixed) = (t.column_mut(pos), columns[i].give) {
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
-    t
+    writeln!(out, "{t}")
 }
 
-fn images(out: &mut impl Write, s: &Status, top: usize) -> io::Result<()> {
-    let mut t = table(&[
-        "IMAGE",
-        "SIZE",
-        "UNIQUE",
-        "SHARED",
-        "BLOBS",
-        "CONTAINERS",
-        "RUNTIME",
-    ]);
-    for img in s.images.iter().take(top) {
-        t.add_row(vec![
-            printable(&img.name()).into_owned(),
-            human_bytes(img.disk_bytes),
-            human_bytes(img.unique_disk_bytes),
-            human_bytes(img.shared_disk_bytes),
-            human_bytes(img.content_bytes),
-            img.containers.to_string(),
-            runtime_label(img.runtime.as_str(), &img.namespace),
-        ]);
-    }
-    writeln!(
+const IMAGE_COLUMNS: [Column; 7] = [
+    name("IMAGE", 28),
+    figure("SIZE"),
+    figure("UNIQUE"),
+    droppable(figure("SHARED"), 2),
+    droppable(figure("BLOBS"), 1),
+    droppable(figure("CONTAINERS"), 3),
+    droppable(name("RUNTIME", 10), 4),
+];
+
+fn images(out: &mut impl Write, s: &Status, view: &View) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = s
+        .images
+        .iter()
+        .take(view.top)
+        .map(|img| {
+            vec![
+                printable(&img.name()).into_owned(),
+                human_bytes(img.disk_bytes),
+                human_bytes(img.unique_disk_bytes),
+                human_bytes(img.shared_disk_bytes),
+                human_bytes(img.content_bytes),
+                img.containers.to_string(),
+                runtime_label(img.runtime.as_str(), &img.namespace),
+            ]
+        })
+        .collect();
+    let title = format!(" ({} in all)", s.images.len());
+    print_table(
         out,
-        "\n{BOLD}TOP IMAGES{BOLD:#} ({} in all)",
-        s.images.len()
-    )?;
-    print_table(out, &t)
+        (BOLD, "TOP IMAGES", &title),
+        &IMAGE_COLUMNS,
+        &rows,
+        view.width,
+    )
 }
 
-fn containers(out: &mut impl Write, s: &Status, top: usize) -> io::Result<()> {
-    let mut t = table(&["CONTAINER", "POD", "WRITABLE", "LOGS", "IMAGE", "RUNTIME"]);
-    for c in s.containers.iter().take(top) {
-        let pod = match (&c.pod_namespace, &c.pod) {
-            (Some(ns), Some(pod)) => format!("{}/{}", printable(ns), printable(pod)),
-            _ => "-".to_string(),
-        };
-        t.add_row(vec![
-            printable(&c.display_name()).into_owned(),
-            pod,
-            human_bytes(c.writable_disk_bytes),
-            human_bytes(c.log_bytes),
-            printable(&c.image).into_owned(),
-            runtime_label(c.runtime_name(), &c.namespace),
-        ]);
-    }
-    writeln!(
+const CONTAINER_COLUMNS: [Column; 6] = [
+    name("CONTAINER", 16),
+    name("POD", 16),
+    figure("WRITABLE"),
+    figure("LOGS"),
+    droppable(name("IMAGE", 16), 2),
+    droppable(name("RUNTIME", 12), 1),
+];
+
+fn containers(out: &mut impl Write, s: &Status, view: &View) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = s
+        .containers
+        .iter()
+        .take(view.top)
+        .map(|c| {
+            vec![
+                printable(&c.display_name()).into_owned(),
+                pod_label(c.pod_namespace.as_deref(), c.pod.as_deref()),
+                human_bytes(c.writable_disk_bytes),
+                human_bytes(c.log_bytes),
+                printable(&c.image).into_owned(),
+                runtime_label(c.runtime_name(), &c.namespace),
+            ]
+        })
+        .collect();
+    let title = format!(" ({} in all)", s.containers.len());
+    let columns = &CONTAINER_COLUMNS;
+    print_table(
         out,
-        "\n{BOLD}TOP CONTAINERS{BOLD:#} ({} in all)",
-        s.containers.len()
-    )?;
-    print_table(out, &t)
+        (BOLD, "TOP CONTAINERS", &title),
+        columns,
+        &rows,
+        view.width,
+    )
 }
 
-fn print_table(out: &mut impl Write, t: &Table) -> io::Result<()> {
-    if t.row_count() == 0 {
-        writeln!(out, "  (none)")
+/// `namespace/pod`, or `-` when the kubelet does not own it.
+fn pod_label(namespace: Option<&str>, pod: Option<&str>) -> String {
+    match (namespace, pod) {
+        (Some(ns), Some(pod)) => format!("{}/{}", printable(ns), printable(pod)),
+        _ => "-".to_string(),
+    }
+}
+
+const EMPTY_DIR_COLUMNS: [Column; 4] = [
+    name("EMPTYDIR", 16),
+    name("POD", 16),
+    figure("SIZE"),
+    droppable(figure("APPARENT"), 1),
+];
+
+/// Pods' disk-backed emptyDir volumes: they count against nodefs and the
+/// kubelet evicts their pods first.
+fn empty_dirs(out: &mut impl Write, s: &Status, view: &View) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = s
+        .volumes
+        .iter()
+        .take(view.top)
+        .map(|v| {
+            let pod = match v.pod {
+                Some(_) => pod_label(v.pod_namespace.as_deref(), v.pod.as_deref()),
+                None => format!("uid {}", printable(&v.pod_uid)),
+            };
+            vec![
+                printable(&v.name).into_owned(),
+                pod,
+                human_bytes(v.disk_bytes),
+                human_bytes(v.apparent_bytes),
+            ]
+        })
+        .collect();
+    let total = s
+        .volumes
+        .iter()
+        .map(|v| v.disk_bytes)
+        .fold(0, u64::saturating_add);
+    let title = format!(" ({} in all, {})", s.volumes.len(), human_bytes(total));
+    let columns = &EMPTY_DIR_COLUMNS;
+    print_table(
+        out,
+        (BOLD, "EMPTYDIR VOLUMES", &title),
+        columns,
+        &rows,
+        view.width,
+    )
+}
+
+/// What the kubelet's image GC would and would not delete, and why.
+fn image_gc(out: &mut impl Write, s: &Status, width: usize) -> io::Result<()> {
+    let in_use = s.images.iter().filter(|i| i.in_use).count();
+    let pinned = s.images.iter().filter(|i| i.pinned && !i.in_use).count();
+    let unused = s.images.len() - in_use - pinned;
+    let text = format!(
+        "Image GC could free {} ({unused} unused, unpinned {}: their unique layers and blobs); \
+         it keeps the {in_use} {} in use and the {pinned} pinned, and any image younger than \
+         the kubelet's imageMinimumGCAge",
+        human_bytes(s.reclaimable_bytes),
+        plural(unused, "image", "images"),
+        plural(in_use, "image", "images"),
+    );
+    writeln!(out)?;
+    paragraph(
+        out,
+        &text,
+        width,
+        ("", HANGING),
+        &[(BOLD, "Image GC could free")],
+    )
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
     } else {
-        writeln!(out, "{t}")
+        many
     }
 }
 
 /// Pulls in flight, right under the verdicts they feed; nothing when none.
-fn pulls(out: &mut impl Write, s: &Status) -> io::Result<()> {
+const PULL_COLUMNS: [Column; 6] = [
+    name("PULL", 24),
+    figure("DOWNLOADED"),
+    figure("TO DOWNLOAD"),
+    figure("TO UNPACK"),
+    figure("LAYERS"),
+    droppable(name("NAMESPACE", 8), 1),
+];
+
+fn pulls(out: &mut impl Write, s: &Status, width: usize) -> io::Result<()> {
     if s.pulls.is_empty() {
         return Ok(());
     }
-    let mut t = table(&[
-        "PULL",
-        "DOWNLOADED",
-        "TO DOWNLOAD",
-        "TO UNPACK",
-        "LAYERS",
-        "NAMESPACE",
-    ]);
-    for p in &s.pulls {
-        t.add_row(vec![
-            printable(p.image.as_ref().unwrap_or(&p.reference)).into_owned(),
-            format!(
-                "{} of {}",
-                human_bytes(p.offset_bytes),
-                human_bytes(p.total_bytes)
-            ),
-            human_bytes(p.remaining_download_bytes),
-            format!("~{}", human_bytes(p.unpack_bytes)),
-            format!("{} of {} in", p.layers_present, p.layers_total),
-            printable(&p.namespace).into_owned(),
-        ]);
-    }
-    writeln!(
+    let rows: Vec<Vec<String>> = s
+        .pulls
+        .iter()
+        .map(|p| {
+            vec![
+                printable(p.image.as_ref().unwrap_or(&p.reference)).into_owned(),
+                format!(
+                    "{} of {}",
+                    human_bytes(p.offset_bytes),
+                    human_bytes(p.total_bytes)
+                ),
+                human_bytes(p.remaining_download_bytes),
+                format!("~{}", human_bytes(p.unpack_bytes)),
+                format!("{} of {} in", p.layers_present, p.layers_total),
+                printable(&p.namespace).into_owned(),
+            ]
+        })
+        .collect();
+    let title = format!(" ({})", s.pulls.len());
+    print_table(
         out,
-        "\n{YELLOW}PULLS IN FLIGHT{YELLOW:#} ({})",
-        s.pulls.len()
-    )?;
-    print_table(out, &t)
+        (YELLOW, "PULLS IN FLIGHT", &title),
+        &PULL_COLUMNS,
+        &rows,
+        width,
+    )
 }
 
 fn runtime_label(runtime: &str, namespace: &str) -> String {
@@ -263,41 +478,51 @@ fn runtime_label(runtime: &str, namespace: &str) -> String {
     }
 }
 
-fn runtimes(out: &mut impl Write, s: &Status) -> io::Result<()> {
+fn runtimes(out: &mut impl Write, s: &Status, width: usize) -> io::Result<()> {
     for r in &s.runtimes {
         let name = r.runtime.as_str();
         let location = printable(&r.location);
         let why = printable(r.message.as_deref().unwrap_or(""));
-        match (r.up(), r.read_from) {
-            (true, Some(ReadFrom::Api)) => writeln!(
-                out,
-                "{GREEN}{name}{GREEN:#}: up, read through its API at {location}"
-            )?,
-            (true, _) => writeln!(
-                out,
-                "{GREEN}{name}{GREEN:#}: read from its files at {location}"
-            )?,
-            (false, Some(_)) => writeln!(
-                out,
-                "{RED}{name}: DOWN{RED:#}, figures from its files: {why}"
-            )?,
-            (false, None) => writeln!(out, "{DIM}{name}: not read: {why}{DIM:#}")?,
-        }
+        let (style, head, text) = match (r.up(), r.read_from) {
+            (true, Some(ReadFrom::Api)) => (
+                GREEN,
+                name.to_string(),
+                format!("{name}: up, read through its API at {location}"),
+            ),
+            (true, _) => (
+                GREEN,
+                name.to_string(),
+                format!("{name}: read from its files at {location}"),
+            ),
+            (false, Some(_)) => (
+                RED,
+                format!("{name}: DOWN"),
+                format!("{name}: DOWN, figures from its files: {why}"),
+            ),
+            (false, None) => (
+                DIM,
+                format!("{name}: not read"),
+                format!("{name}: not read: {why}"),
+            ),
+        };
+        paragraph(out, &text, width, ("", HANGING), &[(style, &head)])?;
     }
     Ok(())
 }
-
-fn problems(out: &mut impl Write, s: &Status) -> io::Result<()> {
+fn problems(out: &mut impl Write, s: &Status, width: usize) -> io::Result<()> {
+    let item = ("  ", "      ");
     if !s.problems.is_empty() {
-        writeln!(
-            out,
-            "\n{YELLOW}PROBLEMS{YELLOW:#} ({}; the rest of the report stands)",
+        writeln!(out)?;
+        let title = format!(
+            "PROBLEMS ({}; the rest of the report stands)",
             s.problems.len()
-        )?;
+        );
+        paragraph(out, &title, width, ("", HANGING), &[(YELLOW, "PROBLEMS")])?;
         for p in s.problems.iter().take(PROBLEMS_SHOWN) {
             let (reader, kind) = (p.reader.as_str(), p.kind.as_str());
             let (source, message) = (printable(&p.source), printable(&p.message));
-            writeln!(out, "  {source}: {message} ({reader}, {kind})")?;
+            let text = format!("{source}: {message} ({reader}, {kind})");
+            paragraph(out, &text, width, item, &[])?;
         }
     }
     if s.scan.errors > 0 {
@@ -307,21 +532,35 @@ fn problems(out: &mut impl Write, s: &Status) -> io::Result<()> {
             .iter()
             .map(|(k, n)| format!("{n} {}", k.as_str()))
             .collect();
-        writeln!(
+        writeln!(out)?;
+        let title = format!("SCAN ERRORS: {} (counted, not fatal)", kinds.join(", "));
+        paragraph(
             out,
-            "\n{YELLOW}SCAN ERRORS{YELLOW:#}: {} (counted, not fatal)",
-            kinds.join(", ")
+            &title,
+            width,
+            ("", HANGING),
+            &[(YELLOW, "SCAN ERRORS")],
         )?;
         for e in s.scan.error_samples.iter().take(PROBLEMS_SHOWN) {
             let (path, message) = (printable(&e.path), printable(&e.message));
-            writeln!(out, "  {path}: {message} ({})", e.kind.as_str())?;
+            let text = format!("{path}: {message} ({})", e.kind.as_str());
+            paragraph(out, &text, width, item, &[])?;
         }
     }
     if s.scan.skipped_mounts > 0 {
         let n = s.scan.skipped_mounts;
-        writeln!(out, "\n{DIM}MOUNTS NOT CROSSED{DIM:#}: {n} (bind mounts or other filesystems; not counted here)")?;
+        writeln!(out)?;
+        let title =
+            format!("MOUNTS NOT CROSSED: {n} (bind mounts or other filesystems; not counted here)");
+        paragraph(
+            out,
+            &title,
+            width,
+            ("", HANGING),
+            &[(DIM, "MOUNTS NOT CROSSED")],
+        )?;
         for path in s.scan.skipped_mount_samples.iter().take(PROBLEMS_SHOWN) {
-            writeln!(out, "  {}", printable(path))?;
+            paragraph(out, &printable(path), width, item, &[])?;
         }
     }
     Ok(())
@@ -436,19 +675,38 @@ mod tests {
     }
 
     const TOP: usize = 20;
+    /// Wide enough that no name of the fixtures is shortened.
+    const WIDE: usize = 400;
 
-    /// The screen as a terminal gets it: our styles included.
-    fn on_terminal(s: &Status) -> String {
+    /// A view `width` columns wide, 14 s after the fixture was made.
+    fn view(s: &Status, width: usize) -> View {
+        View {
+            top: TOP,
+            width,
+            now: s.generated_at + Duration::from_secs(14),
+        }
+    }
+
+    /// The screen as a terminal `width` columns wide gets it: our styles included.
+    fn on_terminal_at(s: &Status, width: usize) -> String {
         let mut out = Vec::new();
-        render(&mut out, s, TOP).expect("rendering into memory");
+        render(&mut out, s, &view(s, width)).expect("rendering into memory");
         String::from_utf8(out).expect("the screen is UTF-8")
     }
 
-    /// The screen as a pipe gets it: anstream strips the styles.
-    fn piped(s: &Status) -> String {
+    fn on_terminal(s: &Status) -> String {
+        on_terminal_at(s, WIDE)
+    }
+
+    /// The screen as a pipe gets it at `width`: anstream strips the styles.
+    fn piped_at(s: &Status, width: usize) -> String {
         let mut out = anstream::StripStream::new(Vec::new());
-        render(&mut out, s, TOP).expect("rendering into memory");
+        render(&mut out, s, &view(s, width)).expect("rendering into memory");
         String::from_utf8(out.into_inner()).expect("the screen is UTF-8")
+    }
+
+    fn piped(s: &Status) -> String {
+        piped_at(s, WIDE)
     }
 
     /// The lines of the table under the section titled `title`: up to the
@@ -534,5 +792,159 @@ mod tests {
         ] {
             assert!(containers.contains(shown), "{shown} in:\n{containers}");
         }
+    }
+
+    /// The fixture as it comes from the agent, with names longer than any
+    /// column has room for at 80 columns.
+    fn long_names() -> Status {
+        let mut s = fixture();
+        s.source = Source::Agent;
+        s.images[0].refs = vec![
+            "registry.example.com:5000/platform/observability/collector-agent:v1.42.0-rc.3".into(),
+        ];
+        s.containers[0].name = "collector-agent-with-a-very-long-container-name".into();
+        s.containers[0].pod = Some("collector-agent-7f9c8d6b5-x2x9z-and-more-suffix".into());
+        s.pulls[0].image = Some("127.0.0.1:5000/team/an-image-with-a-long-repository-name".into());
+        // Figures as wide as a real pull's: at 80 columns the names must go
+        // below their least for the row to fit.
+        s.pulls[0].offset_bytes = 1_000_000;
+        s.pulls[0].total_bytes = 150_000_000;
+        s.pulls[0].remaining_download_bytes = 149_000_000;
+        s.pulls[0].unpack_bytes = 150_000_000;
+        s.volumes[0].name = "a-cache-volume-whose-name-goes-on-and-on".into();
+        if let Some(p) = s.prediction.values_mut().next() {
+            p.reason = "pull of 127.0.0.1:5000/team/big adds ~108.0 MB; imagefs has 50.0 MB above \
+                the hard threshold; image GC may delete no image; 2 images in use and 3 younger \
+                than imageMinimumGCAge 2m are kept"
+                .into();
+        }
+        s
+    }
+
+    /// Lines wider than `width` display columns, styles left out.
+    fn too_wide(screen: &str, width: usize) -> Vec<String> {
+        let plain = anstream::adapter::strip_str(screen).to_string();
+        plain
+            .lines()
+            .filter(|l| fit::width(l) > width)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn no_line_is_wider_than_80_or_120_columns() {
+        for s in [fixture(), long_names(), hostile_status()] {
+            for width in [80, 120] {
+                for screen in [piped_at(&s, width), on_terminal_at(&s, width)] {
+                    let wide = too_wide(&screen, width);
+                    assert!(wide.is_empty(), "at {width}: {wide:#?}\n{screen}");
+                }
+            }
+        }
+        // The test can fail: unfitted, the long names overflow 80 columns.
+        assert!(!too_wide(&piped(&long_names()), 80).is_empty());
+    }
+
+    #[test]
+    fn a_shortened_name_stays_recognisable_and_its_row_one_line() {
+        let s = long_names();
+        let screen = piped_at(&s, 80);
+        let images = table_rows(&screen, "TOP IMAGES");
+        assert_eq!(images.len(), 1 + s.images.len(), "{screen}");
+        assert!(
+            images[1].contains("registry.") && images[1].contains("…"),
+            "{screen}"
+        );
+        assert!(images[1].contains(":v1.42.0-rc.3"), "{screen}");
+        // At 120 columns the image keeps every figure column.
+        let wide = piped_at(&s, 120);
+        for header in ["SIZE", "UNIQUE", "SHARED", "BLOBS", "CONTAINERS"] {
+            assert!(
+                table_rows(&wide, "TOP IMAGES")[0].contains(header),
+                "{wide}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reason_wraps_at_words_under_its_indent() {
+        let screen = piped_at(&long_names(), 80);
+        let at = screen
+            .lines()
+            .position(|l| l.contains("pull of 127.0.0.1:5000/team/big"))
+            .expect("the reason is on screen");
+        let next = screen.lines().nth(at + 1).unwrap_or_default();
+        assert!(next.starts_with("            "), "{screen}");
+        let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains(
+                "image GC may delete no image; 2 images in use and 3 younger than \
+                 imageMinimumGCAge 2m are kept"
+            ),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn empty_dirs_are_listed_with_their_pod() {
+        let screen = piped_at(&fixture(), 80);
+        let rows = table_rows(&screen, "EMPTYDIR VOLUMES");
+        assert_eq!(rows.len(), 2, "{screen}");
+        assert!(
+            rows[1].contains("cache") && rows[1].contains("shop/web-0"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("EMPTYDIR VOLUMES (1 in all, 4.1 kB)"),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn the_data_says_how_old_it_is_and_where_from() {
+        let mut s = fixture();
+        s.source = Source::Agent;
+        assert!(
+            piped(&s).contains("as of 14 s ago, from the agent"),
+            "{}",
+            piped(&s)
+        );
+        s.source = Source::Scan;
+        let mut out = anstream::StripStream::new(Vec::new());
+        let fresh = View {
+            now: s.generated_at,
+            ..view(&s, 120)
+        };
+        render(&mut out, &s, &fresh).expect("rendering into memory");
+        let screen = String::from_utf8(out.into_inner()).expect("UTF-8");
+        assert!(screen.contains("scanned just now here"), "{screen}");
+    }
+
+    #[test]
+    fn ages_read_as_people_say_them() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let at = |secs: u64| age(t0, t0 + Duration::from_secs(secs));
+        assert_eq!(at(0), "just now");
+        assert_eq!(at(14), "14 s ago");
+        assert_eq!(at(600), "10 min ago");
+        assert_eq!(at(3 * 3600), "3 h ago");
+        assert_eq!(at(3 * 86_400), "3 d ago");
+        // A clock set back gives no negative age.
+        assert_eq!(age(t0 + Duration::from_secs(5), t0), "just now");
+    }
+
+    #[test]
+    fn the_gc_line_says_what_it_keeps_and_why() {
+        let mut s = fixture();
+        s.images[0].in_use = true;
+        let screen = piped(&s);
+        let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+        let in_use = s.images.iter().filter(|i| i.in_use).count();
+        assert!(words.contains("Image GC could free"), "{screen}");
+        assert!(words.contains(&format!("keeps the {in_use} ")), "{screen}");
+        assert!(
+            words.contains("younger than the kubelet's imageMinimumGCAge"),
+            "{screen}"
+        );
     }
 }

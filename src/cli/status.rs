@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use anyhow::Context;
 use headroom::client;
@@ -19,7 +20,7 @@ pub struct StatusArgs {
     /// Print the status document as JSON (the same as the agent's /api/v1/status).
     #[arg(long)]
     json: bool,
-    /// How many images and containers the screen lists.
+    /// How many images, containers and emptyDirs the screen lists.
     #[arg(long, default_value_t = 10)]
     top: usize,
 }
@@ -38,9 +39,38 @@ pub fn run(args: &StatusArgs, config: &Config) -> anyhow::Result<ExitCode> {
         serde_json::to_writer_pretty(&mut out, &status).context("writing JSON to stdout")?;
         writeln!(out).context("writing to stdout")?;
     } else {
-        screen::render(&mut out, &status, args.top).context("writing to stdout")?;
+        let view = screen::View {
+            top: args.top,
+            width: screen_width(),
+            now: SystemTime::now(),
+        };
+        screen::render(&mut out, &status, &view).context("writing to stdout")?;
     }
     Ok(ExitCode::from(exit_code(&status)))
+}
+
+/// The width a screen is fitted to when nothing tells it.
+const DEFAULT_WIDTH: usize = 80;
+/// The fewest columns the screen is laid out in: narrower, the tables
+/// could not keep their figures whole.
+const MIN_WIDTH: usize = 40;
+
+/// The columns of the screen: the terminal's when stdout is one, else
+/// `$COLUMNS` (a shell's, or set for a pipe), else 80; never fewer than
+/// 40. A width of 0 (a terminal that does not tell) counts as unknown.
+pub(super) fn screen_width() -> usize {
+    let stdout = std::io::stdout();
+    let terminal = stdout
+        .is_terminal()
+        .then(|| terminal_size::terminal_size_of(&stdout))
+        .flatten()
+        .map(|(terminal_size::Width(w), _)| usize::from(w));
+    let columns = || std::env::var("COLUMNS").ok()?.trim().parse::<usize>().ok();
+    terminal
+        .filter(|&w| w > 0)
+        .or_else(|| columns().filter(|&w| w > 0))
+        .unwrap_or(DEFAULT_WIDTH)
+        .max(MIN_WIDTH)
 }
 
 /// The agent's document when one answers; otherwise a scan here, saying why

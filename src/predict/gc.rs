@@ -165,17 +165,50 @@ impl ImageGc<'_> {
         let mut candidates: Vec<&GcImage> = self
             .images
             .iter()
-            .filter(|i| !i.in_use && !i.pinned)
-            // The kubelet skips an image used at or after the pass (it is in use).
-            .filter(|i| i.last_used.is_none_or(|used| used < self.now))
-            .filter(|i| {
-                self.now
-                    .duration_since(i.first_detected)
-                    .is_ok_and(|age| age >= self.policy.min_age)
-            })
+            .filter(|i| self.kept_because(i).is_none())
             .collect();
         candidates.sort_by_key(|i| (i.last_used, i.first_detected));
         candidates
+    }
+
+    /// Why a pass leaves `image` alone, or `None` when it may delete it.
+    fn kept_because(&self, image: &GcImage) -> Option<Kept> {
+        // The kubelet skips an image used at or after the pass (it is in use).
+        let used_now = image.last_used.is_some_and(|used| used >= self.now);
+        let young = self
+            .now
+            .duration_since(image.first_detected)
+            .map_or(true, |age| age < self.policy.min_age);
+        if image.pinned {
+            Some(Kept::Pinned)
+        } else if image.in_use || used_now {
+            Some(Kept::InUse)
+        } else if young {
+            Some(Kept::Young)
+        } else {
+            None
+        }
+    }
+
+    /// What a pass may and may not delete, whatever it aims to free: the
+    /// sentence that explains GC on a screen.
+    pub fn census(&self) -> GcCensus {
+        let mut census = GcCensus {
+            min_age: self.policy.min_age,
+            ..GcCensus::default()
+        };
+        let mut deletable = Vec::new();
+        for image in self.images {
+            match self.kept_because(image) {
+                Some(Kept::Pinned) => census.pinned += 1,
+                Some(Kept::InUse) => census.in_use += 1,
+                Some(Kept::Young) => census.young += 1,
+                None => deletable.push(image.id.clone()),
+            }
+        }
+        census.deletable = deletable.len();
+        census.deletable_bytes = self.really_freed(&deletable).0;
+        census
     }
 
     /// Bytes and inodes really freed by deleting `deleted`: their unique parts, plus
@@ -202,6 +235,86 @@ impl ImageGc<'_> {
             }
         }
         (bytes, inodes)
+    }
+}
+
+/// Why GC leaves an image alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// The runtime pins it.
+    Pinned,
+    /// A container uses it.
+    InUse,
+    /// First detected less than `imageMinimumGCAge` ago.
+    Young,
+}
+
+/// What a GC pass may and may not delete, and why: its [`Display`] is the
+/// sentence a screen or a verdict gives, e.g. "image GC could free 108.0 MB
+/// (3 unused images); 2 images in use and 1 younger than imageMinimumGCAge
+/// 2m are kept".
+///
+/// [`Display`]: std::fmt::Display
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GcCensus {
+    /// Images a pass may delete: unused, unpinned, old enough.
+    pub deletable: usize,
+    /// Bytes deleting all of them would really free (shared parts only
+    /// when every holder goes).
+    pub deletable_bytes: u64,
+    /// Images kept because a container uses them.
+    pub in_use: usize,
+    /// Images kept because the runtime pins them.
+    pub pinned: usize,
+    /// Unused, unpinned images kept because they are younger than `min_age`.
+    pub young: usize,
+    /// `imageMinimumGCAge`.
+    pub min_age: Duration,
+}
+
+impl std::fmt::Display for GcCensus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.deletable {
+            0 => write!(f, "image GC may delete no image")?,
+            n => write!(
+                f,
+                "image GC could free {} ({n} unused {})",
+                crate::model::human_bytes(self.deletable_bytes),
+                images(n)
+            )?,
+        }
+        let age = humantime::format_duration(self.min_age);
+        let young = format!("younger than imageMinimumGCAge {age}");
+        let reasons = [
+            (self.in_use, "in use"),
+            (self.pinned, "pinned"),
+            (self.young, young.as_str()),
+        ];
+        let kept: Vec<String> = reasons
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .enumerate()
+            .map(|(i, (n, why))| match i {
+                0 => format!("{n} {} {why}", images(*n)),
+                _ => format!("{n} {why}"),
+            })
+            .collect();
+        let total = self.in_use + self.pinned + self.young;
+        let verb = if total == 1 { "is" } else { "are" };
+        match kept.as_slice() {
+            [] => Ok(()),
+            [one] => write!(f, "; {one} {verb} kept"),
+            [init @ .., last] => write!(f, "; {} and {last} {verb} kept", init.join(", ")),
+        }
+    }
+}
+
+/// "image" or "images", as `n` needs.
+fn images(n: usize) -> &'static str {
+    if n == 1 {
+        "image"
+    } else {
+        "images"
     }
 }
 
@@ -447,5 +560,63 @@ mod tests {
         let outcome = gc(&[]).simulate(0, 0);
         assert!(!outcome.runs);
         assert_eq!(outcome.available_after, 0);
+    }
+
+    #[test]
+    fn the_census_says_what_gc_keeps_and_why() {
+        let images = [
+            GcImage {
+                pinned: true,
+                ..image("pause", 1, 5 * 3600)
+            },
+            GcImage {
+                in_use: true,
+                ..image("running", 8, 4 * 3600)
+            },
+            GcImage {
+                // Used at the pass: as good as in use.
+                last_used: Some(now()),
+                ..image("starting", 2, 0)
+            },
+            GcImage {
+                first_detected: ago(60),
+                ..image("fresh", 7, 3600)
+            },
+            image("old", 3, 3 * 3600),
+            image("older", 2, 4 * 3600),
+        ];
+        let census = gc(&images).census();
+        assert_eq!(
+            census,
+            GcCensus {
+                deletable: 2,
+                deletable_bytes: 5 * GB,
+                in_use: 2,
+                pinned: 1,
+                young: 1,
+                min_age: Duration::from_secs(120),
+            }
+        );
+        assert_eq!(
+            census.to_string(),
+            "image GC could free 5.0 GB (2 unused images); 2 images in use, 1 pinned and \
+             1 younger than imageMinimumGCAge 2m are kept"
+        );
+        // The census and a pass agree on what may go.
+        let outcome = gc(&images).simulate(CAPACITY, 0);
+        assert_eq!(outcome.deleted, ["older", "old"]);
+    }
+
+    #[test]
+    fn a_census_with_nothing_to_delete_says_so_and_why() {
+        let images = [GcImage {
+            first_detected: ago(30),
+            ..image("fresh", 1, 60)
+        }];
+        assert_eq!(
+            gc(&images).census().to_string(),
+            "image GC may delete no image; 1 image younger than imageMinimumGCAge 2m is kept"
+        );
+        assert_eq!(gc(&[]).census().to_string(), "image GC may delete no image");
     }
 }

@@ -388,7 +388,7 @@ fn gc_clause(input: &FsInput<'_>, unit: Unit, outcome: Option<&GcOutcome>) -> St
             gc.policy.high_percent
         )
     } else if o.deleted.is_empty() {
-        "image GC finds no image it may delete".to_string()
+        gc.census().to_string()
     } else if unit == Unit::Bytes && o.credited_bytes > o.freed_bytes {
         format!(
             "image GC can free only {} (it counts {}; shared layers stay)",
@@ -697,7 +697,7 @@ mod tests {
         assert_eq!(
             v.reason,
             "pulls of a:1 and b:2 add ~2.9 GB; imagefs has 1.8 GB above the 15% threshold; \
-             image GC finds no image it may delete"
+             image GC may delete no image; 1 image in use is kept"
         );
     }
 

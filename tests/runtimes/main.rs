@@ -84,6 +84,8 @@ const TOOLS: &[&str] = &[
     "openssl",
     "htpasswd",
     "curl",
+    // The screen is captured in a real terminal.
+    "tmux",
 ];
 
 /// A trial body: inspects the fixture node and fails with the evidence.
@@ -221,6 +223,10 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     (
         "agent_lists_a_pull_in_flight",
         pulls::in_flight_pull_is_listed,
+    ),
+    (
+        "screen_fits_80_and_120_columns_in_tmux",
+        screen::fits_80_and_120_columns_in_tmux,
     ),
     (
         "fault_full_disk_incident_is_predicted_before_the_disk_fills",

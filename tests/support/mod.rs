@@ -146,6 +146,7 @@ fn install(tool: &str) -> Install {
         "curl" => "curl",
         "htpasswd" => "apache2-utils",
         "kubectl" => "kubernetes-client",
+        "tmux" => "tmux",
         "kubernetes-validate" => return Install::Pip("kubernetes-validate"),
         "rustup" => return Install::Manual("see https://rustup.rs"),
         other => panic!("tests/support: no package known for {other:?}; add it to install()"),

@@ -12,7 +12,7 @@
 //! and a layer is not unpacked; an ingest no such manifest explains is a
 //! pull of its own. Layers whose snapshot is committed cost nothing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use containerd_client::services::v1::Status as IngestStatus;
 
@@ -20,6 +20,7 @@ use super::images::{
     parse, read, BlobError, BlobSource, Content, Descriptor, Document, ImageConfig,
 };
 use super::OVERLAYFS;
+use crate::registry::Reference;
 use crate::runtime::{Classified, ImageRecord, ProblemKind, PullLayer, PullRecord};
 
 /// The manifest label naming its config; only manifests carry it.
@@ -256,7 +257,7 @@ async fn pull_of<'a>(
         namespace: ns.name.to_string(),
         image: image
             .and_then(image_name)
-            .or_else(|| source_name(ns.content, digest)),
+            .or_else(|| source_name(ns, digest)),
         manifest_digest: Some(digest.to_string()),
         ingest: None,
         layers,
@@ -320,19 +321,53 @@ fn image_name(image: &ImageRecord) -> Option<String> {
         .cloned()
 }
 
-/// `<registry>/<repository>` from the manifest's distribution-source label
-/// (containerd drops the registry's port from the label key).
-fn source_name(content: &Content, digest: &str) -> Option<String> {
-    let labels = &content.get(digest)?.labels;
+/// `<registry>/<repository>` from the manifest's distribution-source label,
+/// in the registry's full name (see [`full_registry`]).
+fn source_name(ns: &Namespace<'_>, digest: &str) -> Option<String> {
+    let labels = &ns.content.get(digest)?.labels;
     let mut sources: Vec<(&String, &String)> = labels
         .iter()
         .filter(|(k, _)| k.starts_with(SOURCE_LABEL))
         .collect();
     sources.sort();
     let (key, repos) = sources.first()?;
-    let registry = key.strip_prefix(SOURCE_LABEL)?;
+    let host = key.strip_prefix(SOURCE_LABEL)?;
     let repo = repos.split(',').next().filter(|r| !r.is_empty())?;
+    let registry = full_registry(host, repo, ns.images);
     Some(format!("{registry}/{repo}"))
+}
+
+/// The registry named `host` in a distribution-source label, as the image
+/// list names it. containerd writes the label with the registry's host
+/// name alone (`url.Hostname()`: `127.0.0.1:5000` becomes `127.0.0.1`,
+/// `[::1]:5000` becomes `::1`), so a pull would be listed under another
+/// name than the image it becomes. It matches an image of the same
+/// repository already in the namespace (an earlier tag, the same tag being
+/// pulled again) whose registry has that host name: when exactly one
+/// registry does, that is the name; otherwise (none, or two ports) `host`
+/// stays as the label says, rather than a guess.
+fn full_registry(host: &str, repo: &str, images: &[ImageRecord]) -> String {
+    let registries: BTreeSet<String> = images
+        .iter()
+        .flat_map(|i| &i.refs)
+        .filter_map(|r| r.parse::<Reference>().ok())
+        .filter(|r| r.repository == repo && host_name(&r.registry) == host)
+        .map(|r| r.registry)
+        .collect();
+    let mut matched = registries.into_iter();
+    match (matched.next(), matched.next()) {
+        (Some(one), None) => one,
+        _ => host.to_string(),
+    }
+}
+
+/// A registry's host name without its port or an IPv6 address's brackets,
+/// as Go's `url.Hostname()` gives it.
+fn host_name(registry: &str) -> &str {
+    match registry.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => registry.split(':').next().unwrap_or(registry),
+    }
 }
 
 /// Every chain ID in `names` (snapshot keys) that a snapshot is unpacking.
@@ -495,6 +530,53 @@ mod tests {
                 ],
             }]
         );
+    }
+
+    /// An image of `refs` in the namespace, holding none of the pull's blobs.
+    fn named(refs: &[&str]) -> ImageRecord {
+        ImageRecord {
+            namespace: "k8s.io".into(),
+            id: "sha256:other".into(),
+            refs: refs.iter().map(|r| r.to_string()).collect(),
+            layers: Vec::new(),
+            blobs: vec!["sha256:other".into()],
+            pinned: false,
+            created: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pull_takes_the_port_of_the_image_list_when_one_registry_matches() {
+        let mut n = node();
+        // An earlier tag of the same repository on port 5000: its name.
+        n.images = vec![named(&["reg.example:5000/team/app:1", "sha256:other"])];
+        assert_eq!(
+            pull_name(&n).await.as_deref(),
+            Some("reg.example:5000/team/app")
+        );
+        // Another repository on that host tells nothing about this one.
+        n.images = vec![named(&["reg.example:5000/team/other:1"])];
+        assert_eq!(pull_name(&n).await.as_deref(), Some("reg.example/team/app"));
+        // Two ports for the repository: no guess.
+        n.images = vec![
+            named(&["reg.example:5000/team/app:1"]),
+            named(&["reg.example:6000/team/app:1"]),
+        ];
+        assert_eq!(pull_name(&n).await.as_deref(), Some("reg.example/team/app"));
+    }
+
+    async fn pull_name(n: &Node) -> Option<String> {
+        find_in(n).await.0.first()?.image.clone()
+    }
+
+    #[test]
+    fn host_names_lose_their_port_and_brackets_as_go_drops_them() {
+        assert_eq!(host_name("127.0.0.1:5000"), "127.0.0.1");
+        assert_eq!(host_name("[::1]:5000"), "::1");
+        assert_eq!(host_name("docker.io"), "docker.io");
+        let v6 = [named(&["[::1]:5000/team/app:1"])];
+        assert_eq!(full_registry("::1", "team/app", &v6), "[::1]:5000");
+        assert_eq!(full_registry("::1", "team/app", &[]), "::1");
     }
 
     #[tokio::test]
