@@ -23,7 +23,7 @@ use crate::agent::{answers, has_image, poll, short_lived, status, Containerd, Pa
 use crate::checks::Checks;
 use crate::images::K8S_NS;
 use crate::oracle;
-use crate::{subject, web, World};
+use crate::{exposition, subject, web, World};
 
 /// containerd's timeout in the shipped config (`containerd_timeout`).
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,9 +51,7 @@ fn containerd_state(status: &Status) -> Option<&RuntimeState> {
 /// The value of the series `name` (with its labels) in `/metrics`.
 fn metric(addr: &str, series: &str) -> Result<String> {
     let text = web::get(addr, "/metrics")?.body;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
-        .with_context(|| format!("/metrics has no {series}"))
+    exposition::value(&text, series).with_context(|| format!("/metrics has no {series}"))
 }
 
 /// The figures a pass gives of containerd, as the metrics say them.

@@ -20,6 +20,7 @@ mod containers;
 mod docker_df;
 mod document;
 mod events;
+mod exposition;
 mod faults;
 mod filesystems;
 mod images;

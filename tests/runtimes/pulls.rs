@@ -24,7 +24,7 @@ use crate::checks::Checks;
 use crate::images::{push_oci, K8S_NS};
 use crate::oracle::{self, path_str};
 use crate::services::Registry;
-use crate::{web, World};
+use crate::{exposition, web, World};
 
 /// Size of the image's one layer (random bytes: the blob is as big).
 const LAYER_BYTES: u64 = 150_000_000;
@@ -134,11 +134,8 @@ fn check_samples(c: &mut Checks, seen: &[Pull]) {
 /// `headroom_pull_remaining_bytes` of the pull named `reference`, if listed.
 fn remaining_metric(addr: &str, reference: &str) -> Result<Option<f64>> {
     let body = web::get(addr, "/metrics")?.body;
-    let prefix = format!("headroom_pull_remaining_bytes{{image=\"{reference}\"}} ");
-    Ok(body
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok()))
+    let series = format!("headroom_pull_remaining_bytes{{image=\"{reference}\"}}");
+    Ok(exposition::value(&body, &series).and_then(|v| v.trim().parse().ok()))
 }
 
 /// `127.0.0.1:PORT` of the run's registry (from a fixture reference).

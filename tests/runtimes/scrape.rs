@@ -20,7 +20,7 @@ use crate::images::K8S_NS;
 use crate::oracle::{self, path_str};
 use crate::prometheus::{self, Series};
 use crate::support::openmetrics::{self, Family};
-use crate::{web, World};
+use crate::{exposition, web, World};
 
 /// The metrics every node exports (docs/metrics.md lists them all; these are
 /// the ones dashboards and alerts were first built on).
@@ -666,10 +666,9 @@ fn mutable_entries(w: &World) -> Result<(u64, Vec<String>)> {
 fn counters(addr: &str) -> Result<(u64, u64)> {
     let text = web::get(addr, "/metrics")?.body;
     let value = |name: &str| -> Result<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        exposition::value(&text, name)
             .with_context(|| format!("no {name} in /metrics:\n{text}"))
-            .and_then(oracle::parse_u64)
+            .and_then(|v| oracle::parse_u64(&v))
     };
     Ok((
         value("headroom_scan_files_total")?,

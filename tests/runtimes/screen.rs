@@ -14,7 +14,7 @@ use crate::images::K8S_NS;
 use crate::oracle::{self, path_str};
 use crate::pulls::{self, Throttle};
 use crate::subject;
-use crate::{web, World};
+use crate::{exposition, web, World};
 
 /// Every filesystem signal and the top image's ref appear; same exit code.
 pub fn mentions_signals_and_top_image(w: &World) -> Result<()> {
@@ -167,7 +167,7 @@ fn agent_names_the_pull(addr: &str, repository: &str) -> Result<()> {
         }
         let metrics = web::get(addr, "/metrics")?.body;
         let series = format!("headroom_pull_remaining_bytes{{image=\"{repository}@");
-        if !metrics.contains(&series) {
+        if !exposition::has(&metrics, &series) {
             bail!("/metrics has no {series}…");
         }
         Ok(())
