@@ -41,7 +41,9 @@ impl Node {
         let found = discover(self.root.path());
         let layout = NodeLayout::resolve(settings, Some(&found), Duration::from_secs(5));
         let sources = KubeletSources {
-            config: Some(&layout.kubelet_config),
+            config: layout
+                .kubelet_reads_config
+                .then_some(layout.kubelet_config.as_path()),
             config_dir: layout.kubelet_config_dir.as_deref(),
             flags: &layout.kubelet_flags,
         };
@@ -96,6 +98,9 @@ fn k3s_with_its_title_rewritten_and_kubelet_args_in_its_config() {
             "/var/lib/rancher/k3s/agent/etc/kubelet.conf.d/00-k3s-defaults.conf",
             K3S_DEFAULTS,
         )
+        // A leftover kubeadm file k3s' kubelet does not read: it would
+        // disable every hard threshold.
+        .write("/var/lib/kubelet/config.yaml", "evictionHard: {}\n")
         .write(
             "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
             "version = 3\n[plugins.'io.containerd.cri.v1.images']\nsnapshotter = \"overlayfs\"\n",
@@ -121,6 +126,11 @@ fn k3s_with_its_title_rewritten_and_kubelet_args_in_its_config() {
     assert_eq!(
         layout.sources["containerd_root"].from,
         "containerd (pid 733) --root"
+    );
+    assert!(!layout.kubelet_reads_config);
+    assert_eq!(
+        layout.sources["kubelet_config"].from,
+        "k3s (pid 712): no --config, not read"
     );
     // The drop-in merges key by key into the defaults: inodesFree stays.
     assert_eq!(
@@ -368,4 +378,30 @@ fn fault_unreadable_and_garbage_configs_are_problems_not_panics() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("00-bad.conf"), "{err}");
+}
+
+#[test]
+fn fault_a_deeply_nested_k3s_config_is_a_problem_and_parsed_no_further() {
+    let node = Node::new();
+    let deep = format!(
+        "kubelet-arg: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    node.process(3, &["/usr/local/bin/k3s", "agent"])
+        .write("/etc/rancher/k3s/config.yaml", &deep);
+    let started = std::time::Instant::now();
+    let found = discover(node.root.path());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+    assert!(found.problems[0].message.contains("nested more than 64"));
+    // The rest of k3s' layout stands.
+    assert_eq!(
+        found.kubelet_config_dir.map(|l| l.path),
+        Some(p("/var/lib/rancher/k3s/agent/etc/kubelet.conf.d"))
+    );
 }

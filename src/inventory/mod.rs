@@ -416,7 +416,7 @@ fn discover_runtimes(
 fn load_kubelet(layout: &NodeLayout, problems: &mut Vec<Problem>) -> (KubeletConfig, String) {
     let path = &layout.kubelet_config;
     let sources = KubeletSources {
-        config: Some(path),
+        config: layout.kubelet_reads_config.then_some(path.as_path()),
         config_dir: layout.kubelet_config_dir.as_deref(),
         flags: &layout.kubelet_flags,
     };
@@ -434,8 +434,10 @@ fn load_kubelet(layout: &NodeLayout, problems: &mut Vec<Problem>) -> (KubeletCon
             if !config.flags.is_empty() {
                 parts.push(format!("flags {}", config.flags.join(", ")));
             }
-            if files.is_empty() {
+            if files.is_empty() && layout.kubelet_reads_config {
                 parts.push(format!("kubelet defaults ({} not found)", path.display()));
+            } else if files.is_empty() {
+                parts.push("kubelet defaults (no config file)".to_string());
             }
             (config, parts.join("; "))
         }
@@ -622,6 +624,13 @@ mod tests {
     /// The thresholds' source of a scan of an empty node whose kubelet config
     /// is `config` (written at `config.yaml` by `write`).
     fn thresholds_source_with(write: impl Fn(&Path)) -> (String, PathBuf) {
+        let (status, path) = status_with(write, |_| {});
+        (status.thresholds_source, path)
+    }
+
+    /// The document of a scan of an empty node whose kubelet config is
+    /// written by `write`, its layout changed by `edit`.
+    fn status_with(write: impl Fn(&Path), edit: impl Fn(&mut NodeLayout)) -> (Status, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubelet/config.yaml");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -640,9 +649,49 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
+        let mut layout = layout;
+        edit(&mut layout);
         let walk = WalkOptions::default();
         let status = scan(&layout, &walk, &|_| {}, runtime.handle()).status;
-        (status.thresholds_source, path)
+        (status, path)
+    }
+
+    #[test]
+    fn the_document_says_which_files_and_flags_set_the_thresholds() {
+        let (status, path) = status_with(
+            |p| {
+                std::fs::write(p, "imageGCHighThresholdPercent: 90\n").unwrap();
+                let drop_ins = p.with_file_name("config.d");
+                std::fs::create_dir(&drop_ins).unwrap();
+                std::fs::write(
+                    drop_ins.join("10-a.conf"),
+                    "{\"imageGCLowThresholdPercent\": 50}",
+                )
+                .unwrap();
+            },
+            |layout| {
+                layout.kubelet_config_dir = Some(layout.kubelet_config.with_file_name("config.d"));
+                layout.kubelet_flags.eviction_hard = vec!["nodefs.available<1Gi".into()];
+            },
+        );
+        let drop_in = path.with_file_name("config.d").join("10-a.conf");
+        assert_eq!(
+            status.thresholds_source,
+            format!(
+                "{} + {}; flags --eviction-hard",
+                path.display(),
+                drop_in.display()
+            )
+        );
+        assert_eq!(status.thresholds_origin.label(), "flags");
+        assert_eq!(status.layout.kubelet_flags, ["--eviction-hard"]);
+        assert_eq!(status.layout.kubelet_files.len(), 2);
+        let keys: Vec<(&str, PathOrigin)> = (status.layout.paths.iter())
+            .map(|p| (p.key.as_str(), p.origin))
+            .collect();
+        // Not resolved against a node: set paths count as settings.
+        assert_eq!(keys[0], ("docker_root", PathOrigin::Setting));
+        assert_eq!(keys[6], ("kubelet_config_dir", PathOrigin::Setting));
     }
 
     #[test]

@@ -526,7 +526,7 @@ fn read_raw(path: &Path) -> Result<Option<RawConfig>, KubeletError> {
 /// under-counted (a sequence at its key's indentation) but costs the parser
 /// little, and the size bound caps it; flow nesting, which costs the parser
 /// time quadratic in its depth, is counted in full.
-fn nesting_depth(text: &str) -> usize {
+pub(crate) fn nesting_depth(text: &str) -> usize {
     let mut scan = FlowScan::default();
     let mut block: Vec<usize> = Vec::new();
     let mut deepest = 0;

@@ -16,6 +16,9 @@ use crate::runtime::{Problem, ProblemKind, Reader, RuntimeKind};
 /// The most bytes of a daemon's config file read.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// The kubelet config read when nothing names one (kubeadm's).
+const DEFAULT_KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
+
 /// A path found on the node, and the evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Located {
@@ -55,6 +58,8 @@ pub struct Found {
     pub kubelet_root: Option<Located>,
     /// The kubelet's `--config` file.
     pub kubelet_config: Option<Located>,
+    /// The kubelet's process, when it was seen without `--config`.
+    pub kubelet_without_config: Option<String>,
     /// The kubelet's `--config-dir`.
     pub kubelet_config_dir: Option<Located>,
     /// The kubelet's `podLogsDir`.
@@ -173,6 +178,9 @@ fn kubelet(root: &Path, procs: &[Proc], found: &mut Found) -> bool {
     let path = |flag: &str| flags.last(&[flag]).filter(|v| !v.is_empty());
     found.kubelet_root = path("root-dir").and_then(|v| Located::new(v, at("root-dir")));
     found.kubelet_config = path("config").and_then(|v| Located::new(v, at("config")));
+    if found.kubelet_config.is_none() {
+        found.kubelet_without_config = Some(from.clone());
+    }
     found.kubelet_config_dir = path("config-dir").and_then(|v| Located::new(v, at("config-dir")));
     if let Some(socket) = path("container-runtime-endpoint").and_then(containerd_socket) {
         found.containerd_address = Located::new(socket, at("container-runtime-endpoint"));
@@ -228,6 +236,14 @@ fn k3s_config(root: &Path, found: &mut Found) -> K3sConfig {
     let Some(text) = read_config(root, path, Reader::Kubelet, found) else {
         return K3sConfig::default();
     };
+    // The YAML parser slows quadratically with nesting (issue #10).
+    if kubelet::nesting_depth(&text) > kubelet::MAX_CONFIG_DEPTH {
+        let depth = format!("nested more than {} levels deep", kubelet::MAX_CONFIG_DEPTH);
+        found
+            .problems
+            .push(malformed(Reader::Kubelet, path, &depth));
+        return K3sConfig::default();
+    }
     match serde_yaml_ng::from_str::<Option<Raw>>(&text) {
         Ok(raw) => {
             let raw = raw.unwrap_or(Raw {
@@ -377,8 +393,13 @@ fn probe(k: &Known, saw_kubelet: bool, saw_containerd: bool, found: &mut Found) 
 /// `podLogsDir` and `containerRuntimeEndpoint` from the kubelet's files.
 /// Their problems are left to the scan, which reads them again.
 fn kubelet_files(root: &Path, found: &mut Found) {
+    let config = match (&found.kubelet_config, &found.kubelet_without_config) {
+        (Some(l), _) => Some(l.path.as_path()),
+        (None, Some(_)) => None,
+        (None, None) => Some(Path::new(DEFAULT_KUBELET_CONFIG)),
+    };
     let sources = KubeletSources {
-        config: found.kubelet_config.as_ref().map(|l| l.path.as_path()),
+        config,
         config_dir: found.kubelet_config_dir.as_ref().map(|l| l.path.as_path()),
         flags: &KubeletFlags::default(),
     };

@@ -44,6 +44,9 @@ pub struct NodeLayout {
     pub kubelet_root: PathBuf,
     /// The kubelet's config file (eviction and image GC thresholds).
     pub kubelet_config: PathBuf,
+    /// Whether the kubelet reads `kubelet_config`: not when it was found
+    /// running without `--config` (k3s, RKE2: drop-ins only).
+    pub kubelet_reads_config: bool,
     /// Where the kubelet writes pod logs.
     pub pod_logs: PathBuf,
     /// The kubelet's `--config-dir` drop-in directory, when it has one.
@@ -66,6 +69,7 @@ impl Default for NodeLayout {
             containerd_timeout: Duration::from_secs(5),
             kubelet_root: PathBuf::from("/var/lib/kubelet"),
             kubelet_config: PathBuf::from("/var/lib/kubelet/config.yaml"),
+            kubelet_reads_config: true,
             pod_logs: PathBuf::from("/var/log/pods"),
             kubelet_config_dir: None,
             kubelet_flags: KubeletFlags::default(),
@@ -178,6 +182,7 @@ impl NodeLayout {
                 d.kubelet_config,
             ),
             pod_logs: pick("pod_logs", &settings.pod_logs, &f.pod_logs, d.pod_logs),
+            kubelet_reads_config: true,
             kubelet_config_dir: f.kubelet_config_dir.as_ref().map(|l| l.path.clone()),
             kubelet_flags: f.kubelet_flags.clone(),
             sources: BTreeMap::new(),
@@ -186,7 +191,18 @@ impl NodeLayout {
         if let Some(dir) = &f.kubelet_config_dir {
             sources.insert("kubelet_config_dir".into(), dir.source());
         }
+        // A kubelet seen without --config reads no base file, whatever
+        // lies at the default path; a setting still names one to read.
+        let reads_config = settings.kubelet_config.is_some() || f.kubelet_without_config.is_none();
+        if let (false, Some(from)) = (reads_config, &f.kubelet_without_config) {
+            let source = PathSource {
+                origin: PathOrigin::Discovered,
+                from: format!("{from}: no --config, not read"),
+            };
+            sources.insert("kubelet_config".into(), source);
+        }
         NodeLayout {
+            kubelet_reads_config: reads_config,
             sources: if found.is_some() {
                 sources
             } else {
