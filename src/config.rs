@@ -23,7 +23,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
 
-use crate::layout::NodeLayout;
+use crate::layout::{LayoutSettings, NodeLayout, Setting as PathSetting};
 
 /// The config file read when neither `--config` nor `HEADROOM_CONFIG` names
 /// one; unlike a named file, it may be missing.
@@ -51,7 +51,12 @@ const ONE_SECOND: Duration = Duration::from_secs(1);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// Where the runtimes, the kubelet and the pod logs live.
+    /// `host_root`: where the host's root is mounted; every face that reads
+    /// the node chroots into it first, unless it is `/`.
+    pub host_root: PathBuf,
+    /// Where the runtimes, the kubelet and the pod logs live. As loaded,
+    /// only Headroom's own settings and the defaults;
+    /// [`crate::layout::root::on_node`] adds what the node says.
     pub layout: NodeLayout,
     /// How `headroom agent` serves and keeps its inventory current.
     pub agent: AgentSettings,
@@ -217,6 +222,7 @@ impl Config {
     /// The built-in defaults as `face` sees them.
     pub fn defaults(face: Face) -> Config {
         Config {
+            host_root: PathBuf::from("/"),
             layout: NodeLayout::default(),
             agent: AgentSettings::default(),
             status: StatusSettings::default(),
@@ -231,15 +237,33 @@ impl Config {
     /// Resolves the configuration of `face` from what the process was given
     /// and the config file; every problem found is in the error.
     pub fn load(given: &Given, face: Face) -> Result<Config, ConfigError> {
-        Config::load_with_default(given, face, Path::new(DEFAULT_CONFIG_PATH))
+        Config::load_with_settings(given, face).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], with the layout paths Headroom was given explicitly
+    /// (they beat what discovery finds on the node).
+    pub fn load_with_settings(
+        given: &Given,
+        face: Face,
+    ) -> Result<(Config, LayoutSettings), ConfigError> {
+        Config::load_from(given, face, Path::new(DEFAULT_CONFIG_PATH))
     }
 
     /// [`Config::load`] with another default config file (for tests).
+    #[cfg(test)]
     fn load_with_default(
         given: &Given,
         face: Face,
         default_file: &Path,
     ) -> Result<Config, ConfigError> {
+        Config::load_from(given, face, default_file).map(|(config, _)| config)
+    }
+
+    fn load_from(
+        given: &Given,
+        face: Face,
+        default_file: &Path,
+    ) -> Result<(Config, LayoutSettings), ConfigError> {
         let mut problems = Vec::new();
         let file = read_file(given, default_file, &mut problems);
         let mut resolver = Resolver::new(given, file.as_ref(), &mut problems);
@@ -408,55 +432,91 @@ fn env_name(key: &str) -> String {
 }
 
 /// Every key: name, face, help, default and rule. The only list of keys.
-fn resolve(r: &mut Resolver<'_>, face: Face) -> Config {
+fn resolve(r: &mut Resolver<'_>, face: Face) -> (Config, LayoutSettings) {
     let d = Config::defaults(face);
-    Config {
-        layout: resolve_layout(r, d.layout),
+    let host_root = r.get(
+        every(
+            "host_root",
+            "Where the host's / is mounted; chroot there to read the node (needs CAP_SYS_CHROOT)",
+        ),
+        d.host_root,
+        absolute,
+    );
+    let (layout, settings) = resolve_layout(r, d.layout);
+    let config = Config {
+        host_root,
+        layout,
         agent: resolve_agent(r, d.agent),
         status: resolve_status(r, d.status),
         check_pull: resolve_check_pull(r),
         log: resolve_log(r, d.log),
-    }
+    };
+    (config, settings)
 }
 
-fn resolve_layout(r: &mut Resolver<'_>, d: NodeLayout) -> NodeLayout {
-    NodeLayout {
-        docker_root: r.get(
-            every("docker_root", "Docker's data root"),
-            d.docker_root,
-            any,
-        ),
-        containerd_address: r.get(
-            every("containerd_address", "containerd's gRPC socket"),
-            d.containerd_address,
-            any,
-        ),
-        containerd_root: r.get(
-            every("containerd_root", "containerd's root directory"),
-            d.containerd_root,
-            any,
-        ),
-        containerd_timeout: r.get(
-            every("containerd_timeout", "How long to wait for containerd"),
-            d.containerd_timeout,
-            more_than_zero,
-        ),
-        kubelet_root: r.get(
-            every("kubelet_root", "The kubelet's root directory (nodefs)"),
-            d.kubelet_root,
-            any,
-        ),
-        kubelet_config: r.get(
-            every("kubelet_config", "The kubelet's config file (thresholds)"),
-            d.kubelet_config,
-            any,
-        ),
-        pod_logs: r.get(
-            every("pod_logs", "Where the kubelet writes pod logs"),
-            d.pod_logs,
-            any,
-        ),
+#[allow(clippy::ptr_arg)] // A rule takes the key's own type.
+fn absolute(value: &PathBuf) -> Result<(), String> {
+    if !value.is_absolute() {
+        return Err("must be an absolute path".to_string());
     }
+    Ok(())
+}
+
+/// The layout keys: the paths Headroom was given explicitly (discovery fills
+/// the others, [`NodeLayout::resolve`]), and the layout they make alone.
+fn resolve_layout(r: &mut Resolver<'_>, d: NodeLayout) -> (NodeLayout, LayoutSettings) {
+    let mut path =
+        |key: Key, default: PathBuf| r.get_at(key, default, any).1.map(PathSetting::from);
+    let settings = LayoutSettings {
+        docker_root: path(
+            every(
+                "docker_root",
+                "Docker's data root; found on the node unless set",
+            ),
+            d.docker_root,
+        ),
+        containerd_address: path(
+            every(
+                "containerd_address",
+                "containerd's gRPC socket; found on the node unless set",
+            ),
+            d.containerd_address,
+        ),
+        containerd_root: path(
+            every(
+                "containerd_root",
+                "containerd's root directory; found on the node unless set",
+            ),
+            d.containerd_root,
+        ),
+        kubelet_root: path(
+            every(
+                "kubelet_root",
+                "The kubelet's root directory (nodefs); found on the node unless set",
+            ),
+            d.kubelet_root,
+        ),
+        kubelet_config: path(
+            every(
+                "kubelet_config",
+                "The kubelet's config file (thresholds); found on the node unless set",
+            ),
+            d.kubelet_config,
+        ),
+        pod_logs: path(
+            every(
+                "pod_logs",
+                "Where the kubelet writes pod logs; found on the node unless set",
+            ),
+            d.pod_logs,
+        ),
+    };
+    let timeout = r.get(
+        every("containerd_timeout", "How long to wait for containerd"),
+        d.containerd_timeout,
+        more_than_zero,
+    );
+    (NodeLayout::resolve(&settings, None, timeout), settings)
 }
 
 fn resolve_agent(r: &mut Resolver<'_>, d: AgentSettings) -> AgentSettings {
@@ -734,12 +794,23 @@ impl<'a> Resolver<'a> {
 
     /// The value of `key` from the highest place that sets it, else
     /// `default`. Every value set anywhere must parse and pass `check`.
-    fn get<T: Setting>(
+    fn get<T: Setting + Clone>(
         &mut self,
         key: Key,
         default: T,
         check: impl Fn(&T) -> Result<(), String>,
     ) -> T {
+        self.get_at(key, default, check).0
+    }
+
+    /// [`Resolver::get`], with the value and the place (`--key`,
+    /// `HEADROOM_KEY` or the file) when some place set it.
+    fn get_at<T: Setting + Clone>(
+        &mut self,
+        key: Key,
+        default: T,
+        check: impl Fn(&T) -> Result<(), String>,
+    ) -> (T, Option<Placed<T>>) {
         self.known.push(Known {
             key,
             value_name: T::VALUE_NAME,
@@ -747,30 +818,48 @@ impl<'a> Resolver<'a> {
             default: default.show(),
         });
         let mut chosen = None;
-        for (at, parsed) in self.values::<T>(key.name) {
+        for (at, place, parsed) in self.values::<T>(key.name) {
             match parsed.and_then(|v| check(&v).map(|()| v)) {
-                Ok(value) => chosen = Some(value),
+                Ok(value) => chosen = Some(Placed { value, place }),
                 Err(reason) => self.problems.push(Invalid { at, reason }),
             }
         }
-        chosen.unwrap_or(default)
+        let value = chosen.as_ref().map_or(default, |c| c.value.clone());
+        (value, chosen)
     }
 
-    /// Every value set for `key`, lowest precedence first: file,
-    /// environment, flag.
-    fn values<T: Setting>(&self, key: &str) -> Vec<(String, Result<T, String>)> {
+    /// Every value set for `key` with where (the problem's words and the
+    /// bare place), lowest precedence first: file, environment, flag.
+    fn values<T: Setting>(&self, key: &str) -> Vec<(String, String, Result<T, String>)> {
         let mut values = Vec::new();
         if let Some((file, value)) = self.file.and_then(|f| Some((f, f.table.get(key)?))) {
-            values.push((file_at(&file.path, key, value), T::from_toml(value)));
+            let place = file.path.display().to_string();
+            values.push((file_at(&file.path, key, value), place, T::from_toml(value)));
         }
         let env = env_name(key);
         if let Some(value) = self.given.env.get(&env) {
-            values.push((env_at(&env, value), T::from_os(value)));
+            values.push((env_at(&env, value), env.clone(), T::from_os(value)));
         }
         if let Some(value) = self.given.flags.get(key) {
-            values.push((flag_at(key, value), T::from_os(value)));
+            let place = format!("--{}", key.replace('_', "-"));
+            values.push((flag_at(key, value), place, T::from_os(value)));
         }
         values
+    }
+}
+
+/// A value and the place that set it.
+struct Placed<T> {
+    value: T,
+    place: String,
+}
+
+impl From<Placed<PathBuf>> for PathSetting {
+    fn from(p: Placed<PathBuf>) -> Self {
+        PathSetting {
+            path: p.value,
+            at: p.place,
+        }
     }
 }
 
@@ -1051,6 +1140,9 @@ mod tests {
             apply,
         };
         vec![
+            s("host_root", "/host", "\"/host\"", |c| {
+                c.host_root = "/host".into()
+            }),
             s("docker_root", "/d", "\"/d\"", |c| {
                 c.layout.docker_root = "/d".into()
             }),

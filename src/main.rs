@@ -1,11 +1,13 @@
 //! The `headroom` command: parses the command line, resolves the
 //! configuration (flags, `HEADROOM_*` variables, config file, defaults),
-//! starts logging and hands over to one face.
+//! starts logging, enters the host (`host_root`) and finds the node's
+//! layout, and hands over to one face.
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use headroom::config::{self, Config, Face, Given};
+use headroom::layout::root;
 use headroom::logging;
 
 mod cli;
@@ -68,8 +70,9 @@ fn main() -> ExitCode {
     let face = args.command.face();
     // The configuration flags sit on the face's subcommand.
     let face_matches = matches.subcommand().map_or(&matches, |(_, m)| m);
-    let config = match Config::load(&Given::new(face_matches, std::env::vars_os()), face) {
-        Ok(config) => config,
+    let given = Given::new(face_matches, std::env::vars_os());
+    let (mut config, settings) = match Config::load_with_settings(&given, face) {
+        Ok(loaded) => loaded,
         Err(err) => {
             for problem in &err.problems {
                 eprintln!("headroom: {problem}");
@@ -81,6 +84,16 @@ fn main() -> ExitCode {
         eprintln!("headroom: {err}");
         return ExitCode::from(cli::EXIT_ERROR);
     }
+    // After the config file (it lives in Headroom's own filesystem), before
+    // anything reads the node.
+    let timeout = config.layout.containerd_timeout;
+    config.layout = match root::on_node(&config.host_root, &settings, timeout) {
+        Ok(layout) => layout,
+        Err(err) => {
+            eprintln!("headroom: {err}");
+            return ExitCode::from(cli::EXIT_ERROR);
+        }
+    };
     let outcome = match args.command {
         Command::Status(status) => cli::status::run(&status, &config),
         Command::Du(du) => cli::du::run(&du),

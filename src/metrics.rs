@@ -678,6 +678,8 @@ mod tests {
             generated_at: humantime::parse_rfc3339("2026-05-01T12:00:00Z").unwrap(),
             source: Source::Scan,
             thresholds_source: "defaults".into(),
+            thresholds_origin: Default::default(),
+            layout: Default::default(),
             filesystems: vec![
                 filesystem(Signal::Nodefs, "/", 20_000_000_000, 10_000_000_000),
                 filesystem(

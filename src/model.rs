@@ -14,6 +14,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::kubelet::ThresholdsOrigin;
+use crate::layout::PathOrigin;
 use crate::runtime::{Problem, RuntimeKind};
 use crate::walk::ErrorKind;
 
@@ -32,9 +34,16 @@ pub struct Status {
     pub generated_at: SystemTime,
     /// Where the figures came from.
     pub source: Source,
-    /// Where the eviction thresholds came from: the kubelet config file, or
-    /// the kubelet's Linux defaults.
+    /// Where the eviction thresholds came from: the kubelet's files and
+    /// flags, or the kubelet's Linux defaults and why.
     pub thresholds_source: String,
+    /// The same in a word: `flags`, `config` or `defaults`.
+    #[serde(default)]
+    pub thresholds_origin: ThresholdsOrigin,
+    /// Where each layout path came from, and what the thresholds were read
+    /// from.
+    #[serde(default)]
+    pub layout: LayoutReport,
     /// One entry per kubelet disk signal with the filesystem behind it.
     pub filesystems: Vec<Filesystem>,
     /// Images, largest first.
@@ -60,6 +69,30 @@ pub struct Status {
     pub problems: Vec<Problem>,
     /// How the scan went.
     pub scan: ScanSummary,
+}
+
+/// Where the node's layout came from (the document's `layout`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutReport {
+    /// One entry per layout path.
+    pub paths: Vec<LayoutPath>,
+    /// The kubelet config files read for the thresholds, in order.
+    pub kubelet_files: Vec<String>,
+    /// The kubelet flags that set a threshold.
+    pub kubelet_flags: Vec<String>,
+}
+
+/// One layout path and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutPath {
+    /// The config key (`kubelet_root`, …, or `kubelet_config_dir`).
+    pub key: String,
+    /// The path.
+    pub path: String,
+    /// Headroom's setting, discovered on the node, or the default.
+    pub origin: PathOrigin,
+    /// What exactly (the flag, the process and its flag, the file).
+    pub from: String,
 }
 
 /// Where a document's figures came from (`scan` or `agent` in JSON).

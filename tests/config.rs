@@ -158,3 +158,29 @@ fn a_good_config_from_every_place_lets_the_face_run() {
         stdout(&out)
     );
 }
+
+#[test]
+fn fault_a_host_root_that_cannot_be_entered_names_the_key_and_the_capability() {
+    let world = World::with_config("");
+    let out = world.run(&["du", "--host-root", "/nonexistent/host", "/"], &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.starts_with("headroom: host_root /nonexistent/host: cannot chroot into it: "),
+        "{err}"
+    );
+    assert!(err.contains("CAP_SYS_CHROOT"), "{err}");
+}
+
+#[test]
+fn a_relative_host_root_is_a_config_error() {
+    let world = World::with_config("host_root = \"host\"\n");
+    let out = world.run(&["du", "/"], &[]);
+    let path = world.path().display();
+    assert_config_error(
+        &out,
+        &[format!(
+            "{path}: host_root = \"host\": must be an absolute path"
+        )],
+    );
+}

@@ -199,6 +199,7 @@ impl Node {
             kubelet_root: self.path("kubelet"),
             kubelet_config: self.path("kubelet/config.yaml"),
             pod_logs: self.path("pods"),
+            ..NodeLayout::default()
         }
     }
 

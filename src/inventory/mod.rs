@@ -16,10 +16,11 @@ use std::time::{Instant, SystemTime};
 
 use tokio::runtime::Handle;
 
-use crate::kubelet::{self, KubeletConfig};
-use crate::layout::NodeLayout;
+use crate::kubelet::{self, KubeletConfig, KubeletSources};
+use crate::layout::{NodeLayout, PathOrigin, PathSource};
 use crate::model::{
-    Pull, ReadFrom, RuntimeState, ScanErrorSample, ScanSummary, Signal, Source, Status, SCHEMA,
+    LayoutPath, LayoutReport, Pull, ReadFrom, RuntimeState, ScanErrorSample, ScanSummary, Signal,
+    Source, Status, SCHEMA,
 };
 use crate::podlogs::{self, PodLogs};
 use crate::predict::{self, history::History, pull::PullCost};
@@ -62,7 +63,8 @@ pub fn discover(layout: &NodeLayout, runtime: &Handle) -> Discovered {
     problems.extend(discoveries.iter().flat_map(|d| d.problems.iter().cloned()));
     problems.extend(log_problems);
     problems.extend(volume_problems);
-    let (kubelet, thresholds_source) = load_kubelet(&layout.kubelet_config, &mut problems);
+    problems.extend(layout.problems.iter().cloned());
+    let (kubelet, thresholds_source) = load_kubelet(layout, &mut problems);
     Discovered {
         discoveries,
         runtimes,
@@ -228,6 +230,8 @@ pub fn build(
         generated_at: now,
         source: origin.source,
         thresholds_source: discovered.thresholds_source.clone(),
+        thresholds_origin: kubelet.origin,
+        layout: layout_report(layout, kubelet),
         filesystems,
         images: attributed.images,
         layers: attributed.layers,
@@ -404,17 +408,38 @@ fn discover_runtimes(
     (found, states)
 }
 
-/// The kubelet's thresholds from the file at `path`, or its Linux defaults
-/// when the file cannot be used (a problem says why), and where they came
-/// from, as the document's `thresholds_source` says it.
-fn load_kubelet(path: &Path, problems: &mut Vec<Problem>) -> (KubeletConfig, String) {
-    match kubelet::load(path) {
+/// The kubelet's thresholds from its config file, drop-ins and flags as the
+/// layout names them, or its Linux defaults when a file cannot be used (a
+/// problem says why), and where they came from, as the document's
+/// `thresholds_source` says it: the files read (`a + b`), then the flags
+/// (`flags --eviction-hard`), or `kubelet defaults (<config> <why>)`.
+fn load_kubelet(layout: &NodeLayout, problems: &mut Vec<Problem>) -> (KubeletConfig, String) {
+    let path = &layout.kubelet_config;
+    let sources = KubeletSources {
+        config: layout.kubelet_reads_config.then_some(path.as_path()),
+        config_dir: layout.kubelet_config_dir.as_deref(),
+        flags: &layout.kubelet_flags,
+    };
+    match kubelet::load_all(Path::new("/"), &sources) {
         Ok(config) => {
-            let source = match &config.source {
-                Some(file) => file.display().to_string(),
-                None => format!("kubelet defaults ({} not found)", path.display()),
-            };
-            (config, source)
+            let files: Vec<String> = config
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
+            let mut parts = Vec::new();
+            if !files.is_empty() {
+                parts.push(files.join(" + "));
+            }
+            if !config.flags.is_empty() {
+                parts.push(format!("flags {}", config.flags.join(", ")));
+            }
+            if files.is_empty() && layout.kubelet_reads_config {
+                parts.push(format!("kubelet defaults ({} not found)", path.display()));
+            } else if files.is_empty() {
+                parts.push("kubelet defaults (no config file)".to_string());
+            }
+            (config, parts.join("; "))
         }
         Err(err) => {
             problems.push(Reader::Kubelet.problem(
@@ -425,6 +450,78 @@ fn load_kubelet(path: &Path, problems: &mut Vec<Problem>) -> (KubeletConfig, Str
             let source = format!("kubelet defaults ({} {})", path.display(), err.summary());
             (KubeletConfig::defaults(), source)
         }
+    }
+}
+
+/// Where each layout path came from, and what the thresholds were read
+/// from. A layout not resolved against the node (a library caller's) has
+/// no record: its paths count as set, or default where they are.
+fn layout_report(layout: &NodeLayout, kubelet: &KubeletConfig) -> LayoutReport {
+    let d = NodeLayout::default();
+    let mut keys: Vec<(&str, Option<&Path>, Option<&Path>)> = vec![
+        (
+            "docker_root",
+            Some(&layout.docker_root),
+            Some(&d.docker_root),
+        ),
+        (
+            "containerd_address",
+            Some(&layout.containerd_address),
+            Some(&d.containerd_address),
+        ),
+        (
+            "containerd_root",
+            Some(&layout.containerd_root),
+            Some(&d.containerd_root),
+        ),
+        (
+            "kubelet_root",
+            Some(&layout.kubelet_root),
+            Some(&d.kubelet_root),
+        ),
+        (
+            "kubelet_config",
+            Some(&layout.kubelet_config),
+            Some(&d.kubelet_config),
+        ),
+        ("pod_logs", Some(&layout.pod_logs), Some(&d.pod_logs)),
+    ];
+    keys.push((
+        "kubelet_config_dir",
+        layout.kubelet_config_dir.as_deref(),
+        None,
+    ));
+    let paths = keys
+        .into_iter()
+        .filter_map(|(key, path, default)| {
+            let path = path?;
+            let source = layout.sources.get(key).cloned().unwrap_or_else(|| {
+                let origin = if Some(path) == default {
+                    PathOrigin::Default
+                } else {
+                    PathOrigin::Setting
+                };
+                PathSource {
+                    origin,
+                    from: "not recorded".into(),
+                }
+            });
+            Some(LayoutPath {
+                key: key.to_string(),
+                path: path.display().to_string(),
+                origin: source.origin,
+                from: source.from,
+            })
+        })
+        .collect();
+    LayoutReport {
+        paths,
+        kubelet_files: kubelet
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
+        kubelet_flags: kubelet.flags.clone(),
     }
 }
 
@@ -527,6 +624,13 @@ mod tests {
     /// The thresholds' source of a scan of an empty node whose kubelet config
     /// is `config` (written at `config.yaml` by `write`).
     fn thresholds_source_with(write: impl Fn(&Path)) -> (String, PathBuf) {
+        let (status, path) = status_with(write, |_| {});
+        (status.thresholds_source, path)
+    }
+
+    /// The document of a scan of an empty node whose kubelet config is
+    /// written by `write`, its layout changed by `edit`.
+    fn status_with(write: impl Fn(&Path), edit: impl Fn(&mut NodeLayout)) -> (Status, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kubelet/config.yaml");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -545,9 +649,49 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
+        let mut layout = layout;
+        edit(&mut layout);
         let walk = WalkOptions::default();
         let status = scan(&layout, &walk, &|_| {}, runtime.handle()).status;
-        (status.thresholds_source, path)
+        (status, path)
+    }
+
+    #[test]
+    fn the_document_says_which_files_and_flags_set_the_thresholds() {
+        let (status, path) = status_with(
+            |p| {
+                std::fs::write(p, "imageGCHighThresholdPercent: 90\n").unwrap();
+                let drop_ins = p.with_file_name("config.d");
+                std::fs::create_dir(&drop_ins).unwrap();
+                std::fs::write(
+                    drop_ins.join("10-a.conf"),
+                    "{\"imageGCLowThresholdPercent\": 50}",
+                )
+                .unwrap();
+            },
+            |layout| {
+                layout.kubelet_config_dir = Some(layout.kubelet_config.with_file_name("config.d"));
+                layout.kubelet_flags.eviction_hard = vec!["nodefs.available<1Gi".into()];
+            },
+        );
+        let drop_in = path.with_file_name("config.d").join("10-a.conf");
+        assert_eq!(
+            status.thresholds_source,
+            format!(
+                "{} + {}; flags --eviction-hard",
+                path.display(),
+                drop_in.display()
+            )
+        );
+        assert_eq!(status.thresholds_origin.label(), "flags");
+        assert_eq!(status.layout.kubelet_flags, ["--eviction-hard"]);
+        assert_eq!(status.layout.kubelet_files.len(), 2);
+        let keys: Vec<(&str, PathOrigin)> = (status.layout.paths.iter())
+            .map(|p| (p.key.as_str(), p.origin))
+            .collect();
+        // Not resolved against a node: set paths count as settings.
+        assert_eq!(keys[0], ("docker_root", PathOrigin::Setting));
+        assert_eq!(keys[6], ("kubelet_config_dir", PathOrigin::Setting));
     }
 
     #[test]

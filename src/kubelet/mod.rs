@@ -17,18 +17,21 @@
 //! - `imageGCHighThresholdPercent` 85, `imageGCLowThresholdPercent` 80 and
 //!   `imageMinimumGCAge` 2m unless set; both percentages within 0–100, low below high.
 //!
-//! Only the file is read: command-line flags (`--eviction-hard`) and drop-in
-//! directories (`--config-dir`), which the kubelet applies on top, are not seen.
+//! The `--config-dir` drop-ins and the threshold flags are applied on top as
+//! the kubelet applies them ([`sources`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::runtime::{Classified, ProblemKind};
+
+pub mod sources;
+
+pub use sources::{load_all, KubeletFlags, KubeletSources};
 
 /// A kubelet disk eviction signal.
 ///
@@ -256,8 +259,51 @@ pub struct KubeletConfig {
     pub image_gc_low_percent: u8,
     /// `imageMinimumGCAge`.
     pub image_minimum_gc_age: Duration,
-    /// The file these came from; `None` means the Linux defaults.
+    /// The first file these came from (the `--config` file, else the first
+    /// drop-in); `None` when no file was read.
     pub source: Option<PathBuf>,
+    /// Every file read, in the order the kubelet applies them.
+    pub files: Vec<PathBuf>,
+    /// The kubelet flags that set a threshold (`--eviction-hard`, …).
+    pub flags: Vec<String>,
+    /// Where the thresholds came from, in a word.
+    pub origin: ThresholdsOrigin,
+    /// `podLogsDir`, when a file sets it.
+    pub pod_logs_dir: Option<PathBuf>,
+    /// `containerRuntimeEndpoint`, when a file sets it.
+    pub runtime_endpoint: Option<String>,
+}
+
+/// Where the kubelet's thresholds came from, for a metric label and an
+/// alert (the status document's `thresholds_origin`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ThresholdsOrigin {
+    /// At least one threshold came from a kubelet flag.
+    Flags,
+    /// A kubelet config file (or drop-in) was read; no flag set a threshold.
+    Config,
+    /// Nothing readable: the kubelet's built-in defaults are assumed.
+    #[default]
+    Defaults,
+}
+
+impl ThresholdsOrigin {
+    /// Every origin.
+    pub const ALL: [ThresholdsOrigin; 3] = [
+        ThresholdsOrigin::Flags,
+        ThresholdsOrigin::Config,
+        ThresholdsOrigin::Defaults,
+    ];
+
+    /// The stable label: `flags`, `config` or `defaults`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ThresholdsOrigin::Flags => "flags",
+            ThresholdsOrigin::Config => "config",
+            ThresholdsOrigin::Defaults => "defaults",
+        }
+    }
 }
 
 /// The kubelet's Linux default hard thresholds for the disk signals
@@ -282,6 +328,11 @@ impl KubeletConfig {
             image_gc_low_percent: DEFAULT_IMAGE_GC_LOW_PERCENT,
             image_minimum_gc_age: DEFAULT_IMAGE_MINIMUM_GC_AGE,
             source: None,
+            files: Vec::new(),
+            flags: Vec::new(),
+            origin: ThresholdsOrigin::Defaults,
+            pod_logs_dir: None,
+            runtime_endpoint: None,
         }
     }
 }
@@ -320,6 +371,25 @@ pub enum KubeletError {
         /// The deepest nesting Headroom parses, [`MAX_CONFIG_DEPTH`].
         limit: usize,
     },
+    /// The file starts like JSON but is not, or a key Headroom reads has the
+    /// wrong type.
+    #[error("{path}: not a kubelet configuration: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A kubelet flag whose value the kubelet would refuse.
+    #[error("kubelet flag --{flag}={value:?}: {reason}")]
+    Flag {
+        /// The flag, e.g. `eviction-hard`.
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The file is not YAML, or a key Headroom reads has the wrong type.
     #[error("{path}: not a kubelet configuration: {source}")]
     Yaml {
@@ -350,6 +420,8 @@ impl KubeletError {
             KubeletError::Read { .. } => "unreadable",
             KubeletError::Empty { .. }
             | KubeletError::Yaml { .. }
+            | KubeletError::Json { .. }
+            | KubeletError::Flag { .. }
             | KubeletError::Invalid { .. } => "invalid",
             KubeletError::TooLarge { .. } => "too large",
             KubeletError::TooDeep { .. } => "too deep",
@@ -365,15 +437,20 @@ impl Classified for KubeletError {
             | KubeletError::TooLarge { .. }
             | KubeletError::TooDeep { .. }
             | KubeletError::Yaml { .. }
+            | KubeletError::Json { .. }
+            | KubeletError::Flag { .. }
             | KubeletError::Invalid { .. } => ProblemKind::Malformed,
         }
     }
 }
 
-/// The keys Headroom reads; every other key is ignored.
-#[derive(Debug, Deserialize)]
+/// The keys Headroom reads; every other key is ignored. An absent key and a
+/// null one are alike (`None`).
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawConfig {
+    pod_logs_dir: Option<String>,
+    container_runtime_endpoint: Option<String>,
     eviction_hard: Option<BTreeMap<String, String>>,
     eviction_soft: Option<BTreeMap<String, String>>,
     merge_default_eviction_settings: Option<bool>,
@@ -391,10 +468,30 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// The deepest nesting parsed: a real config nests under 10 levels.
 pub const MAX_CONFIG_DEPTH: usize = 64;
 
-/// Reads the kubelet config at `path`; a missing file gives the defaults.
+/// Reads the kubelet config at `path` alone (no drop-ins, no flags); a
+/// missing file gives the defaults.
 pub fn load(path: &Path) -> Result<KubeletConfig, KubeletError> {
-    let Some(text) = read_bounded(path)? else {
-        return Ok(KubeletConfig::defaults());
+    sources::load_all(Path::new("/"), &KubeletSources::file(path))
+}
+
+/// Reads and checks one config file (YAML, or JSON when it starts with `{`);
+/// `None` when there is no file.
+fn read_raw(path: &Path) -> Result<Option<RawConfig>, KubeletError> {
+    let text = match crate::layout::read_bounded(path, MAX_CONFIG_BYTES) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+            return Err(KubeletError::TooLarge {
+                path: path.to_owned(),
+                limit: MAX_CONFIG_BYTES,
+            })
+        }
+        Err(source) => {
+            return Err(KubeletError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
     };
     if text.trim().is_empty() {
         return Err(KubeletError::Empty {
@@ -407,37 +504,20 @@ pub fn load(path: &Path) -> Result<KubeletConfig, KubeletError> {
             limit: MAX_CONFIG_DEPTH,
         });
     }
-    let raw: RawConfig = serde_yaml_ng::from_str(&text).map_err(|source| KubeletError::Yaml {
-        path: path.to_owned(),
-        source,
-    })?;
-    from_raw(path, raw)
-}
-
-/// The text of `path`, at most [`MAX_CONFIG_BYTES`] of it; `None` when there is
-/// no file.
-fn read_bounded(path: &Path) -> Result<Option<String>, KubeletError> {
-    let read_error = |source| KubeletError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(read_error(e)),
-    };
-    let mut text = String::new();
-    // One byte past the bound tells a file at the bound from a larger one.
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(read_error)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(KubeletError::TooLarge {
-            path: path.to_owned(),
-            limit: MAX_CONFIG_BYTES,
-        });
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| KubeletError::Json {
+                path: path.to_owned(),
+                source,
+            });
     }
-    Ok(Some(text))
+    serde_yaml_ng::from_str(&text)
+        .map(Some)
+        .map_err(|source| KubeletError::Yaml {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// How deep `text` nests, estimated without parsing it: block collections by
@@ -446,7 +526,7 @@ fn read_bounded(path: &Path) -> Result<Option<String>, KubeletError> {
 /// under-counted (a sequence at its key's indentation) but costs the parser
 /// little, and the size bound caps it; flow nesting, which costs the parser
 /// time quadratic in its depth, is counted in full.
-fn nesting_depth(text: &str) -> usize {
+pub(crate) fn nesting_depth(text: &str) -> usize {
     let mut scan = FlowScan::default();
     let mut block: Vec<usize> = Vec::new();
     let mut deepest = 0;
@@ -542,99 +622,6 @@ fn skip_quoted(chars: &mut std::str::Chars<'_>, quote: char) {
             }
         }
     }
-}
-
-/// Applies the kubelet's defaulting and validation to what the file says.
-fn from_raw(path: &Path, raw: RawConfig) -> Result<KubeletConfig, KubeletError> {
-    let invalid = |key: &str, value: String, reason: String| KubeletError::Invalid {
-        path: path.to_owned(),
-        key: key.to_owned(),
-        value,
-        reason,
-    };
-    let eviction_hard = match &raw.eviction_hard {
-        None => DEFAULT_EVICTION_HARD.into_iter().collect(),
-        Some(written) => {
-            let mut hard = thresholds(path, "evictionHard", written)?;
-            // The kubelet merges by key, before parsing: a signal written as "0%" stays
-            // disabled.
-            if raw.merge_default_eviction_settings == Some(true) {
-                for (signal, threshold) in DEFAULT_EVICTION_HARD {
-                    if !written.contains_key(signal.name()) {
-                        hard.insert(signal, threshold);
-                    }
-                }
-            }
-            hard
-        }
-    };
-    let eviction_soft = match &raw.eviction_soft {
-        None => BTreeMap::new(),
-        Some(written) => thresholds(path, "evictionSoft", written)?,
-    };
-    let percent = |key: &str, value: Option<i64>, default: u8| {
-        value.map_or(Ok(default), |v| {
-            u8::try_from(v)
-                .ok()
-                .filter(|&p| p <= 100)
-                .ok_or_else(|| invalid(key, v.to_string(), "must be between 0 and 100".into()))
-        })
-    };
-    let high = percent(
-        "imageGCHighThresholdPercent",
-        raw.image_gc_high_percent,
-        DEFAULT_IMAGE_GC_HIGH_PERCENT,
-    )?;
-    let low = percent(
-        "imageGCLowThresholdPercent",
-        raw.image_gc_low_percent,
-        DEFAULT_IMAGE_GC_LOW_PERCENT,
-    )?;
-    if low >= high {
-        return Err(invalid(
-            "imageGCLowThresholdPercent",
-            low.to_string(),
-            format!("must be less than imageGCHighThresholdPercent ({high})"),
-        ));
-    }
-    let image_minimum_gc_age = match &raw.image_minimum_gc_age {
-        None => DEFAULT_IMAGE_MINIMUM_GC_AGE,
-        Some(text) => parse_go_duration(text)
-            .map_err(|reason| invalid("imageMinimumGCAge", format!("{text:?}"), reason.into()))?,
-    };
-    Ok(KubeletConfig {
-        eviction_hard,
-        eviction_soft,
-        image_gc_high_percent: high,
-        image_gc_low_percent: low,
-        image_minimum_gc_age,
-        source: Some(path.to_owned()),
-    })
-}
-
-/// The disk thresholds in one eviction map (`field` names it in errors). Other signals
-/// (memory, pid, containerfs) are skipped, values and all.
-fn thresholds(
-    path: &Path,
-    field: &str,
-    written: &BTreeMap<String, String>,
-) -> Result<BTreeMap<Signal, Threshold>, KubeletError> {
-    let mut out = BTreeMap::new();
-    for (key, value) in written {
-        let Some(signal) = Signal::parse(key) else {
-            continue;
-        };
-        let parsed = Threshold::parse(value).map_err(|e| KubeletError::Invalid {
-            path: path.to_owned(),
-            key: format!("{field}[{key:?}]"),
-            value: format!("{value:?}"),
-            reason: e.to_string(),
-        })?;
-        if let Some(threshold) = parsed {
-            out.insert(signal, threshold);
-        }
-    }
-    Ok(out)
 }
 
 /// A Go `time.ParseDuration` string (`"2m"`, `"2m0s"`, `"1h30m"`, `"1.5h"`, `"0"`),
