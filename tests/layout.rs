@@ -405,3 +405,48 @@ fn fault_a_deeply_nested_k3s_config_is_a_problem_and_parsed_no_further() {
         Some(p("/var/lib/rancher/k3s/agent/etc/kubelet.conf.d"))
     );
 }
+
+#[test]
+fn of_two_containerds_the_one_the_kubelet_talks_to() {
+    let node = Node::new();
+    // Docker's own containerd first (lower pid), then the kubelet's.
+    node.process(
+        300,
+        &[
+            "containerd",
+            "--config",
+            "/var/run/docker/containerd/containerd.toml",
+            "--address",
+            "/var/run/docker/containerd/containerd.sock",
+            "--root",
+            "/var/lib/docker/containerd/daemon",
+        ],
+    )
+    .process(
+        400,
+        &[
+            "/usr/bin/containerd",
+            "--address=/run/containerd/containerd.sock",
+            "--root=/data/containerd",
+        ],
+    )
+    .process(
+        500,
+        &[
+            "/usr/bin/kubelet",
+            "--config=/var/lib/kubelet/config.yaml",
+            "--container-runtime-endpoint=unix:///run/containerd/containerd.sock",
+        ],
+    )
+    .write("/var/lib/kubelet/config.yaml", "imageMinimumGCAge: 5m\n");
+    let (layout, _) = node.found();
+    assert_eq!(
+        layout.containerd_address,
+        p("/run/containerd/containerd.sock")
+    );
+    assert_eq!(layout.containerd_root, p("/data/containerd"));
+    assert_eq!(
+        layout.sources["containerd_root"].from,
+        "containerd (pid 400) --root"
+    );
+}

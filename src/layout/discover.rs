@@ -273,8 +273,18 @@ fn containerd_socket(endpoint: &str) -> Option<&str> {
 }
 
 /// containerd's flags, then its config file. Whether its process was seen.
+/// Of several containerd processes (Docker's own next to the kubelet's, a
+/// test's), the one serving the kubelet's runtime endpoint, else the first.
 fn containerd(root: &Path, procs: &[Proc], found: &mut Found) -> bool {
-    let process = procs.iter().find(|p| p.program() == "containerd");
+    let all = || procs.iter().filter(|p| p.program() == "containerd");
+    let serves = |p: &&Proc| {
+        let endpoint = found.containerd_address.as_ref().map(|l| l.path.as_path());
+        let address = Flags::parse(&p.args())
+            .last(&["a", "address"])
+            .map(PathBuf::from);
+        endpoint.is_some() && address.as_deref() == endpoint
+    };
+    let process = all().find(serves).or_else(|| all().next());
     let (flags, from) = match process {
         Some(p) => (
             Flags::parse(&p.args()),
