@@ -28,7 +28,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::model::{
-    Container, Filesystem, Image, Pull, ReadFrom, RuntimeState, ScanSummary, Signal, Status, Volume,
+    Container, Filesystem, Image, Pull, ReadFrom, RuntimeState, ScanSummary, Signal, Status,
+    ThresholdsOrigin, Volume,
 };
 use crate::runtime::{Problem, ProblemKind, Reader};
 use crate::walk::ErrorKind;
@@ -103,6 +104,11 @@ struct ReadFromLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OriginLabels {
+    origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ImageLabels {
     runtime: String,
     containerd_namespace: String,
@@ -141,6 +147,7 @@ pub fn encode(status: &Status, totals: &ScanTotals, top_n: usize) -> Result<Stri
     let node = (Cow::Borrowed("node"), Cow::Owned(status.node.clone()));
     let mut registry = Registry::with_prefix_and_labels("headroom", std::iter::once(node));
     filesystems(&mut registry, status);
+    thresholds_origin(&mut registry, status);
     images(&mut registry, &status.images, top_n);
     containers(&mut registry, &status.containers, top_n);
     volumes(&mut registry, &status.volumes, top_n);
@@ -224,6 +231,24 @@ fn filesystems(registry: &mut Registry, status: &Status) {
         "Available bytes minus the eviction threshold; negative once crossed",
         None,
         per_signal(|f| f.bytes_left),
+    );
+}
+
+/// `headroom_kubelet_thresholds_origin{origin}`: 1 for where the thresholds
+/// came from, 0 for the others, so an alert can catch `defaults` (nothing
+/// of the kubelet's was readable) without waiting for a series to appear.
+fn thresholds_origin(registry: &mut Registry, status: &Status) {
+    register_gauges(
+        registry,
+        "kubelet_thresholds_origin",
+        "1 for where the kubelet's thresholds came from (flags, config or defaults: nothing readable), 0 for the others",
+        None,
+        ThresholdsOrigin::ALL.map(|origin| {
+            let labels = OriginLabels {
+                origin: origin.label().to_string(),
+            };
+            (labels, i64::from(status.thresholds_origin == origin))
+        }),
     );
 }
 
@@ -677,8 +702,8 @@ mod tests {
             node: "node-1".into(),
             generated_at: humantime::parse_rfc3339("2026-05-01T12:00:00Z").unwrap(),
             source: Source::Scan,
-            thresholds_source: "defaults".into(),
-            thresholds_origin: Default::default(),
+            thresholds_source: "/var/lib/kubelet/config.yaml".into(),
+            thresholds_origin: ThresholdsOrigin::Config,
             layout: Default::default(),
             filesystems: vec![
                 filesystem(Signal::Nodefs, "/", 20_000_000_000, 10_000_000_000),
@@ -908,6 +933,14 @@ mod tests {
             ),
             (
                 r#"headroom_problems{node="node-1",kind="unanswered",reader="containerd"}"#,
+                "0",
+            ),
+            (
+                r#"headroom_kubelet_thresholds_origin{node="node-1",origin="config"}"#,
+                "1",
+            ),
+            (
+                r#"headroom_kubelet_thresholds_origin{node="node-1",origin="defaults"}"#,
                 "0",
             ),
             (r#"headroom_scan_duration_seconds{node="node-1"}"#, "1.5"),
