@@ -692,26 +692,24 @@ fn image_is_small_serves_health_and_is_seen_by_status() {
     let listen = format!("127.0.0.1:{}", free_port());
     let name = format!("headroom-deploy-{}", std::process::id());
     node.container = Some(name.clone());
-    run(node.docker().args([
-        "run",
-        "--detach",
-        "--name",
-        &name,
-        "--network",
-        "host",
-        "--read-only",
-        "--user",
-        "65532",
-        "--cap-drop",
-        "ALL",
-        "--cap-add",
-        "DAC_READ_SEARCH",
-        "--env",
-        &format!("HEADROOM_LISTEN={listen}"),
-        "--env",
-        "NODE_NAME=deploy-test",
-        &tag,
-    ]));
+    // Run as the DaemonSet runs it: its user, capabilities and host root.
+    let as_daemonset = DaemonSetRun::from_manifest();
+    run(node
+        .docker()
+        .args(["run", "--detach", "--name", &name, "--network", "host"])
+        .args(["--read-only", "--security-opt", "no-new-privileges"])
+        .args(as_daemonset.args())
+        .args(["--env", &format!("HEADROOM_LISTEN={listen}")])
+        .args(["--env", "NODE_NAME=deploy-test"])
+        // The private dockerd's root, a host path the agent reads after
+        // entering the host root (the node's own Docker, if any, would be
+        // discovered otherwise).
+        .arg("--env")
+        .arg(format!(
+            "HEADROOM_DOCKER_ROOT={}",
+            node.docker_root().display()
+        ))
+        .arg(&tag));
     let started = Instant::now();
     let health = loop {
         match get(&listen, "/healthz") {
@@ -727,10 +725,20 @@ fn image_is_small_serves_health_and_is_seen_by_status() {
         }
     };
     assert_eq!(health.0, 200, "/healthz: {health:?}");
+    // /metrics answers 503 until the first full inventory: wait for /readyz.
+    while get(&listen, "/readyz").is_none_or(|(code, _)| code != 200) {
+        assert!(
+            started.elapsed() < READY_TIMEOUT,
+            "the agent never got ready"
+        );
+        sleep(Duration::from_millis(200));
+    }
     let (code, metrics) = get(&listen, "/metrics").unwrap();
     assert_eq!(code, 200, "/metrics: {metrics}");
     assert!(metrics.contains("# TYPE headroom_"), "/metrics: {metrics}");
     assert!(metrics.trim_end().ends_with("# EOF"), "/metrics: {metrics}");
+
+    the_chrooted_agent_reads_the_host(&listen, &id);
 
     // Exit 0, 1 or 2 is a verdict on the host's disk, 3 an error.
     let status = Command::new(env!("CARGO_BIN_EXE_headroom"))
@@ -757,5 +765,105 @@ fn image_is_small_serves_health_and_is_seen_by_status() {
     assert!(
         ours.refs.iter().any(|r| *r == tag || *r == qualified),
         "{id} is listed without {tag}: {ours:?}"
+    );
+}
+
+/// The `docker run` settings the DaemonSet's pod spec gives the agent.
+struct DaemonSetRun {
+    user: String,
+    caps: Vec<String>,
+    host_root: String,
+}
+
+impl DaemonSetRun {
+    fn from_manifest() -> DaemonSetRun {
+        let ds = yaml("daemonset.yaml");
+        let pod = at(&ds, "spec.template.spec");
+        let c = at(pod, "containers.0");
+        let env = c["env"].as_sequence().unwrap();
+        let host_root = env
+            .iter()
+            .find(|e| e["name"] == "HEADROOM_HOST_ROOT")
+            .and_then(|e| e["value"].as_str())
+            .expect("the DaemonSet sets HEADROOM_HOST_ROOT")
+            .to_owned();
+        let caps = at(c, "securityContext.capabilities.add")
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let user = at(pod, "securityContext.runAsUser")
+            .as_u64()
+            .unwrap()
+            .to_string();
+        DaemonSetRun {
+            user,
+            caps,
+            host_root,
+        }
+    }
+
+    /// The user, every capability dropped but the DaemonSet's, and the
+    /// host's / read-only at its host root. Without the DaemonSet's
+    /// HostToContainer (rslave) propagation: dockerd refuses it where / is
+    /// not a shared mount (this sandbox; systemd makes it shared on nodes),
+    /// and this test adds no mount after the start.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--user".into(),
+            self.user.clone(),
+            "--cap-drop".into(),
+            "ALL".into(),
+        ];
+        for cap in &self.caps {
+            args.extend(["--cap-add".into(), cap.clone()]);
+        }
+        args.extend([
+            "--volume".into(),
+            format!("/:{}:ro", self.host_root),
+            "--env".into(),
+            format!("HEADROOM_HOST_ROOT={}", self.host_root),
+        ]);
+        args
+    }
+}
+
+/// The agent in the container, chrooted into the host's root, lists the
+/// image in the private dockerd's store by its host path, and found a
+/// containerd by reading the host's processes: the socket it names exists
+/// on the host.
+fn the_chrooted_agent_reads_the_host(listen: &str, id: &str) {
+    let started = Instant::now();
+    let status: Status = loop {
+        let doc = get(listen, "/api/v1/status")
+            .filter(|(code, _)| *code == 200)
+            .and_then(|(_, body)| serde_json::from_str::<Status>(&body).ok());
+        match doc {
+            Some(s) if s.images.iter().any(|i| i.id == id) => break s,
+            _ if started.elapsed() > READY_TIMEOUT => {
+                panic!("the agent in the container never listed {id}: {doc:#?}")
+            }
+            _ => sleep(Duration::from_millis(500)),
+        }
+    };
+    let path = |key: &str| {
+        status
+            .layout
+            .paths
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("no {key} in {:#?}", status.layout))
+            .clone()
+    };
+    let address = path("containerd_address");
+    assert_eq!(
+        serde_json::to_value(address.origin).unwrap(),
+        "discovered",
+        "{address:?}"
+    );
+    assert!(
+        std::path::Path::new(&address.path).exists(),
+        "the discovered socket is not on the host: {address:?}"
     );
 }
