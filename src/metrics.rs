@@ -757,6 +757,11 @@ mod tests {
                 (RuntimeKind::Docker, 2_000),
             ]
             .into(),
+            image_gc: Some(crate::model::GcCensus {
+                in_use: 2,
+                min_age: std::time::Duration::from_secs(120),
+                ..Default::default()
+            }),
             prediction: BTreeMap::from([
                 (Signal::Imagefs, prediction(true, Some(0))),
                 (Signal::Nodefs, prediction(false, None)),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::kubelet::ThresholdsOrigin;
 use crate::layout::PathOrigin;
+pub use crate::predict::gc::GcCensus;
 use crate::runtime::{Problem, RuntimeKind};
 use crate::walk::ErrorKind;
 
@@ -61,6 +62,11 @@ pub struct Status {
     pub reclaimable_bytes: u64,
     /// The same per runtime; they add up to the total.
     pub reclaimable_by_runtime: BTreeMap<RuntimeKind, u64>,
+    /// What the kubelet's image GC may and may not delete on the imagefs,
+    /// and why; `None` when there is no imagefs (or in a document written
+    /// before the key).
+    #[serde(default)]
+    pub image_gc: Option<GcCensus>,
     /// Per signal: whether pressure is predicted, and why.
     pub prediction: BTreeMap<Signal, Prediction>,
     /// Which runtimes were found, and why the others were not.
@@ -586,5 +592,57 @@ mod tests {
         let mut unknown = logs_alone;
         unknown["runtime"] = "crio".into();
         assert!(serde_json::from_value::<Container>(unknown).is_err());
+    }
+
+    fn fixture() -> serde_json::Value {
+        serde_json::from_str(include_str!("../tests/fixtures/status.json")).unwrap()
+    }
+
+    #[test]
+    fn the_image_gc_census_reads_back_as_written_its_age_in_seconds() {
+        let mut status: Status = serde_json::from_value(fixture()).unwrap();
+        let census = GcCensus {
+            deletable: 3,
+            deletable_bytes: 108_000_000,
+            in_use: 2,
+            pinned: 1,
+            young: 1,
+            min_age: std::time::Duration::from_secs(90 * 60),
+        };
+        status.image_gc = Some(census);
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            json["image_gc"],
+            serde_json::json!({
+                "deletable": 3, "deletable_bytes": 108_000_000, "in_use": 2,
+                "pinned": 1, "young": 1, "min_age": 5400
+            })
+        );
+        assert_eq!(serde_json::from_value::<Status>(json).unwrap(), status);
+        status.image_gc = None;
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["image_gc"], serde_json::Value::Null);
+        assert_eq!(serde_json::from_value::<Status>(json).unwrap(), status);
+    }
+
+    #[test]
+    fn a_document_written_before_image_gc_still_parses() {
+        let mut old = fixture();
+        let removed = old.as_object_mut().unwrap().remove("image_gc");
+        assert!(removed.is_some(), "the fixture has the key");
+        let status: Status = serde_json::from_value(old).unwrap();
+        assert_eq!(status.image_gc, None);
+    }
+
+    #[test]
+    fn fault_a_census_with_a_negative_or_fractional_age_is_refused() {
+        for age in [serde_json::json!(-1), serde_json::json!(1.5), "2m".into()] {
+            let mut doc = fixture();
+            doc["image_gc"]["min_age"] = age.clone();
+            assert!(
+                serde_json::from_value::<Status>(doc).is_err(),
+                "min_age {age} was accepted"
+            );
+        }
     }
 }

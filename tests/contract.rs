@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use headroom::agent::scanner::{ScanSettings, Scanner};
 use headroom::inventory;
-use headroom::layout::NodeLayout;
+use headroom::layout::{discover, LayoutSettings, NodeLayout, PathOrigin, Setting};
 use headroom::metrics::{self, ScanTotals};
-use headroom::model::State;
 use headroom::model::{Pull, ReadFrom, Status, SCHEMA};
+use headroom::model::{State, ThresholdsOrigin};
 use headroom::runtime::{ProblemKind, Reader, RuntimeKind};
 use headroom::walk::{ErrorKind, WalkOptions};
 use rustix::process::{kill_process, Pid, Signal};
@@ -159,23 +159,68 @@ fn readers() -> BTreeSet<String> {
     Reader::all().map(|r| r.as_str().to_string()).collect()
 }
 
+/// Every source of the thresholds, as JSON spells it.
+fn thresholds_origins() -> BTreeSet<String> {
+    ThresholdsOrigin::ALL
+        .iter()
+        .map(|o| {
+            assert_eq!(serde_json::to_value(o).unwrap(), json!(o.label()));
+            o.label().to_string()
+        })
+        .collect()
+}
+
+/// Every place a layout path comes from (the match stops the build when
+/// one is added).
+fn path_origins() -> BTreeSet<String> {
+    let all = [
+        PathOrigin::Setting,
+        PathOrigin::Discovered,
+        PathOrigin::Default,
+    ];
+    for origin in all {
+        match origin {
+            PathOrigin::Setting | PathOrigin::Discovered | PathOrigin::Default => {}
+        }
+    }
+    all.iter()
+        .map(|o| match serde_json::to_value(o).unwrap() {
+            Value::String(name) => name,
+            other => panic!("{o:?} is {other} in JSON"),
+        })
+        .collect()
+}
+
 // ------------------------------------------------------- the fixture node
 
 /// A node under a temp dir: a Docker overlay2 store, a kubelet root, pod
-/// logs and an empty containerd root; containerd itself is absent.
+/// logs and an empty containerd root; containerd itself is absent. Its
+/// `proc` shows a kubelet whose command line names its root, config and
+/// drop-in directory: the layout finds those there, as on a node.
 struct Node {
     dir: TempDir,
 }
+
+/// The fixture kubelet's pid.
+const KUBELET_PID: u32 = 4242;
 
 impl Node {
     fn new() -> Node {
         let node = Node {
             dir: tempfile::tempdir().unwrap(),
         };
-        for rel in ["kubelet", "containerd", "pods"] {
+        for rel in ["kubelet/config.d", "containerd", "pods"] {
             fs::create_dir_all(node.path(rel)).unwrap();
         }
         fs::write(node.path("config.toml"), "").unwrap();
+        let kubelet = [
+            "/usr/bin/kubelet".to_string(),
+            format!("--root-dir={}", node.path("kubelet").display()),
+            format!("--config={}", node.path("kubelet/config.yaml").display()),
+            format!("--config-dir={}", node.path("kubelet/config.d").display()),
+        ];
+        let cmdline: String = kubelet.iter().map(|arg| format!("{arg}\0")).collect();
+        node.write(&format!("proc/{KUBELET_PID}/cmdline"), cmdline);
         node
     }
 
@@ -190,17 +235,25 @@ impl Node {
         fs::write(path, contents).unwrap();
     }
 
+    /// The layout as the agent resolves it: the runtimes' paths and the pod
+    /// logs set (as by flags), the kubelet's discovered under the node's
+    /// `proc`.
     fn layout(&self) -> NodeLayout {
-        NodeLayout {
-            docker_root: self.path("docker"),
-            containerd_address: self.path("containerd.sock"),
-            containerd_root: self.path("containerd"),
-            containerd_timeout: Duration::from_secs(1),
-            kubelet_root: self.path("kubelet"),
-            kubelet_config: self.path("kubelet/config.yaml"),
-            pod_logs: self.path("pods"),
-            ..NodeLayout::default()
-        }
+        let set = |rel: &str, flag: &str| {
+            Some(Setting {
+                path: self.path(rel),
+                at: flag.to_string(),
+            })
+        };
+        let settings = LayoutSettings {
+            docker_root: set("docker", "--docker-root"),
+            containerd_address: set("containerd.sock", "--containerd-address"),
+            containerd_root: set("containerd", "--containerd-root"),
+            pod_logs: set("pods", "--pod-logs"),
+            ..LayoutSettings::default()
+        };
+        let found = discover(self.dir.path());
+        NodeLayout::resolve(&settings, Some(&found), Duration::from_secs(1))
     }
 
     /// The layout as `headroom` flags, with `kubelet_config`.
@@ -653,6 +706,8 @@ fn values_in_code() -> BTreeMap<&'static str, BTreeSet<String>> {
         ("scan.error_samples[].kind", error_kinds()),
         ("problems[].kind", problem_kinds()),
         ("problems[].reader", readers()),
+        ("thresholds_origin", thresholds_origins()),
+        ("layout.paths[].origin", path_origins()),
         (
             "runtimes[].read_from",
             ReadFrom::ALL
@@ -701,6 +756,14 @@ fn the_status_document_is_what_docs_status_md_says() {
     }
     for path in in_code.keys().filter(|p| !doc.contains_key(**p)) {
         failures.push(format!("docs/status.md has no row `{path}`"));
+    }
+    // The fixture's kubelet is found under its proc, not assumed.
+    let origins = fixture.paths.get("layout.paths[].origin");
+    if !origins.is_some_and(|o| o.values.contains("discovered")) {
+        failures.push(format!(
+            "the fixture node's layout has no discovered path: {:?}",
+            origins.map(|o| &o.values)
+        ));
     }
 
     // The binary prints the same shape.

@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use anstyle::{AnsiColor, Style};
 use comfy_table::{presets, CellAlignment, Table};
-use headroom::model::{human_bytes, Filesystem, Prediction, ReadFrom, Source, State, Status};
+use headroom::model::{
+    human_bytes, Filesystem, GcCensus, Prediction, ReadFrom, Source, State, Status,
+};
 
 use super::fit::{self, Column, Give};
 use super::printable::printable;
@@ -97,12 +99,20 @@ fn header(out: &mut impl Write, s: &Status, view: &View) -> io::Result<()> {
         // The agent measures committed layers once: a pass walks only what
         // changes, so its count is small by design.
         Source::Agent => format!(
-            "as of {age}, from the agent (its last pass: {:.1} s, {} entries walked anew, {} errors)",
-            scan.duration_seconds, scan.files, scan.errors
+            "as of {age}, from the agent (its last pass: {:.1} s, {} {} walked anew, {} {})",
+            scan.duration_seconds,
+            scan.files,
+            plural(scan.files, "entry", "entries"),
+            scan.errors,
+            plural(scan.errors, "error", "errors"),
         ),
         Source::Scan => format!(
-            "scanned {age} here: {:.1} s, {} entries, {} errors",
-            scan.duration_seconds, scan.files, scan.errors
+            "scanned {age} here: {:.1} s, {} {}, {} {}",
+            scan.duration_seconds,
+            scan.files,
+            plural(scan.files, "entry", "entries"),
+            scan.errors,
+            plural(scan.errors, "error", "errors"),
         ),
     };
     let text = format!(
@@ -397,34 +407,52 @@ fn empty_dirs(out: &mut impl Write, s: &Status, view: &View) -> io::Result<()> {
     )
 }
 
-/// What the kubelet's image GC would and would not delete, and why.
+/// What the kubelet's image GC would and would not delete, and why: the
+/// document's census (the sentence the verdicts give too), else, in a
+/// document without one, what the image list tells.
 fn image_gc(out: &mut impl Write, s: &Status, width: usize) -> io::Result<()> {
+    let text = match &s.image_gc {
+        Some(census) => census_line(census, s.reclaimable_bytes),
+        None => image_list_line(s),
+    };
+    writeln!(out)?;
+    paragraph(out, &text, width, ("", HANGING), &[(BOLD, "image GC")])
+}
+
+/// The census' sentence, and what pruning every unused image by hand would
+/// free when that is more (images too young for GC, or of a runtime the
+/// kubelet does not manage).
+fn census_line(census: &GcCensus, reclaimable_bytes: u64) -> String {
+    let mut text = census.to_string();
+    if reclaimable_bytes > census.deletable_bytes {
+        text.push_str(&format!(
+            "; pruning every unused, unpinned image would free {}",
+            human_bytes(reclaimable_bytes)
+        ));
+    }
+    text
+}
+
+/// The GC line of a document without a census: counts from the image
+/// list, the minimum age unknown.
+fn image_list_line(s: &Status) -> String {
     let in_use = s.images.iter().filter(|i| i.in_use).count();
     let pinned = s.images.iter().filter(|i| i.pinned && !i.in_use).count();
     let unused = s.images.len() - in_use - pinned;
-    let text = format!(
-        "Image GC could free {} ({unused} unused, unpinned {}: their unique layers and blobs); \
+    format!(
+        "image GC could free {} ({unused} unused, unpinned {}: their unique layers and blobs); \
          it keeps the {in_use} {} in use and the {pinned} pinned, and any image younger than \
          the kubelet's imageMinimumGCAge",
         human_bytes(s.reclaimable_bytes),
         plural(unused, "image", "images"),
         plural(in_use, "image", "images"),
-    );
-    writeln!(out)?;
-    paragraph(
-        out,
-        &text,
-        width,
-        ("", HANGING),
-        &[(BOLD, "Image GC could free")],
     )
 }
 
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 {
-        one
-    } else {
-        many
+fn plural<'a>(n: impl TryInto<u64>, one: &'a str, many: &'a str) -> &'a str {
+    match n.try_into() {
+        Ok(1) => one,
+        _ => many,
     }
 }
 
@@ -934,17 +962,99 @@ mod tests {
     }
 
     #[test]
-    fn the_gc_line_says_what_it_keeps_and_why() {
+    fn without_a_census_the_gc_line_says_what_it_keeps_and_why() {
         let mut s = fixture();
+        s.image_gc = None;
         s.images[0].in_use = true;
         let screen = piped(&s);
         let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
         let in_use = s.images.iter().filter(|i| i.in_use).count();
-        assert!(words.contains("Image GC could free"), "{screen}");
+        assert!(words.contains("image GC could free"), "{screen}");
         assert!(words.contains(&format!("keeps the {in_use} ")), "{screen}");
         assert!(
             words.contains("younger than the kubelet's imageMinimumGCAge"),
             "{screen}"
         );
+    }
+
+    /// The fixture during a pull that GC cannot make room for: what the
+    /// issue's screen showed, a census this time.
+    fn census_during_a_pull() -> Status {
+        let mut s = long_names();
+        let census = GcCensus {
+            deletable: 3,
+            deletable_bytes: 108_000_000,
+            in_use: 2,
+            pinned: 1,
+            young: 1,
+            min_age: Duration::from_secs(120),
+        };
+        s.image_gc = Some(census);
+        s.reclaimable_bytes = 108_000_000;
+        if let Some(p) = s.prediction.values_mut().next() {
+            p.reason = format!("pull of 127.0.0.1:5000/team/big adds ~208.0 MB; {census}");
+        }
+        s
+    }
+
+    #[test]
+    fn the_gc_line_gives_the_census_counts_and_the_minimum_age() {
+        let s = census_during_a_pull();
+        for width in [80, 120] {
+            let screen = piped_at(&s, width);
+            let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                words.contains(
+                    "image GC could free 108.0 MB (3 unused images); 2 images in use, 1 pinned \
+                     and 1 younger than imageMinimumGCAge 2m are kept"
+                ),
+                "{screen}"
+            );
+            // The census covers what reclaimable_bytes does: no second figure.
+            assert!(!words.contains("pruning"), "{screen}");
+            assert!(too_wide(&screen, width).is_empty(), "{screen}");
+            assert!(too_wide(&on_terminal_at(&s, width), width).is_empty());
+        }
+    }
+
+    #[test]
+    fn the_gc_line_agrees_with_a_verdict_that_gives_the_census() {
+        let mut s = census_during_a_pull();
+        let census = GcCensus {
+            deletable: 0,
+            deletable_bytes: 0,
+            young: 3,
+            ..s.image_gc.unwrap_or_default()
+        };
+        s.image_gc = Some(census);
+        // The verdict of a pull GC cannot help says the census' sentence.
+        if let Some(p) = s.prediction.values_mut().next() {
+            p.reason = format!("pull of 127.0.0.1:5000/team/big adds ~108.0 MB; {census}");
+        }
+        let screen = piped_at(&s, 80);
+        let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+        let sentence = census.to_string();
+        assert_eq!(words.matches(sentence.as_str()).count(), 2, "{screen}");
+        assert!(!words.contains("could free"), "{screen}");
+        // Young images hold what only pruning by hand frees now.
+        assert!(
+            words.contains("are kept; pruning every unused, unpinned image would free 108.0 MB"),
+            "{screen}"
+        );
+    }
+
+    #[test]
+    fn the_header_counts_in_the_singular_and_the_plural() {
+        let mut s = fixture();
+        s.source = Source::Agent;
+        (s.scan.files, s.scan.errors) = (1, 1);
+        let screen = piped_at(&s, 120);
+        let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("1 entry walked anew, 1 error)"), "{screen}");
+        s.source = Source::Scan;
+        (s.scan.files, s.scan.errors) = (2, 0);
+        let screen = piped_at(&s, 120);
+        let words: String = screen.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("2 entries, 0 errors"), "{screen}");
     }
 }

@@ -215,7 +215,7 @@ pub fn build(
         pulls: &pull_names,
         unknown_size: &unknown_size,
     };
-    let prediction = signals::predict(
+    let judged = signals::judge(
         &filesystems,
         &attributed.images,
         &attributed.layers,
@@ -243,7 +243,8 @@ pub fn build(
             .values()
             .fold(0, |a, b| a.saturating_add(*b)),
         reclaimable_by_runtime: attributed.reclaimable.clone(),
-        prediction,
+        image_gc: judged.image_gc,
+        prediction: judged.prediction,
         runtimes: discovered.runtimes.clone(),
         problems,
         scan: origin.scan,
@@ -251,8 +252,8 @@ pub fn build(
 }
 
 /// Between scans, with no pull in flight: the filesystems' free space read
-/// again (one statvfs each) and the verdicts redone on the last inventory,
-/// with the trend `history` now shows. A filesystem that cannot be read
+/// again (one statvfs each) and the verdicts and image GC census redone on
+/// the last inventory, with the trend `history` now shows. A filesystem that cannot be read
 /// keeps its last figures (the next scan reports why).
 pub fn refresh(status: &mut Status, kubelet: &KubeletConfig, history: &History) {
     for fs in &mut status.filesystems {
@@ -260,7 +261,7 @@ pub fn refresh(status: &mut Status, kubelet: &KubeletConfig, history: &History) 
             tracing::debug!(error = %e, "filesystem not refreshed");
         }
     }
-    status.prediction = signals::predict(
+    let judged = signals::judge(
         &status.filesystems,
         &status.images,
         &status.layers,
@@ -269,6 +270,8 @@ pub fn refresh(status: &mut Status, kubelet: &KubeletConfig, history: &History) 
         SystemTime::now(),
         &signals::Incoming::NONE,
     );
+    status.prediction = judged.prediction;
+    status.image_gc = judged.image_gc;
 }
 
 /// The pulls in flight and what they will still add.

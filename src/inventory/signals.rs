@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use crate::host;
 use crate::kubelet::{KubeletConfig, Signal as Eviction};
 use crate::model::{Filesystem, Image, Layer, Prediction, Signal};
-use crate::predict::gc::{GcImage, GcPolicy, ImageGc, SharedPart};
+use crate::predict::gc::{GcCensus, GcImage, GcPolicy, ImageGc, SharedPart};
 use crate::predict::history::{image_key, History, BURST_WINDOW};
 use crate::predict::verdict::{verdict, Dimension, FsInput, DEFAULT_HORIZON};
 use crate::runtime::{self, Classified, Problem, Reader, RuntimeKind};
@@ -136,10 +136,21 @@ impl Incoming<'_> {
     }
 }
 
+/// The verdicts per signal, and what image GC may delete on the imagefs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// The verdict per signal.
+    pub prediction: BTreeMap<Signal, Prediction>,
+    /// What a pass of the kubelet's image GC on the imagefs may and may not
+    /// delete, with the same images and time the verdicts used; `None` when
+    /// there is no imagefs.
+    pub image_gc: Option<GcCensus>,
+}
+
 /// The verdict per signal: thresholds crossed now, the trend the `history`
 /// shows, what the `incoming` pulls will add to the filesystem they land on,
 /// and whether the kubelet's image GC would make room, freeing only what
-/// deleted images do not share.
+/// deleted images do not share. The verdicts alone: see [`judge`].
 pub fn predict(
     filesystems: &[Filesystem],
     images: &[Image],
@@ -149,57 +160,87 @@ pub fn predict(
     now: SystemTime,
     incoming: &Incoming<'_>,
 ) -> BTreeMap<Signal, Prediction> {
+    judge(filesystems, images, layers, kubelet, history, now, incoming).prediction
+}
+
+/// The verdicts of [`predict`], and the census of the image GC whose pass
+/// they assume (so that the screen's GC line and the verdicts agree).
+pub fn judge(
+    filesystems: &[Filesystem],
+    images: &[Image],
+    layers: &[Layer],
+    kubelet: &KubeletConfig,
+    history: &History,
+    now: SystemTime,
+    incoming: &Incoming<'_>,
+) -> Judgement {
     let gc_images = gc_images(images, layers, history);
+    // Image GC frees space on the image store's filesystem only.
     let gc_mount = filesystems
         .iter()
         .find(|fs| fs.signal == Signal::Imagefs)
         .map(|fs| fs.mountpoint.as_str());
-    filesystems
+    let image_gc = gc_mount.map(|_| ImageGc {
+        policy: GcPolicy::of(kubelet),
+        images: &gc_images,
+        now,
+    });
+    let prediction = filesystems
         .iter()
         .map(|fs| {
-            let (bytes_signal, inodes_signal) = eviction_signals(fs.signal);
-            let (bytes_trend, inodes_trend) = history.trends(fs.signal);
-            let (incoming_bytes, incoming_inodes, pulls) = incoming.onto(&fs.mountpoint);
-            let dimension = |signal, capacity, available, trend| Dimension {
-                capacity,
-                available,
-                threshold: kubelet.eviction_hard.get(&signal).copied(),
-                soft_threshold: kubelet.eviction_soft.get(&signal).copied(),
-                trend,
-                incoming: 0,
-            };
-            // Image GC frees space on the image store's filesystem only.
-            let gc = (gc_mount == Some(fs.mountpoint.as_str())).then(|| ImageGc {
-                policy: GcPolicy::of(kubelet),
-                images: &gc_images,
-                now,
-            });
-            let input = FsInput {
-                name: fs.signal,
-                bytes: Dimension {
-                    incoming: incoming_bytes,
-                    ..dimension(
-                        bytes_signal,
-                        fs.capacity_bytes,
-                        fs.available_bytes,
-                        bytes_trend,
-                    )
-                },
-                inodes: Dimension {
-                    incoming: incoming_inodes,
-                    ..dimension(inodes_signal, fs.inodes, fs.inodes_free, inodes_trend)
-                },
-                pulls,
-                gc,
-                horizon: DEFAULT_HORIZON,
-                unsized_pull: incoming
-                    .fills(&fs.mountpoint)
-                    .then(|| history.burst(fs.signal, BURST_WINDOW))
-                    .flatten(),
-            };
-            (fs.signal, verdict(&input).prediction())
+            let gc = image_gc.filter(|_| gc_mount == Some(fs.mountpoint.as_str()));
+            (fs.signal, judge_one(fs, kubelet, history, incoming, gc))
         })
-        .collect()
+        .collect();
+    Judgement {
+        prediction,
+        image_gc: image_gc.map(|gc| gc.census()),
+    }
+}
+
+/// The verdict of one filesystem, `gc` acting on it or not.
+fn judge_one(
+    fs: &Filesystem,
+    kubelet: &KubeletConfig,
+    history: &History,
+    incoming: &Incoming<'_>,
+    gc: Option<ImageGc<'_>>,
+) -> Prediction {
+    let (bytes_signal, inodes_signal) = eviction_signals(fs.signal);
+    let (bytes_trend, inodes_trend) = history.trends(fs.signal);
+    let (incoming_bytes, incoming_inodes, pulls) = incoming.onto(&fs.mountpoint);
+    let dimension = |signal, capacity, available, trend| Dimension {
+        capacity,
+        available,
+        threshold: kubelet.eviction_hard.get(&signal).copied(),
+        soft_threshold: kubelet.eviction_soft.get(&signal).copied(),
+        trend,
+        incoming: 0,
+    };
+    let input = FsInput {
+        name: fs.signal,
+        bytes: Dimension {
+            incoming: incoming_bytes,
+            ..dimension(
+                bytes_signal,
+                fs.capacity_bytes,
+                fs.available_bytes,
+                bytes_trend,
+            )
+        },
+        inodes: Dimension {
+            incoming: incoming_inodes,
+            ..dimension(inodes_signal, fs.inodes, fs.inodes_free, inodes_trend)
+        },
+        pulls,
+        gc,
+        horizon: DEFAULT_HORIZON,
+        unsized_pull: incoming
+            .fills(&fs.mountpoint)
+            .then(|| history.burst(fs.signal, BURST_WINDOW))
+            .flatten(),
+    };
+    verdict(&input).prediction()
 }
 
 /// The images the kubelet's GC manages, as it sees them: those the CRI
@@ -273,4 +314,133 @@ pub fn restat(fs: &mut Filesystem, kubelet: &KubeletConfig) -> Result<(), host::
     fs.bytes_left = signed_diff(fs.available_bytes, fs.threshold_bytes);
     fs.inodes_left = signed_diff(fs.inodes_free, fs.threshold_inodes);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const GB: u64 = 1_000_000_000;
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn filesystem(signal: Signal, mountpoint: &str, available_bytes: u64) -> Filesystem {
+        Filesystem {
+            signal,
+            path: mountpoint.into(),
+            mountpoint: mountpoint.into(),
+            fstype: "ext4".into(),
+            capacity_bytes: 100 * GB,
+            available_bytes,
+            inodes: 1_000_000,
+            inodes_free: 900_000,
+            threshold_bytes: 10 * GB,
+            threshold_inodes: 50_000,
+            bytes_left: 0,
+            inodes_left: 0,
+        }
+    }
+
+    /// A CRI image of `gb` unique GB, created `age` seconds before [`now`].
+    fn image(id: &str, gb: u64, age: u64) -> Image {
+        Image {
+            runtime: RuntimeKind::Containerd,
+            namespace: "k8s.io".into(),
+            id: id.into(),
+            created: Some(now() - Duration::from_secs(age)),
+            disk_bytes: gb * GB,
+            unique_disk_bytes: gb * GB,
+            content_bytes: gb * GB / 2,
+            ..Image::default()
+        }
+    }
+
+    fn judged(filesystems: &[Filesystem], images: &[Image], incoming: &Incoming<'_>) -> Judgement {
+        let kubelet = KubeletConfig::defaults();
+        let history = History::default();
+        judge(
+            filesystems,
+            images,
+            &[],
+            &kubelet,
+            &history,
+            now(),
+            incoming,
+        )
+    }
+
+    #[test]
+    fn the_census_is_of_the_imagefs_images_and_their_ages() {
+        let images = [
+            Image {
+                in_use: true,
+                ..image("running", 8, 86_400)
+            },
+            Image {
+                pinned: true,
+                ..image("pause", 1, 86_400)
+            },
+            image("young", 7, 60),
+            image("old", 3, 86_400),
+            // Another namespace's image: not the kubelet's to delete.
+            Image {
+                namespace: "moby".into(),
+                ..image("docker's", 5, 86_400)
+            },
+        ];
+        let filesystems = [
+            filesystem(Signal::Nodefs, "/", 50 * GB),
+            filesystem(Signal::Imagefs, "/var/lib/containerd", 50 * GB),
+        ];
+        let census = judged(&filesystems, &images, &Incoming::NONE).image_gc;
+        assert_eq!(
+            census,
+            Some(GcCensus {
+                deletable: 1,
+                deletable_bytes: 3 * GB,
+                in_use: 1,
+                pinned: 1,
+                young: 1,
+                min_age: Duration::from_secs(120),
+            })
+        );
+        // No imagefs (it could not be described): no census.
+        assert_eq!(
+            judged(&filesystems[..1], &images, &Incoming::NONE).image_gc,
+            None
+        );
+    }
+
+    #[test]
+    fn a_verdict_that_gives_the_census_gives_the_documents() {
+        // 20 GB free of 100 GB, an 8 GB pull: 12 GB would be left, under
+        // the 15% threshold; GC runs, and the only unused image is too young.
+        let images = [
+            Image {
+                in_use: true,
+                ..image("running", 8, 86_400)
+            },
+            image("young", 7, 60),
+        ];
+        let filesystems = [filesystem(Signal::Imagefs, "/var/lib/containerd", 20 * GB)];
+        let pulls = ["registry.example/big".to_string()];
+        let incoming = Incoming {
+            mountpoint: Some("/var/lib/containerd"),
+            bytes: 8 * GB,
+            pulls: &pulls,
+            ..Incoming::NONE
+        };
+        let judged = judged(&filesystems, &images, &incoming);
+        let census = judged.image_gc.expect("an imagefs has a census");
+        let reason = &judged.prediction[&Signal::Imagefs].reason;
+        assert!(reason.ends_with(&census.to_string()), "{reason}");
+        assert!(
+            reason.contains("1 image in use and 1 younger than imageMinimumGCAge 2m"),
+            "{reason}"
+        );
+    }
 }

@@ -16,6 +16,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
+
 use crate::kubelet::KubeletConfig;
 
 /// The kubelet's image GC settings.
@@ -252,10 +254,10 @@ enum Kept {
 /// What a GC pass may and may not delete, and why: its [`Display`] is the
 /// sentence a screen or a verdict gives, e.g. "image GC could free 108.0 MB
 /// (3 unused images); 2 images in use and 1 younger than imageMinimumGCAge
-/// 2m are kept".
+/// 2m are kept". Its serde form is the status document's `image_gc`.
 ///
 /// [`Display`]: std::fmt::Display
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct GcCensus {
     /// Images a pass may delete: unused, unpinned, old enough.
     pub deletable: usize,
@@ -268,8 +270,26 @@ pub struct GcCensus {
     pub pinned: usize,
     /// Unused, unpinned images kept because they are younger than `min_age`.
     pub young: usize,
-    /// `imageMinimumGCAge`.
+    /// `imageMinimumGCAge` (whole seconds in JSON, as the document's other
+    /// durations).
+    #[serde(with = "whole_seconds")]
     pub min_age: Duration,
+}
+
+/// A duration as a whole number of seconds (a fraction is dropped: the
+/// kubelet's minimum age is minutes in practice).
+mod whole_seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
 }
 
 impl std::fmt::Display for GcCensus {
