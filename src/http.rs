@@ -341,7 +341,7 @@ mod tests {
         let back: Status = serde_json::from_slice(&snap.status_json).unwrap();
         assert_eq!(back, status);
         let text = std::str::from_utf8(&snap.metrics).unwrap();
-        assert!(text.contains("headroom_reclaimable_bytes{runtime=\"docker\"} 77\n"));
+        assert!(text.contains("headroom_reclaimable_bytes{node=\"n\",runtime=\"docker\"} 77\n"));
         assert!(text.ends_with("# EOF\n"));
     }
 }

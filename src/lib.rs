@@ -24,5 +24,6 @@ pub mod podlogs;
 pub mod predict;
 pub mod registry;
 pub mod runtime;
+pub mod small_file;
 pub mod volumes;
 pub mod walk;

@@ -477,7 +477,7 @@ pub fn load(path: &Path) -> Result<KubeletConfig, KubeletError> {
 /// Reads and checks one config file (YAML, or JSON when it starts with `{`);
 /// `None` when there is no file.
 fn read_raw(path: &Path) -> Result<Option<RawConfig>, KubeletError> {
-    let text = match crate::layout::read_bounded(path, MAX_CONFIG_BYTES) {
+    let text = match crate::small_file::read_text(path, MAX_CONFIG_BYTES) {
         Ok(Some(text)) => text,
         Ok(None) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use super::args::Flags;
 use super::procs::{processes, Proc};
-use super::{read_bounded, under, PathOrigin, PathSource};
+use super::{under, PathOrigin, PathSource};
 use crate::kubelet::{self, KubeletFlags, KubeletSources};
 use crate::runtime::{Problem, ProblemKind, Reader, RuntimeKind};
+use crate::small_file;
 
 /// The most bytes of a daemon's config file read.
 const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -440,7 +441,7 @@ fn kubelet_files(root: &Path, found: &mut Found) {
 /// The text of a daemon's config file; `None` when absent or unreadable
 /// (then a problem names it).
 fn read_config(root: &Path, path: &Path, reader: Reader, found: &mut Found) -> Option<String> {
-    match read_bounded(&under(root, path), MAX_FILE_BYTES) {
+    match small_file::read_text(&under(root, path), MAX_FILE_BYTES) {
         Ok(text) => text,
         Err(e) => {
             let kind = match e.kind() {

@@ -241,25 +241,3 @@ pub fn under(root: &Path, path: &Path) -> PathBuf {
         Err(_) => root.join(path),
     }
 }
-
-/// The text of `path`, at most `limit` bytes of it; `None` when there is no
-/// file. A larger file is an error of kind `FileTooLarge`; a file that is
-/// not UTF-8, of kind `InvalidData`.
-pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Option<String>> {
-    use std::io::Read;
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut text = String::new();
-    // One byte past the bound tells a file at the bound from a larger one.
-    file.take(limit + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("larger than {limit} bytes"),
-        ));
-    }
-    Ok(Some(text))
-}

@@ -6,7 +6,6 @@
 //! table), or without a `hosts.toml` every `*.crt` file. Unlike containerd,
 //! a `hosts.toml` that does not parse is an error, not a silent fallback.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use ureq::tls::PemItem;
@@ -132,18 +131,11 @@ fn crt_files(dir: &Path) -> Result<Vec<PathBuf>, CaError> {
 
 /// `path`'s bytes, at most [`MAX_FILE`].
 fn read_bounded(path: &Path) -> Result<Vec<u8>, CaError> {
-    let file = std::fs::File::open(path).map_err(|e| error(path, e.to_string()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| error(path, e.to_string()))?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(error(
-            path,
-            format!("larger than the {MAX_FILE}-byte limit"),
-        ));
+    match crate::small_file::read(path, MAX_FILE) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(error(path, "no such file".to_string())),
+        Err(e) => Err(error(path, e.to_string())),
     }
-    Ok(bytes)
 }
 
 fn error(path: &Path, reason: String) -> CaError {

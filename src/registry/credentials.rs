@@ -8,7 +8,6 @@
 //! file silently giving an anonymous request would hide the real cause.
 
 use std::fmt;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use docker_credential::{CredentialRetrievalError, DockerCredential};
@@ -223,25 +222,10 @@ fn from_file(
 /// The file's bytes, `None` if it does not exist; at most
 /// [`MAX_CONFIG_FILE`].
 fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, CredentialError> {
-    let unreadable = |reason: String| CredentialError::Unreadable {
+    crate::small_file::read(path, MAX_CONFIG_FILE).map_err(|e| CredentialError::Unreadable {
         path: path.to_path_buf(),
-        reason,
-    };
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(unreadable(e.to_string())),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(e.to_string()))?;
-    if bytes.len() as u64 > MAX_CONFIG_FILE {
-        return Err(unreadable(format!(
-            "larger than the {MAX_CONFIG_FILE}-byte limit"
-        )));
-    }
-    Ok(Some(bytes))
+        reason: e.to_string(),
+    })
 }
 
 /// Which part of `config` answers for `server`, in the order

@@ -248,17 +248,7 @@ fn status_command(w: &World, extra: &[&str]) -> Result<String> {
     let layout = subject::node_layout(w);
     let mut argv: Vec<String> = vec![exe.into(), "status".into()];
     argv.extend(extra.iter().map(|a| a.to_string()));
-    for (flag, path) in [
-        ("--docker-root", layout.docker_root),
-        ("--containerd-address", layout.containerd_address),
-        ("--containerd-root", layout.containerd_root),
-        ("--kubelet-root", &w.fixtures.kubelet_root),
-        ("--kubelet-config", &w.fixtures.kubelet_config),
-        ("--pod-logs", &w.fixtures.pod_logs),
-    ] {
-        argv.push(flag.into());
-        argv.push(path_str(path)?.into());
-    }
+    argv.extend(subject::layout_args(w, &layout));
     let path = std::env::var("PATH").unwrap_or_default();
     let quoted: Vec<String> = argv.iter().map(|a| quote(a)).collect();
     Ok(format!(

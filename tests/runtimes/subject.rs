@@ -79,6 +79,22 @@ pub fn status(w: &World, layout: &Layout<'_>, json: bool) -> Result<Run> {
     headroom(w, layout, face)
 }
 
+/// The flags that point a face at `layout` and the fixture's kubelet paths
+/// (explicit, so nothing is discovered from this machine's processes).
+pub fn layout_args(w: &World, layout: &Layout<'_>) -> Vec<String> {
+    [
+        ("--docker-root", layout.docker_root),
+        ("--containerd-address", layout.containerd_address),
+        ("--containerd-root", layout.containerd_root),
+        ("--kubelet-root", &w.fixtures.kubelet_root),
+        ("--kubelet-config", &w.fixtures.kubelet_config),
+        ("--pod-logs", &w.fixtures.pod_logs),
+    ]
+    .into_iter()
+    .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+    .collect()
+}
+
 /// Runs `headroom FACE…` (`face`: the subcommand and its own arguments)
 /// with `layout` and the fixture's kubelet paths, in a clean environment.
 pub fn headroom(w: &World, layout: &Layout<'_>, face: &[&str]) -> Result<Run> {
@@ -95,17 +111,7 @@ pub fn headroom_with_env(
 ) -> Result<Run> {
     let exe = env!("CARGO_BIN_EXE_headroom");
     let mut args: Vec<String> = face.iter().map(|a| a.to_string()).collect();
-    for (flag, path) in [
-        ("--docker-root", layout.docker_root),
-        ("--containerd-address", layout.containerd_address),
-        ("--containerd-root", layout.containerd_root),
-        ("--kubelet-root", &w.fixtures.kubelet_root),
-        ("--kubelet-config", &w.fixtures.kubelet_config),
-        ("--pod-logs", &w.fixtures.pod_logs),
-    ] {
-        args.push(flag.into());
-        args.push(path.display().to_string());
-    }
+    args.extend(layout_args(w, layout));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cmd = Command::new(exe);
     cmd.args(&argv)
