@@ -222,7 +222,9 @@ fn check_screen(c: &mut Checks, screen: &Screen, doc: &Status, age: &str) {
     });
     let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
     c.that(
-        words.contains("Image GC could free") && words.contains("imageMinimumGCAge"),
+        words.contains("image GC could free")
+            && words.contains("imageMinimumGCAge")
+            && words.contains("are kept"),
         || format!("at {width} columns no image GC sentence:\n{text}"),
     );
     for fs in &doc.filesystems {
