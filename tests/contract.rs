@@ -1309,6 +1309,18 @@ fn the_exit_codes_are_what_docs_exit_codes_md_says() {
             vec![&private, "--plain-http"],
         ),
     ];
+    let silent_agent = format!("127.0.0.1:{}", free_port());
+    cases.push((
+        "check-pull",
+        9,
+        "a fleet whose one agent does not answer",
+        [
+            args(&["check-pull", &image, "--plain-http", "--fleet"]),
+            args(&["--agents", &silent_agent]),
+            no_node.clone(),
+        ]
+        .concat(),
+    ));
     for (code, why, words) in registry_cases {
         let words: Vec<String> = ["check-pull"]
             .iter()

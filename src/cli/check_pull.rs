@@ -32,10 +32,10 @@ use super::screen::{self, bar, state_style, BOLD};
 #[derive(Debug, clap::Args)]
 pub struct CheckPullArgs {
     /// The image, as the kubelet would be given it (e.g. registry.example/app:2).
-    image: String,
+    pub(super) image: String,
     /// Print the result as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// The platform picked from a multi-platform image [default: this node's linux/<arch>].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
@@ -44,10 +44,23 @@ pub struct CheckPullArgs {
     runtime: Option<Store>,
     /// The containerd namespace the pull goes to (the kubelet's is k8s.io).
     #[arg(long, default_value = "k8s.io")]
-    namespace: String,
+    pub(super) namespace: String,
     /// CA certificates (PEM) trusted for the registry's host (with certs.d's, in place of the public roots).
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
+    /// Every node's agent asked instead (`--fleet`).
+    #[command(flatten)]
+    pub(super) fleet: super::fleet::FleetArgs,
+}
+
+impl CheckPullArgs {
+    /// The store `--runtime` names, if it names one.
+    pub(super) fn runtime(&self) -> Option<RuntimeKind> {
+        self.runtime.map(|store| match store {
+            Store::Containerd => RuntimeKind::Containerd,
+            Store::Docker => RuntimeKind::Docker,
+        })
+    }
 }
 
 /// An image store a pull can go to.
@@ -85,12 +98,66 @@ struct Document<'a> {
     prediction: &'a BTreeMap<Signal, Prediction>,
 }
 
-/// Runs `headroom check-pull`: exit code 0 ok, 1 warning, 2 pressure now
-/// or predicted from the pull, 3 error, 4–8 a registry failure by class
-/// (docs/exit-codes.md).
-pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
+/// The image resolved in its registry, with what it was resolved with.
+pub(super) struct Resolved {
+    /// The registry client, to measure layers with.
+    pub(super) client: registry::Client,
+    /// The image.
+    pub(super) image: registry::ResolvedImage,
+    /// The reference given.
+    reference: Reference,
+    /// The platform asked for.
+    platform: Platform,
+    /// How its registry was reached.
+    options: registry::Options,
+}
+
+/// Resolves `args.image` in its registry (documents only, no layer); a
+/// registry failure is printed and given as its exit code.
+pub(super) fn resolve(
+    args: &CheckPullArgs,
+    config: &Config,
+) -> anyhow::Result<Result<Resolved, ExitCode>> {
     let reference: Reference = args.image.parse()?;
     let platform = args.platform.clone().unwrap_or_else(node_platform);
+    let options = registry_access::options(
+        &reference,
+        args.ca_file.as_deref(),
+        platform.clone(),
+        config,
+    )?;
+    let resolved = registry::connect(&reference, &options)
+        .and_then(|mut client| client.resolve().map(|image| (client, image)));
+    Ok(match resolved {
+        Ok((client, image)) => Ok(Resolved {
+            client,
+            image,
+            reference,
+            platform,
+            options,
+        }),
+        Err(e) => Err(registry_error(e, &reference, &options)),
+    })
+}
+
+/// Runs `headroom check-pull`: exit code 0 ok, 1 warning, 2 pressure now
+/// or predicted from the pull, 3 error, 4–8 a registry failure by class
+/// (docs/exit-codes.md). With `--fleet`, [`super::fleet::run`].
+pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    if args.fleet.fleet {
+        return super::fleet::run(args, config);
+    }
+    // The registry first: a bad name or tag fails before the node is scanned.
+    let Resolved {
+        mut client,
+        image,
+        reference,
+        platform,
+        options,
+    } = match resolve(args, config)? {
+        Ok(resolved) => resolved,
+        Err(code) => return Ok(code),
+    };
     // `--ca-file` is for the image's registry; a pull in flight from another
     // has only certs.d's CAs.
     let options_for = |other: &Reference| {
@@ -100,20 +167,8 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
             .filter(|_| other.registry == reference.registry);
         registry_access::options(other, ca_file, platform.clone(), config)
     };
-    let options = options_for(&reference)?;
-    // The registry first: a bad name or tag fails before the node is scanned.
-    let resolved = registry::connect(&reference, &options)
-        .and_then(|mut client| client.resolve().map(|image| (client, image)));
-    let (mut client, image) = match resolved {
-        Ok(found) => found,
-        Err(e) => return Ok(registry_error(e, &reference, &options)),
-    };
     let node = super::status::scan_here(config)?;
-    let runtime = args.runtime.map(|store| match store {
-        Store::Containerd => RuntimeKind::Containerd,
-        Store::Docker => RuntimeKind::Docker,
-    });
-    let target = Target::choose(&node.status, runtime, &args.namespace);
+    let target = Target::choose(&node.status, args.runtime(), &args.namespace);
     let fallback = fallback(&node.status);
     let sizer = Sizer {
         block_size: block_size(&node.status, target.runtime),
