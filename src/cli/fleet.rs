@@ -14,13 +14,14 @@ use headroom::fleet::report::{self, Summary, Verdict};
 use headroom::fleet::{self, agents, direct, kube, prometheus, Agent, Limits, NodeAnswer};
 use headroom::model::human_bytes;
 use headroom::predict::pull::DEFAULT_UNPACK_RATIO;
-use headroom::registry::sizing::{size_layer, Fallback};
+use headroom::registry::sizing::Fallback;
 use headroom::registry::ResolvedImage;
 use headroom::what_if::{Answer, Question};
 use serde::Serialize;
 
 use super::check_pull::{self, CheckPullArgs};
 use super::fit::Column;
+use super::in_flight::Sizer;
 use super::printable::printable;
 use super::screen::{self, droppable, figure, name, BOLD};
 
@@ -157,26 +158,19 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
 const BLOCK_SIZE: u64 = 4096;
 
 /// What every node is asked: the image with each of its layers measured
-/// once, here (a node skips the ones it has).
+/// once, here (a node skips the ones it has), in [`BLOCK_SIZE`] blocks and,
+/// when a blob teaches nothing, at the default unpack ratio.
 fn question(args: &CheckPullArgs, resolved: &mut check_pull::Resolved) -> Question {
     let fallback = Fallback {
         ratio: DEFAULT_UNPACK_RATIO,
         ratio_source: "the default (measured before any node is asked)".to_string(),
         inodes_per_byte: 0.0,
     };
-    let unpacked = resolved
-        .image
-        .layers
-        .iter()
-        .map(|layer| size_layer(&mut resolved.client, layer, BLOCK_SIZE, &fallback))
-        .collect();
-    Question::from_resolved(
-        &args.image,
-        &resolved.image,
-        unpacked,
-        args.runtime(),
-        Some(args.namespace.clone()),
-    )
+    let sizer = Sizer {
+        block_size: BLOCK_SIZE,
+        fallback: &fallback,
+    };
+    check_pull::question(args, &resolved.image, &mut resolved.client, &sizer)
 }
 
 /// The agents of the one source `args` names.
