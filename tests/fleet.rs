@@ -506,3 +506,147 @@ fn fault_a_fleet_needs_exactly_one_source_and_good_addresses() {
         assert!(out.stdout.is_empty(), "{words:?}");
     }
 }
+
+/// `kubectl-headroom`, a link to the binary, in a fresh dir.
+fn plugin(dir: &std::path::Path) -> std::path::PathBuf {
+    let link = dir.join("kubectl-headroom");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_headroom"), &link).unwrap();
+    link
+}
+
+/// A fake API server on loopback (plain HTTP): lists `pods` (name, node)
+/// for the DaemonSet's label in namespace `headroom`, and proxies each
+/// pod's what-if route to a canned answer (`None`: the API server's 503
+/// for a pod it cannot reach). Its kubeconfig, written in `dir`.
+fn api_server(dir: &std::path::Path, pods: &[(&str, &str, Option<&str>)]) -> std::path::PathBuf {
+    let items: Vec<Value> = pods
+        .iter()
+        .map(|(pod, node, _)| {
+            json!({"metadata": {"name": pod, "namespace": "headroom"},
+                   "spec": {"nodeName": node, "containers": [{"name": "headroom",
+                            "ports": [{"name": "metrics", "containerPort": 9847}]}]}})
+        })
+        .collect();
+    let list = serde_json::to_vec(&json!({
+        "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items,
+    }))
+    .unwrap();
+    let answers: Vec<(String, Option<Vec<u8>>)> = pods
+        .iter()
+        .map(|(pod, node, state)| {
+            let path =
+                format!("/api/v1/namespaces/headroom/pods/{pod}:9847/proxy/api/v1/check-pull");
+            (
+                path,
+                state.map(|s| serde_json::to_vec(&canned(node, s)).unwrap()),
+            )
+        })
+        .collect();
+    let address = serve(move |r| {
+        if r.path.starts_with("/api/v1/namespaces/headroom/pods?")
+            && r.path
+                .contains("labelSelector=app.kubernetes.io%2Fname%3Dheadroom")
+        {
+            return reply("200 OK", list.clone());
+        }
+        match answers.iter().find(|(path, _)| *path == r.path) {
+            Some((_, Some(body))) if serde_json::from_slice::<Value>(&r.body).is_ok() => {
+                reply("200 OK", body.clone())
+            }
+            Some(_) => reply(
+                "503 Service Unavailable",
+                r#"{"kind":"Status","message":"error trying to reach service: connection refused"}"#,
+            ),
+            None => reply(
+                "404 Not Found",
+                r#"{"kind":"Status","message":"not found"}"#,
+            ),
+        }
+    });
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{{name: fake, cluster: {{server: \"http://{address}\"}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\n"
+        ),
+    )
+    .unwrap();
+    kubeconfig
+}
+
+#[test]
+fn kubectl_headroom_asks_the_daemonset_pods_through_the_pod_proxy() {
+    let image = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api_server(
+        dir.path(),
+        &[
+            ("headroom-a1", "node-a", Some("ok")),
+            ("headroom-b2", "node-b", Some("pressure")),
+            ("headroom-c3", "node-c", None),
+        ],
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = std::process::Command::new(plugin(dir.path()))
+        .args([
+            "check-pull",
+            &image,
+            "--plain-http",
+            "--platform",
+            "linux/amd64",
+            "--json",
+        ])
+        .env("HEADROOM_CONFIG", &config)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(names(&doc, "node"), ["node-b", "node-c", "node-a"]);
+    assert_eq!(
+        names(&doc, "agent"),
+        ["headroom-b2:9847", "headroom-c3:9847", "headroom-a1:9847"]
+    );
+    assert_eq!(doc["nodes"][1]["error"]["kind"], "http_status");
+    let message = doc["nodes"][1]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("503"), "{message}");
+}
+
+#[test]
+fn fault_kubectl_headroom_without_a_cluster_is_an_error_not_a_verdict() {
+    let image = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = std::process::Command::new(plugin(dir.path()))
+        .args(["check-pull", &image, "--plain-http"])
+        .env("HEADROOM_CONFIG", &config)
+        .env("KUBECONFIG", dir.path().join("none"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Kubernetes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
