@@ -650,3 +650,120 @@ fn fault_kubectl_headroom_without_a_cluster_is_an_error_not_a_verdict() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A real agent, stopped (by its pid) when dropped.
+struct RealAgent(std::process::Child);
+
+impl Drop for RealAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `GET path` on `address` answers 200.
+fn answers_200(address: &str, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut head = String::new();
+    let _ = BufReader::new(stream).read_line(&mut head);
+    head.contains(" 200 ")
+}
+
+#[test]
+fn a_real_agent_answers_the_fleet_as_the_node_answers_check_pull() {
+    let image = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |rel: &str| dir.path().join(rel).display().to_string();
+    for rel in ["kubelet", "containerd", "pods"] {
+        std::fs::create_dir_all(dir.path().join(rel)).unwrap();
+    }
+    // Thresholds of 1 byte and image GC that never runs: ok on any disk.
+    std::fs::write(
+        dir.path().join("kubelet/config.yaml"),
+        "kind: KubeletConfiguration\nimageGCHighThresholdPercent: 100\n\
+         imageGCLowThresholdPercent: 99\n\
+         evictionHard: {nodefs.available: \"1\", imagefs.available: \"1\"}\n",
+    )
+    .unwrap();
+    let node_flags = [
+        "--docker-root".to_string(),
+        path("docker"),
+        "--containerd-address".to_string(),
+        path("containerd.sock"),
+        "--containerd-root".to_string(),
+        path("containerd"),
+        "--kubelet-root".to_string(),
+        path("kubelet"),
+        "--kubelet-config".to_string(),
+        path("kubelet/config.yaml"),
+        "--pod-logs".to_string(),
+        path("pods"),
+        "--containerd-timeout".to_string(),
+        "1s".to_string(),
+    ];
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let address = format!("127.0.0.1:{}", refusing().rsplit(':').next().unwrap());
+    let _agent = RealAgent(
+        std::process::Command::new(env!("CARGO_BIN_EXE_headroom"))
+            .args(["agent", "--log-level", "warn", "--listen", &address])
+            .args(&node_flags)
+            .env("HEADROOM_CONFIG", &config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ready = (0..600).any(|_| {
+        thread::sleep(Duration::from_millis(50));
+        answers_200(&address, "/readyz")
+    });
+    assert!(ready, "the agent at {address} never got ready");
+    let flags: Vec<&str> = node_flags.iter().map(String::as_str).collect();
+    let fleet = headroom(
+        &image,
+        &[&["--fleet", "--agents", &address, "--json"][..], &flags].concat(),
+    );
+    let local = headroom(&image, &[&["--json"][..], &flags].concat());
+    assert_eq!(
+        fleet.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&fleet.stderr)
+    );
+    assert_eq!(
+        local.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let (fleet, local) = (json_of(&fleet), json_of(&local));
+    let answer = &fleet["nodes"][0]["answer"];
+    for key in [
+        "node",
+        "config_digest",
+        "runtime",
+        "namespace",
+        "image_present",
+        "download_bytes",
+        "total_bytes",
+    ] {
+        assert_eq!(answer[key], local[key], "{key}");
+    }
+    let states = |doc: &Value| -> Vec<(String, Value)> {
+        doc["prediction"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(signal, p)| (signal.clone(), p["state"].clone()))
+            .collect()
+    };
+    assert_eq!(states(answer), states(&local));
+    assert!(!states(&local).is_empty());
+}
