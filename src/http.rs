@@ -286,7 +286,8 @@ fn log_end(result: Result<(), hyper::Error>) {
 type Snapshots = watch::Receiver<Arc<Snapshot>>;
 
 fn router(snapshots: Snapshots, limits: &Limits) -> Router {
-    let what_if = check_pull::Endpoint::new(snapshots.clone(), limits);
+    let ask =
+        post(check_pull::answer).with_state(check_pull::Endpoint::new(snapshots.clone(), limits));
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -295,11 +296,8 @@ fn router(snapshots: Snapshots, limits: &Limits) -> Router {
         .with_state(snapshots)
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         // Added after the 1 KiB limit, which so does not cover it: the
-        // endpoint bounds its own body.
-        .route(
-            "/api/v1/check-pull",
-            post(check_pull::answer).with_state(what_if),
-        )
+        // what-if bounds its own body.
+        .route("/api/v1/check-pull", ask)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,

@@ -516,6 +516,17 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seeds_are_questions() {
+        let seeds: [&[u8]; 2] = [
+            include_bytes!("../fuzz/corpus/question_parse/seed-question.json"),
+            include_bytes!("../fuzz/corpus/question_parse/seed-empty-layers.json"),
+        ];
+        for seed in seeds {
+            Question::parse(seed).expect("a seed parses");
+        }
+    }
+
+    #[test]
     fn namespaces_follow_containerd_rules() {
         for good in ["k8s.io", "moby", "a-b_c.d", "A1"] {
             assert!(is_namespace(good), "{good}");
