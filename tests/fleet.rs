@@ -767,3 +767,29 @@ fn a_real_agent_answers_the_fleet_as_the_node_answers_check_pull() {
     assert_eq!(states(answer), states(&local));
     assert!(!states(&local).is_empty());
 }
+
+#[test]
+fn fault_an_answer_without_a_verdict_is_unknown_not_ok() {
+    let image = registry();
+    let mut empty = canned("node-blind", "ok");
+    empty["prediction"] = json!({});
+    let body = serde_json::to_vec(&empty).unwrap();
+    let blind = serve(move |_| reply("200 OK", body.clone()));
+    let ok = agent("node-ok", "ok", Duration::ZERO, None);
+    let out = headroom(
+        &image,
+        &["--fleet", "--agents", &[ok, blind].join(","), "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json_of(&out);
+    assert_eq!(names(&doc, "verdict"), ["unknown", "ok"]);
+    assert_eq!(
+        doc["summary"]["sentence"],
+        "fits on 1 of 2 nodes; 1 gave no verdict (no filesystem measured): node-blind"
+    );
+}

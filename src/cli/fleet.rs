@@ -316,7 +316,10 @@ fn row(node: &NodeAnswer) -> Vec<String> {
                     || "-".to_string(),
                     |(_, p)| signed_bytes(p.projected_available_after_gc),
                 ),
-                worst.map_or_else(String::new, |(_, p)| printable(&p.reason).into_owned()),
+                worst.map_or_else(
+                    || "no filesystem measured: nothing to judge by".to_string(),
+                    |(_, p)| printable(&p.reason).into_owned(),
+                ),
             ]
         }
         Err(e) => vec![

@@ -41,7 +41,8 @@ impl Verdict {
     }
 }
 
-/// The verdict of one node's outcome.
+/// The verdict of one node's outcome: unknown when it did not answer or
+/// its answer has no verdict (its agent measured no filesystem).
 pub fn verdict(node: &NodeAnswer) -> Verdict {
     let Ok(answer) = &node.answer else {
         return Verdict::Unknown;
@@ -49,7 +50,9 @@ pub fn verdict(node: &NodeAnswer) -> Verdict {
     match answer.prediction.values().map(|p| p.state).max() {
         Some(State::Pressure) => Verdict::Pressure,
         Some(State::Warning) => Verdict::Warning,
-        Some(State::Ok) | None => Verdict::Ok,
+        Some(State::Ok) => Verdict::Ok,
+        // No filesystem measured there: nothing to judge by, not ok.
+        None => Verdict::Unknown,
     }
 }
 
@@ -110,7 +113,15 @@ impl Summary {
             }
         };
         part(&pressure, "would reach DiskPressure");
-        part(&unknown, "did not answer");
+        let (silent, unjudged): (Vec<&NodeAnswer>, Vec<&NodeAnswer>) = nodes
+            .iter()
+            .filter(|n| verdict(n) == Verdict::Unknown)
+            .partition(|n| n.answer.is_err());
+        let names = |nodes: Vec<&NodeAnswer>| -> Vec<String> {
+            nodes.iter().map(|n| node_name(n).to_string()).collect()
+        };
+        part(&names(silent), "did not answer");
+        part(&names(unjudged), "gave no verdict (no filesystem measured)");
         part(&warning, "with a warning");
         Summary {
             nodes: nodes.len(),
