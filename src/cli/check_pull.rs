@@ -1,10 +1,10 @@
 //! `headroom check-pull IMAGE`: what pulling IMAGE onto this node would
 //! cost, and the kubelet's verdict on it, before anything is pulled.
 //!
-//! The image is resolved in its registry (documents only, no layer), the
-//! node is scanned as `status --local` does, and
-//! [`headroom::inventory::check_pull`] works out the cost and the verdicts;
-//! this file fetches and prints. Outbound requests are made here, by the
+//! The image is resolved in its registry (documents only, a few ranges of
+//! each layer), the node is scanned as `status --local` does, and the
+//! [`Question`] is answered by [`what_if::answer`], as a node's agent
+//! answers it; this file fetches and prints. Outbound requests are made here, by the
 //! CLI, only: the agent never calls a registry.
 
 use std::collections::BTreeMap;
@@ -14,14 +14,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use headroom::config::Config;
-use headroom::inventory::check_pull::{
-    fallback, judge, plan, store_root, InFlightPull, PlannedLayer, PullCheck, Target,
-};
+use headroom::inventory::check_pull::{fallback, store_root, PlannedLayer, Target};
 use headroom::model::{human_bytes, short_id, Filesystem, Prediction, Signal, Status};
 use headroom::registry::sizing::size_layer;
 use headroom::registry::{self, Platform, Reference};
 use headroom::runtime::RuntimeKind;
-use serde::Serialize;
+use headroom::what_if::{self, Answer, Question};
 
 use super::in_flight::{pulls_in_flight, Sizer};
 use super::printable::printable;
@@ -32,10 +30,10 @@ use super::screen::{self, bar, state_style, BOLD};
 #[derive(Debug, clap::Args)]
 pub struct CheckPullArgs {
     /// The image, as the kubelet would be given it (e.g. registry.example/app:2).
-    image: String,
+    pub(super) image: String,
     /// Print the result as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// The platform picked from a multi-platform image [default: this node's linux/<arch>].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
@@ -44,10 +42,23 @@ pub struct CheckPullArgs {
     runtime: Option<Store>,
     /// The containerd namespace the pull goes to (the kubelet's is k8s.io).
     #[arg(long, default_value = "k8s.io")]
-    namespace: String,
+    pub(super) namespace: String,
     /// CA certificates (PEM) trusted for the registry's host (with certs.d's, in place of the public roots).
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
+    /// Every node's agent asked instead (`--fleet`).
+    #[command(flatten)]
+    pub(super) fleet: super::fleet::FleetArgs,
+}
+
+impl CheckPullArgs {
+    /// The store `--runtime` names, if it names one.
+    pub(super) fn runtime(&self) -> Option<RuntimeKind> {
+        self.runtime.map(|store| match store {
+            Store::Containerd => RuntimeKind::Containerd,
+            Store::Docker => RuntimeKind::Docker,
+        })
+    }
 }
 
 /// An image store a pull can go to.
@@ -59,38 +70,66 @@ enum Store {
     Docker,
 }
 
-/// The `--json` document.
-#[derive(Debug, Serialize)]
-struct Document<'a> {
-    image: &'a str,
-    reference: String,
-    index_digest: Option<&'a str>,
-    manifest_digest: &'a str,
-    config_digest: &'a str,
-    platform: String,
-    runtime: RuntimeKind,
-    namespace: &'a str,
-    /// Where the registry credentials came from; never the secret.
-    credentials: Option<String>,
-    image_present: bool,
-    layers: &'a [PlannedLayer],
-    download_bytes: u64,
-    unpack_bytes: u64,
-    inodes: u64,
-    total_bytes: u64,
-    /// The pulls in flight counted in the verdict.
-    in_flight: &'a [InFlightPull],
-    in_flight_bytes: u64,
-    /// The verdict per affected signal.
-    prediction: &'a BTreeMap<Signal, Prediction>,
+/// The image resolved in its registry, with what it was resolved with.
+pub(super) struct Resolved {
+    /// The registry client, to measure layers with.
+    pub(super) client: registry::Client,
+    /// The image.
+    pub(super) image: registry::ResolvedImage,
+    /// The reference given.
+    reference: Reference,
+    /// The platform asked for.
+    platform: Platform,
+    /// How its registry was reached.
+    options: registry::Options,
+}
+
+/// Resolves `args.image` in its registry (documents only, no layer); a
+/// registry failure is printed and given as its exit code.
+pub(super) fn resolve(
+    args: &CheckPullArgs,
+    config: &Config,
+) -> anyhow::Result<Result<Resolved, ExitCode>> {
+    let reference: Reference = args.image.parse()?;
+    let platform = args.platform.clone().unwrap_or_else(node_platform);
+    let options = registry_access::options(
+        &reference,
+        args.ca_file.as_deref(),
+        platform.clone(),
+        config,
+    )?;
+    let resolved = registry::connect(&reference, &options)
+        .and_then(|mut client| client.resolve().map(|image| (client, image)));
+    Ok(match resolved {
+        Ok((client, image)) => Ok(Resolved {
+            client,
+            image,
+            reference,
+            platform,
+            options,
+        }),
+        Err(e) => Err(registry_error(e, &reference, &options)),
+    })
 }
 
 /// Runs `headroom check-pull`: exit code 0 ok, 1 warning, 2 pressure now
 /// or predicted from the pull, 3 error, 4–8 a registry failure by class
-/// (docs/exit-codes.md).
+/// (docs/exit-codes.md). With `--fleet`, [`super::fleet::run`].
 pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
-    let reference: Reference = args.image.parse()?;
-    let platform = args.platform.clone().unwrap_or_else(node_platform);
+    if args.fleet.fleet {
+        return super::fleet::run(args, config);
+    }
+    // The registry first: a bad name or tag fails before the node is scanned.
+    let Resolved {
+        mut client,
+        image,
+        reference,
+        platform,
+        options,
+    } = match resolve(args, config)? {
+        Ok(resolved) => resolved,
+        Err(code) => return Ok(code),
+    };
     // `--ca-file` is for the image's registry; a pull in flight from another
     // has only certs.d's CAs.
     let options_for = |other: &Reference| {
@@ -100,65 +139,46 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
             .filter(|_| other.registry == reference.registry);
         registry_access::options(other, ca_file, platform.clone(), config)
     };
-    let options = options_for(&reference)?;
-    // The registry first: a bad name or tag fails before the node is scanned.
-    let resolved = registry::connect(&reference, &options)
-        .and_then(|mut client| client.resolve().map(|image| (client, image)));
-    let (mut client, image) = match resolved {
-        Ok(found) => found,
-        Err(e) => return Ok(registry_error(e, &reference, &options)),
-    };
     let node = super::status::scan_here(config)?;
-    let runtime = args.runtime.map(|store| match store {
-        Store::Containerd => RuntimeKind::Containerd,
-        Store::Docker => RuntimeKind::Docker,
-    });
-    let target = Target::choose(&node.status, runtime, &args.namespace);
+    let target = Target::choose(&node.status, args.runtime(), &args.namespace);
     let fallback = fallback(&node.status);
     let sizer = Sizer {
         block_size: block_size(&node.status, target.runtime),
         fallback: &fallback,
     };
-    let mut plan = plan(&image, &node.status, &target);
-    for (planned, layer) in plan.layers.iter_mut().zip(&image.layers) {
-        if !planned.present {
-            planned.unpacked = Some(size_layer(&mut client, layer, sizer.block_size, &fallback));
-        }
-    }
+    // Every layer is measured, as for a fleet: the answer is computed the
+    // way a node's agent computes it (`what_if::answer`).
+    let question = question(args, &image, &mut client, &sizer);
     let in_flight = pulls_in_flight(&node.status, &reference, &options_for, &sizer);
-    let check = judge(plan, &args.image, &node, target, in_flight);
-    let document = Document {
-        image: &args.image,
-        reference: image.reference.to_string(),
-        index_digest: image.index_digest.as_deref(),
-        manifest_digest: &image.manifest_digest,
-        config_digest: &image.config_digest,
-        platform: image.platform.to_string(),
-        runtime: check.target.runtime,
-        namespace: &check.target.namespace,
+    let answer = Answer {
         credentials: options.credential_source.as_ref().map(ToString::to_string),
-        image_present: check.image_present,
-        layers: &check.layers,
-        download_bytes: check.cost.download_bytes,
-        unpack_bytes: check.cost.unpack_bytes,
-        inodes: check.inodes,
-        total_bytes: check.cost.total(),
-        in_flight: &check.in_flight,
-        in_flight_bytes: check
-            .in_flight
-            .iter()
-            .map(InFlightPull::bytes)
-            .fold(0, u64::saturating_add),
-        prediction: &check.prediction,
+        ..what_if::answer(&question, &node, in_flight)
     };
     let mut out = anstream::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &document).context("writing JSON to stdout")?;
+        serde_json::to_writer_pretty(&mut out, &answer).context("writing JSON to stdout")?;
         writeln!(out).context("writing to stdout")?;
     } else {
-        render(&mut out, &document, &check, &node.status).context("writing to stdout")?;
+        render(&mut out, &answer, &node.status).context("writing to stdout")?;
     }
-    Ok(ExitCode::from(exit_code(&node.status, &check.prediction)))
+    Ok(ExitCode::from(exit_code(&node.status, &answer.prediction)))
+}
+
+/// The question `image`'s pull asks a node: every layer measured in the
+/// registry with `sizer`, for the store and namespace `args` name.
+pub(super) fn question(
+    args: &CheckPullArgs,
+    image: &registry::ResolvedImage,
+    client: &mut registry::Client,
+    sizer: &Sizer<'_>,
+) -> Question {
+    let unpacked = image
+        .layers
+        .iter()
+        .map(|layer| size_layer(client, layer, sizer.block_size, sizer.fallback))
+        .collect();
+    let namespace = Some(args.namespace.clone());
+    Question::from_resolved(&args.image, image, unpacked, args.runtime(), namespace)
 }
 
 /// The allocation unit of the filesystem `runtime`'s image root is on
@@ -219,13 +239,11 @@ fn exit_code(status: &Status, prediction: &BTreeMap<Signal, Prediction>) -> u8 {
 }
 
 /// The short screen: the image, its layers, the cost and the verdicts.
-fn render(
-    out: &mut impl Write,
-    d: &Document<'_>,
-    check: &PullCheck,
-    status: &Status,
-) -> std::io::Result<()> {
-    let target = &check.target;
+fn render(out: &mut impl Write, d: &Answer, status: &Status) -> std::io::Result<()> {
+    let target = Target {
+        runtime: d.runtime,
+        namespace: d.namespace.clone(),
+    };
     writeln!(
         out,
         "{BOLD}check-pull{BOLD:#} {} ({}) into {}",
@@ -236,8 +254,8 @@ fn render(
     writeln!(
         out,
         "  manifest {}, image ID {}",
-        short_id(d.manifest_digest),
-        short_id(d.config_digest)
+        short_id(&d.manifest_digest),
+        short_id(&d.config_digest)
     )?;
     let present = d.layers.iter().filter(|l| l.present).count();
     writeln!(
@@ -245,7 +263,7 @@ fn render(
         "  layers: {} in all, {present} already on the node",
         d.layers.len()
     )?;
-    for l in d.layers {
+    for l in &d.layers {
         layer_line(out, l)?;
     }
     if d.image_present {
@@ -255,7 +273,7 @@ fn render(
             printable(&target.label())
         )?;
     } else {
-        cost(out, d, target)?;
+        cost(out, d, &target)?;
     }
     verdicts(out, d, status)
 }
@@ -290,7 +308,7 @@ fn layer_line(out: &mut impl Write, l: &PlannedLayer) -> std::io::Result<()> {
     Ok(())
 }
 
-fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Result<()> {
+fn cost(out: &mut impl Write, d: &Answer, target: &Target) -> std::io::Result<()> {
     let blobs = target.runtime.runtime().blob_note();
     writeln!(
         out,
@@ -310,7 +328,7 @@ fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Res
         d.inodes
     )?;
     writeln!(out, "  total    {approx}{:>10}", human_bytes(d.total_bytes))?;
-    for p in d.in_flight {
+    for p in &d.in_flight {
         writeln!(
             out,
             "  in flight {} still adds ~{} ({} to download; unpacked: {}), counted",
@@ -323,8 +341,8 @@ fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Res
     Ok(())
 }
 
-fn verdicts(out: &mut impl Write, d: &Document<'_>, status: &Status) -> std::io::Result<()> {
-    for (signal, p) in d.prediction {
+fn verdicts(out: &mut impl Write, d: &Answer, status: &Status) -> std::io::Result<()> {
+    for (signal, p) in &d.prediction {
         let style = state_style(p.state);
         let Some(fs) = status.filesystems.iter().find(|f| f.signal == *signal) else {
             continue;
