@@ -27,6 +27,7 @@ use headroom::model::Pull;
 use serde_json::Value;
 
 use crate::agent::{self, poll, Containerd, Paths, Proc};
+use crate::check_pull::document;
 use crate::checks::Checks;
 use crate::images::K8S_NS;
 use crate::oracle::{self, line, path_str};
@@ -297,12 +298,6 @@ fn wait_in_flight(addr: &str, pull: &mut Proc) -> Result<Pull> {
     .map_err(|e| e.context(pull.output()))
 }
 
-/// The run's JSON document, or an error showing the run.
-fn document(run: &Run) -> Result<Value> {
-    serde_json::from_str(&run.stdout)
-        .with_context(|| format!("`{}` did not print JSON\n{}", run.command, run.describe()))
-}
-
 /// How many of the document's layers are present.
 fn present_layers(doc: &Value) -> usize {
     doc["layers"]
@@ -311,6 +306,220 @@ fn present_layers(doc: &Value) -> usize {
         .flatten()
         .filter(|l| l["present"] == true)
         .count()
+}
+
+/// What an answer must share exactly with the node's own check-pull: the
+/// image, the store, and every layer (present, in flight, and what it
+/// takes unpacked), and the bytes and inodes the pull would add.
+const EXACT: &[&str] = &[
+    "image",
+    "reference",
+    "manifest_digest",
+    "config_digest",
+    "platform",
+    "runtime",
+    "namespace",
+    "image_present",
+    "layers",
+    "download_bytes",
+    "unpack_bytes",
+    "inodes",
+    "total_bytes",
+];
+
+/// The figures of a pull in flight that may differ by [`TOLERANCE`]: the
+/// download goes on between the two asks, and check-pull measures the
+/// unpack from the registry where the agent (which calls no registry)
+/// uses the node's unpack ratio.
+const IN_FLIGHT_FIGURES: &[&str] = &["remaining_download_bytes", "unpack_bytes"];
+/// How far two measures of a pull in flight may be apart, as a fraction.
+const TOLERANCE: f64 = 0.10;
+
+/// `doc[key]` as a number (0 when missing, so a missing one differs).
+fn number(doc: &Value, key: &str) -> f64 {
+    doc[key].as_f64().unwrap_or(0.0)
+}
+
+/// The state of every signal of `doc`'s prediction.
+fn states(doc: &Value) -> Vec<(String, String)> {
+    doc["prediction"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(signal, p)| (signal.clone(), p["state"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// The worst state of `doc`'s prediction: `ok`, `warning` or `pressure`.
+fn worst(doc: &Value) -> &'static str {
+    let all = states(doc);
+    ["pressure", "warning"]
+        .into_iter()
+        .find(|bad| all.iter().any(|(_, state)| state == bad))
+        .unwrap_or("ok")
+}
+
+/// Records where `answer` (what `asked` said) differs from `own` (what it
+/// is held to, for node `name`): [`EXACT`] fields, the state per signal,
+/// the pulls in flight by reference with [`IN_FLIGHT_FIGURES`] within
+/// [`TOLERANCE`].
+fn compare(c: &mut Checks, name: &str, asked: &str, own: &Value, answer: &Value) {
+    for key in EXACT {
+        c.eq(
+            &format!("{name}: {key} of {asked}"),
+            "the node's own check-pull --json",
+            &own[key],
+            &answer[key],
+        );
+    }
+    c.eq(
+        &format!("{name}: verdict state per signal of {asked}"),
+        "the node's own check-pull --json",
+        states(own),
+        states(answer),
+    );
+    let pulls =
+        |doc: &Value| -> Vec<Value> { doc["in_flight"].as_array().cloned().unwrap_or_default() };
+    let (mine, theirs) = (pulls(own), pulls(answer));
+    let reference = |p: &Value| p["reference"].as_str().unwrap_or("").to_owned();
+    c.eq(
+        &format!("{name}: pulls in flight of {asked}"),
+        "the node's own check-pull --json",
+        mine.iter().map(reference).collect::<Vec<_>>(),
+        theirs.iter().map(reference).collect::<Vec<_>>(),
+    );
+    for (m, t) in mine.iter().zip(&theirs) {
+        for key in IN_FLIGHT_FIGURES {
+            let (expected, actual) = (number(m, key), number(t, key));
+            c.near(
+                &format!("{name}: in_flight {} {key} of {asked}", reference(m)),
+                &format!("the node's own check-pull ({})", m["method"]),
+                expected,
+                actual,
+                expected * TOLERANCE,
+            );
+        }
+    }
+    let expected = number(own, "in_flight_bytes");
+    c.near(
+        &format!("{name}: in_flight_bytes of {asked}"),
+        "the node's own check-pull --json",
+        expected,
+        number(answer, "in_flight_bytes"),
+        expected * TOLERANCE,
+    );
+}
+
+/// The exit code docs/exit-codes.md gives a fleet: 2 if a node would
+/// reach pressure, else 9 if one did not answer, else 1 if one warns.
+fn fleet_exit(verdicts: &[&str]) -> i32 {
+    [("pressure", 2), ("unknown", 9), ("warning", 1)]
+        .into_iter()
+        .find(|(v, _)| verdicts.contains(v))
+        .map_or(0, |(_, code)| code)
+}
+
+/// The entry of the fleet document for the agent at `addr`.
+fn entry<'a>(fleet: &'a Value, addr: &str) -> Option<&'a Value> {
+    fleet["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["agent"] == addr)
+}
+
+/// The agents a fleet document names, sorted.
+fn agents_of(fleet: &Value) -> Vec<String> {
+    let mut out: Vec<String> = fleet["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| n["agent"].as_str().unwrap_or("").to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `headroom check-pull image --fleet SOURCE… --json --plain-http`.
+fn ask_fleet(source: &[&str], image: &str) -> Result<(Run, Value)> {
+    let mut args = vec!["check-pull", image, "--fleet"];
+    args.extend(source);
+    args.extend(["--json", "--plain-http"]);
+    let run = headroom(&args)?;
+    let doc = document(&run)?;
+    Ok((run, doc))
+}
+
+/// The checks of one fleet run against the nodes' own check-pulls
+/// (`own[i]` for `nodes[i]`; `None` where there is none): each live node
+/// named and answering as its own check-pull, the stopped one unknown,
+/// and the exit code and summary those verdicts give.
+fn judge_fleet(
+    c: &mut Checks,
+    asked: &str,
+    run: &Run,
+    fleet: &Value,
+    nodes: &[Node],
+    own: &[Option<Value>],
+) {
+    let mut expected = Vec::new();
+    for (node, own) in nodes.iter().zip(own) {
+        let verdict = match (&node.agent, own) {
+            (None, _) => "unknown",
+            (Some(_), Some(own)) => worst(own),
+            // Its own check-pull failed (recorded): nothing to hold it to.
+            (Some(_), None) => continue,
+        };
+        expected.push(verdict);
+        let Some(e) = entry(fleet, &node.addr) else {
+            c.that(false, || {
+                format!("{asked}: no entry for {} ({})", node.name, node.addr)
+            });
+            continue;
+        };
+        c.eq(
+            &format!("{}: verdict of {asked}", node.name),
+            "its own check-pull's worst state; unknown once its agent is stopped",
+            verdict,
+            e["verdict"].as_str().unwrap_or(""),
+        );
+        match own {
+            Some(own) => {
+                c.eq(
+                    &format!("{}: node of {asked}", node.name),
+                    "its NODE_NAME",
+                    node.name,
+                    e["node"].as_str().unwrap_or(""),
+                );
+                compare(c, node.name, asked, own, &e["answer"]);
+            }
+            None => c.that(
+                e["answer"].is_null() && e["error"]["kind"].is_string(),
+                || format!("{asked}: the stopped node has an error and no answer: {e}"),
+            ),
+        }
+    }
+    c.eq(
+        &format!("exit code of {asked}"),
+        "the worst verdict (docs/exit-codes.md)",
+        fleet_exit(&expected),
+        run.code,
+    );
+    let summary = &fleet["summary"];
+    let count = |key: &str| summary[key].as_array().map(Vec::len);
+    c.eq(
+        &format!("summary of {asked}: nodes, pressure, unknown"),
+        "the verdicts",
+        (
+            Some(nodes.len() as u64),
+            Some(expected.iter().filter(|v| **v == "pressure").count()),
+            Some(expected.iter().filter(|v| **v == "unknown").count()),
+        ),
+        (
+            summary["nodes"].as_u64(),
+            count("pressure"),
+            count("unknown"),
+        ),
+    );
 }
 
 /// Trial: the fleet's answer per node against each node's own check-pull.
@@ -349,44 +558,110 @@ pub fn check_pull_answers_per_node(w: &World) -> Result<()> {
 
     let mut c = Checks::new();
     let checked = w.fixtures.image(CHECKED);
-    for node in &nodes[..2] {
-        c.that(agent::answers(&node.addr, "/readyz", 200), || {
-            format!("{}'s agent answers /readyz", node.name)
-        });
-    }
-    c.that(std::net::TcpStream::connect(&stopped).is_err(), || {
-        format!("the stopped agent's {stopped} still accepts connections")
-    });
-    // Each node's own check-pull: the layers each holds, the pull counted.
-    for (node, present) in nodes[..2].iter().zip([0, 2]) {
-        match node
-            .check_pull(checked)
-            .and_then(|run| Ok((document(&run)?, run)))
-        {
-            Ok((doc, run)) => {
-                c.that((0..=2).contains(&run.code), || {
-                    format!(
-                        "{}: a verdict (exit 0, 1 or 2)\n{}",
-                        node.name,
-                        run.describe()
-                    )
-                });
-                c.eq(
-                    &format!("{}: layers of {checked} present", node.name),
-                    "the images pulled onto it",
-                    present,
-                    present_layers(&doc),
-                );
-            }
-            Err(e) => c.error(&format!("{}: check-pull", node.name), e),
-        }
-    }
+    let list = addrs_list(&nodes);
+    let by_list = ask_fleet(&["--agents", &list], checked);
+    let own = own_checks(&mut c, &nodes, checked);
+    let url = format!("http://{prom}");
+    let by_prometheus = ask_fleet(&["--prometheus", &url], checked);
     c.that(pull.exited().is_none(), || {
         format!(
             "the pull on fleet-a was still in flight at the end\n{}",
             pull.output()
         )
     });
+    match &by_list {
+        Ok((run, doc)) => judge_fleet(&mut c, "--agents", run, doc, &nodes, &own),
+        Err(e) => c.error("check-pull --fleet --agents", anyhow::anyhow!("{e:#}")),
+    }
+    match &by_prometheus {
+        Ok((run, doc)) => {
+            judge_fleet(&mut c, "--prometheus", run, doc, &nodes, &own);
+            let targets: Vec<String> = job_targets(&prom)?.into_iter().map(|(a, _)| a).collect();
+            c.eq(
+                "agents found by --prometheus",
+                "Prometheus's active targets of the job",
+                targets,
+                agents_of(doc),
+            );
+            if let Ok((_, listed)) = &by_list {
+                for node in &nodes[..2] {
+                    let pick = |doc: &Value| {
+                        entry(doc, &node.addr)
+                            .map(|e| e["answer"].clone())
+                            .unwrap_or_default()
+                    };
+                    compare(
+                        &mut c,
+                        node.name,
+                        "--prometheus against --agents",
+                        &pick(listed),
+                        &pick(doc),
+                    );
+                }
+            }
+        }
+        Err(e) => c.error("check-pull --fleet --prometheus", anyhow::anyhow!("{e:#}")),
+    }
     let context: Vec<String> = nodes.iter().map(Node::context).collect();
     c.finish(&context.join("\n"))
+}
+
+/// `host:port,host:port,…` of every node's agent, the stopped one too.
+fn addrs_list(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.addr.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Each live node's own check-pull of `image` (`None` for a node whose
+/// agent is stopped), checking the premises: the layers each holds, the
+/// pull in flight counted on fleet-a, which is in pressure, fleet-b ok.
+fn own_checks(c: &mut Checks, nodes: &[Node], image: &str) -> Vec<Option<Value>> {
+    let premises = [(0, "pressure", 1), (2, "ok", 0)];
+    nodes
+        .iter()
+        .zip(premises.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(node, premise)| {
+            let (present, state, in_flight) = *premise?;
+            let run = node
+                .check_pull(image)
+                .and_then(|run| Ok((document(&run)?, run)));
+            match run {
+                Ok((doc, run)) => {
+                    c.eq(
+                        &format!("{}: layers of {image} present", node.name),
+                        "the images pulled onto it",
+                        present,
+                        present_layers(&doc),
+                    );
+                    c.eq(
+                        &format!("{}: worst state of its own check-pull", node.name),
+                        "the premise",
+                        state,
+                        worst(&doc),
+                    );
+                    c.eq(
+                        &format!("{}: pulls in flight in its own check-pull", node.name),
+                        "the throttled pull",
+                        in_flight,
+                        doc["in_flight"].as_array().map_or(0, Vec::len),
+                    );
+                    c.that((0..=2).contains(&run.code), || {
+                        format!(
+                            "{}: a verdict (exit 0, 1 or 2)\n{}",
+                            node.name,
+                            run.describe()
+                        )
+                    });
+                    Some(doc)
+                }
+                Err(e) => {
+                    c.error(&format!("{}: its own check-pull", node.name), e);
+                    None
+                }
+            }
+        })
+        .collect()
 }
