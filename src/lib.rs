@@ -27,3 +27,4 @@ pub mod runtime;
 pub mod small_file;
 pub mod volumes;
 pub mod walk;
+pub mod what_if;

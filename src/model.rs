@@ -502,7 +502,7 @@ pub fn short_id(id: &str) -> String {
 }
 
 /// Times as RFC 3339 in UTC, to the second (`2026-05-01T12:00:00Z`).
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use std::time::SystemTime;
 
     use serde::{de::Error, Deserialize, Deserializer, Serializer};

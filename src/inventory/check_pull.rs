@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::signals::{self, Incoming};
 use super::Scanned;
@@ -70,7 +70,7 @@ impl Target {
 }
 
 /// One layer of the image and whether the store already has it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedLayer {
     /// The compressed blob's digest.
     pub digest: String,
@@ -95,7 +95,7 @@ impl PlannedLayer {
 }
 
 /// A pull already in flight on the node, and what it will still add.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InFlightPull {
     /// The pull's name as `status` lists it.
     pub reference: String,

@@ -11,7 +11,7 @@
 //! registry that ignores ranges, an unknown media type, a blob that is not
 //! what its media type says) falls back and says why.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ByteRange, Client, ResolvedLayer};
 use crate::layer_size::{
@@ -24,7 +24,7 @@ use crate::layer_size::{
 pub const SAMPLE_BYTES: u64 = 1 << 20;
 
 /// What one layer adds to the node once unpacked, and how that was found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unpacked {
     /// Bytes of the uncompressed tar stream.
     pub stream_bytes: u64,
