@@ -18,7 +18,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::is_sha256;
-use crate::inventory::check_pull::{InFlightPull, PlannedLayer};
+use crate::inventory::check_pull::{
+    judge, plan, pulls_in_flight, InFlightPull, PlannedLayer, Target,
+};
+use crate::inventory::Scanned;
 use crate::model::{Prediction, Signal};
 use crate::registry::sizing::Unpacked;
 use crate::registry::{Platform, Reference, ResolvedImage};
@@ -328,6 +331,49 @@ pub struct Answer {
     pub in_flight_bytes: u64,
     /// The verdict per affected signal.
     pub prediction: BTreeMap<Signal, Prediction>,
+}
+
+/// What pulling the image `question` describes would do to `node`, with
+/// the pulls `in_flight` (sized by the caller, see [`pulls_in_flight`])
+/// counted. `credentials` is left `None` for the caller to say.
+pub fn answer(question: &Question, node: &Scanned, in_flight: Vec<InFlightPull>) -> Answer {
+    let namespace = question.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+    let target = Target::choose(&node.status, question.runtime, namespace);
+    let plan = plan(question, &node.status, &target);
+    let check = judge(plan, &question.image, node, target, in_flight);
+    Answer {
+        node: node.status.node.clone(),
+        generated_at: node.status.generated_at,
+        image: question.image.clone(),
+        reference: question.reference.clone(),
+        index_digest: question.index_digest.clone(),
+        manifest_digest: question.manifest_digest.clone(),
+        config_digest: question.config_digest.clone(),
+        platform: question.platform.clone(),
+        runtime: check.target.runtime,
+        namespace: check.target.namespace,
+        credentials: None,
+        image_present: check.image_present,
+        download_bytes: check.cost.download_bytes,
+        unpack_bytes: check.cost.unpack_bytes,
+        inodes: check.inodes,
+        total_bytes: check.cost.total(),
+        in_flight_bytes: check
+            .in_flight
+            .iter()
+            .map(InFlightPull::bytes)
+            .fold(0, u64::saturating_add),
+        layers: check.layers,
+        in_flight: check.in_flight,
+        prediction: check.prediction,
+    }
+}
+
+/// [`answer`] as the node's agent gives it: the pulls in flight at the
+/// node's unpack ratio, since the agent asks no registry.
+pub fn answer_from_inventory(question: &Question, node: &Scanned) -> Answer {
+    let in_flight = pulls_in_flight(&node.status, |_| Err("the agent asks no registry"));
+    answer(question, node, in_flight)
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! `headroom check-pull IMAGE`: what pulling IMAGE onto this node would
 //! cost, and the kubelet's verdict on it, before anything is pulled.
 //!
-//! The image is resolved in its registry (documents only, no layer), the
-//! node is scanned as `status --local` does, and
-//! [`headroom::inventory::check_pull`] works out the cost and the verdicts;
-//! this file fetches and prints. Outbound requests are made here, by the
+//! The image is resolved in its registry (documents only, a few ranges of
+//! each layer), the node is scanned as `status --local` does, and the
+//! [`Question`] is answered by [`what_if::answer`], as a node's agent
+//! answers it; this file fetches and prints. Outbound requests are made here, by the
 //! CLI, only: the agent never calls a registry.
 
 use std::collections::BTreeMap;
@@ -14,14 +14,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use headroom::config::Config;
-use headroom::inventory::check_pull::{
-    fallback, judge, plan, store_root, InFlightPull, PlannedLayer, PullCheck, Target,
-};
+use headroom::inventory::check_pull::{fallback, store_root, PlannedLayer, Target};
 use headroom::model::{human_bytes, short_id, Filesystem, Prediction, Signal, Status};
 use headroom::registry::sizing::size_layer;
 use headroom::registry::{self, Platform, Reference};
 use headroom::runtime::RuntimeKind;
-use serde::Serialize;
+use headroom::what_if::{self, Answer, Question};
 
 use super::in_flight::{pulls_in_flight, Sizer};
 use super::printable::printable;
@@ -59,32 +57,6 @@ enum Store {
     Docker,
 }
 
-/// The `--json` document.
-#[derive(Debug, Serialize)]
-struct Document<'a> {
-    image: &'a str,
-    reference: String,
-    index_digest: Option<&'a str>,
-    manifest_digest: &'a str,
-    config_digest: &'a str,
-    platform: String,
-    runtime: RuntimeKind,
-    namespace: &'a str,
-    /// Where the registry credentials came from; never the secret.
-    credentials: Option<String>,
-    image_present: bool,
-    layers: &'a [PlannedLayer],
-    download_bytes: u64,
-    unpack_bytes: u64,
-    inodes: u64,
-    total_bytes: u64,
-    /// The pulls in flight counted in the verdict.
-    in_flight: &'a [InFlightPull],
-    in_flight_bytes: u64,
-    /// The verdict per affected signal.
-    prediction: &'a BTreeMap<Signal, Prediction>,
-}
-
 /// Runs `headroom check-pull`: exit code 0 ok, 1 warning, 2 pressure now
 /// or predicted from the pull, 3 error, 4–8 a registry failure by class
 /// (docs/exit-codes.md).
@@ -119,46 +91,28 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
         block_size: block_size(&node.status, target.runtime),
         fallback: &fallback,
     };
-    let mut plan = plan(&image, &node.status, &target);
-    for (planned, layer) in plan.layers.iter_mut().zip(&image.layers) {
-        if !planned.present {
-            planned.unpacked = Some(size_layer(&mut client, layer, sizer.block_size, &fallback));
-        }
-    }
+    // Every layer is measured, as for a fleet: the answer is computed the
+    // way a node's agent computes it (`what_if::answer`).
+    let unpacked = image
+        .layers
+        .iter()
+        .map(|layer| size_layer(&mut client, layer, sizer.block_size, &fallback))
+        .collect();
+    let namespace = Some(args.namespace.clone());
+    let question = Question::from_resolved(&args.image, &image, unpacked, runtime, namespace);
     let in_flight = pulls_in_flight(&node.status, &reference, &options_for, &sizer);
-    let check = judge(plan, &args.image, &node, target, in_flight);
-    let document = Document {
-        image: &args.image,
-        reference: image.reference.to_string(),
-        index_digest: image.index_digest.as_deref(),
-        manifest_digest: &image.manifest_digest,
-        config_digest: &image.config_digest,
-        platform: image.platform.to_string(),
-        runtime: check.target.runtime,
-        namespace: &check.target.namespace,
+    let answer = Answer {
         credentials: options.credential_source.as_ref().map(ToString::to_string),
-        image_present: check.image_present,
-        layers: &check.layers,
-        download_bytes: check.cost.download_bytes,
-        unpack_bytes: check.cost.unpack_bytes,
-        inodes: check.inodes,
-        total_bytes: check.cost.total(),
-        in_flight: &check.in_flight,
-        in_flight_bytes: check
-            .in_flight
-            .iter()
-            .map(InFlightPull::bytes)
-            .fold(0, u64::saturating_add),
-        prediction: &check.prediction,
+        ..what_if::answer(&question, &node, in_flight)
     };
     let mut out = anstream::stdout().lock();
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &document).context("writing JSON to stdout")?;
+        serde_json::to_writer_pretty(&mut out, &answer).context("writing JSON to stdout")?;
         writeln!(out).context("writing to stdout")?;
     } else {
-        render(&mut out, &document, &check, &node.status).context("writing to stdout")?;
+        render(&mut out, &answer, &node.status).context("writing to stdout")?;
     }
-    Ok(ExitCode::from(exit_code(&node.status, &check.prediction)))
+    Ok(ExitCode::from(exit_code(&node.status, &answer.prediction)))
 }
 
 /// The allocation unit of the filesystem `runtime`'s image root is on
@@ -219,13 +173,11 @@ fn exit_code(status: &Status, prediction: &BTreeMap<Signal, Prediction>) -> u8 {
 }
 
 /// The short screen: the image, its layers, the cost and the verdicts.
-fn render(
-    out: &mut impl Write,
-    d: &Document<'_>,
-    check: &PullCheck,
-    status: &Status,
-) -> std::io::Result<()> {
-    let target = &check.target;
+fn render(out: &mut impl Write, d: &Answer, status: &Status) -> std::io::Result<()> {
+    let target = Target {
+        runtime: d.runtime,
+        namespace: d.namespace.clone(),
+    };
     writeln!(
         out,
         "{BOLD}check-pull{BOLD:#} {} ({}) into {}",
@@ -236,8 +188,8 @@ fn render(
     writeln!(
         out,
         "  manifest {}, image ID {}",
-        short_id(d.manifest_digest),
-        short_id(d.config_digest)
+        short_id(&d.manifest_digest),
+        short_id(&d.config_digest)
     )?;
     let present = d.layers.iter().filter(|l| l.present).count();
     writeln!(
@@ -245,7 +197,7 @@ fn render(
         "  layers: {} in all, {present} already on the node",
         d.layers.len()
     )?;
-    for l in d.layers {
+    for l in &d.layers {
         layer_line(out, l)?;
     }
     if d.image_present {
@@ -255,7 +207,7 @@ fn render(
             printable(&target.label())
         )?;
     } else {
-        cost(out, d, target)?;
+        cost(out, d, &target)?;
     }
     verdicts(out, d, status)
 }
@@ -290,7 +242,7 @@ fn layer_line(out: &mut impl Write, l: &PlannedLayer) -> std::io::Result<()> {
     Ok(())
 }
 
-fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Result<()> {
+fn cost(out: &mut impl Write, d: &Answer, target: &Target) -> std::io::Result<()> {
     let blobs = target.runtime.runtime().blob_note();
     writeln!(
         out,
@@ -310,7 +262,7 @@ fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Res
         d.inodes
     )?;
     writeln!(out, "  total    {approx}{:>10}", human_bytes(d.total_bytes))?;
-    for p in d.in_flight {
+    for p in &d.in_flight {
         writeln!(
             out,
             "  in flight {} still adds ~{} ({} to download; unpacked: {}), counted",
@@ -323,8 +275,8 @@ fn cost(out: &mut impl Write, d: &Document<'_>, target: &Target) -> std::io::Res
     Ok(())
 }
 
-fn verdicts(out: &mut impl Write, d: &Document<'_>, status: &Status) -> std::io::Result<()> {
-    for (signal, p) in d.prediction {
+fn verdicts(out: &mut impl Write, d: &Answer, status: &Status) -> std::io::Result<()> {
+    for (signal, p) in &d.prediction {
         let style = state_style(p.state);
         let Some(fs) = status.filesystems.iter().find(|f| f.signal == *signal) else {
             continue;

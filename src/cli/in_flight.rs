@@ -2,9 +2,10 @@
 //! what each will still download (from the node's ingests) and what its
 //! layers not yet unpacked will take, measured from its registry like the
 //! checked image's own layers when the registry can be asked, else at the
-//! node's unpack ratio (as `status` does), saying so.
+//! node's unpack ratio ([`check_pull::pulls_in_flight`]), saying so.
 
-use headroom::inventory::check_pull::InFlightPull;
+use anyhow::Context;
+use headroom::inventory::check_pull::{self, InFlightPull};
 use headroom::model::{Pull, Status};
 use headroom::registry::sizing::{size_layer, Fallback};
 use headroom::registry::{self, Options, Reference};
@@ -17,43 +18,18 @@ pub struct Sizer<'a> {
     pub fallback: &'a Fallback,
 }
 
-/// The sized pulls in flight in `status` (a Docker pull has no size and is
-/// left out), each measured with `options_for` its registry; `checked` is
-/// the image being checked, whose registry stands in for a pull's registry
-/// named without its port.
+/// The sized pulls in flight in `status`, each measured with `options_for`
+/// its registry; `checked` is the image being checked, whose registry
+/// stands in for a pull's registry named without its port.
 pub fn pulls_in_flight(
     status: &Status,
     checked: &Reference,
     options_for: &dyn Fn(&Reference) -> anyhow::Result<Options>,
     sizer: &Sizer<'_>,
 ) -> Vec<InFlightPull> {
-    status
-        .pulls
-        .iter()
-        .filter(|p| p.total_bytes > 0)
-        .map(|p| match measured(p, checked, options_for, sizer) {
-            Ok(pull) => pull,
-            Err(e) => InFlightPull {
-                method: format!(
-                    "{:.2} × compressed, the node's unpack ratio (its registry could not be asked: {e:#})",
-                    sizer.fallback.ratio
-                ),
-                ..at_node_ratio(p)
-            },
-        })
-        .collect()
-}
-
-/// `pull` as `status` sized it, at the node's ratio.
-fn at_node_ratio(pull: &Pull) -> InFlightPull {
-    InFlightPull {
-        reference: pull.reference.clone(),
-        remaining_download_bytes: pull.remaining_download_bytes,
-        unpack_bytes: pull.unpack_bytes,
-        inodes: 0,
-        method: String::new(),
-        layer_digests: Vec::new(),
-    }
+    check_pull::pulls_in_flight(status, |p| {
+        measured(p, checked, options_for, sizer).context("its registry could not be asked")
+    })
 }
 
 /// `pull` with the layers it has not unpacked yet (the top ones: layers
@@ -84,7 +60,7 @@ fn measured(
     let mut out = InFlightPull {
         method: "its layers measured from the registry".to_string(),
         unpack_bytes: 0,
-        ..at_node_ratio(pull)
+        ..InFlightPull::at_node_ratio(pull)
     };
     for layer in waiting {
         let unpacked = size_layer(&mut client, layer, sizer.block_size, sizer.fallback);

@@ -4,8 +4,9 @@
 //! The layers whose chain ID the chosen store already has cost nothing
 //! ([`plan`]). Each missing layer costs its compressed blob (containerd keeps
 //! it in its content store; Docker needs it while pulling and deletes it
-//! after unpacking) plus what it takes unpacked, which the caller measures
-//! per layer from the registry ([`crate::registry::sizing`]). The pulls
+//! after unpacking) plus what it takes unpacked, which the asker measured
+//! per layer from the registry ([`crate::registry::sizing`]) and gives in
+//! its [`Question`]. The pulls
 //! already in flight on the node count too: a layer one of them is bringing
 //! is counted once, with that pull. The filesystem the store lives on (the
 //! image root the runtime reported, as `status` judges it) is then judged
@@ -19,12 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use super::signals::{self, Incoming};
 use super::Scanned;
-use crate::model::{Image, Prediction, Signal, Status};
+use crate::digest;
+use crate::model::{Image, Prediction, Pull, Signal, Status};
 use crate::predict::history::History;
 use crate::predict::pull::{unpack_ratio, PullCost};
 use crate::registry::sizing::{Fallback, Unpacked};
-use crate::registry::ResolvedImage;
 use crate::runtime::{self, RuntimeKind};
+use crate::what_if::Question;
 
 /// The store a pull goes to, with its namespace (empty for Docker).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +85,8 @@ pub struct PlannedLayer {
     /// Whether a pull in flight is bringing it already (it is counted
     /// with that pull).
     pub in_flight: bool,
-    /// What it adds unpacked, for a layer to pull; `None` until measured.
+    /// What it adds unpacked, for a layer the store lacks; `None` when
+    /// present.
     pub unpacked: Option<Unpacked>,
 }
 
@@ -113,6 +116,20 @@ pub struct InFlightPull {
 }
 
 impl InFlightPull {
+    /// `pull` as `status` sized it: its layers not yet unpacked at the
+    /// node's unpack ratio, inodes unknown; `method` is left for the caller
+    /// to say.
+    pub fn at_node_ratio(pull: &Pull) -> InFlightPull {
+        InFlightPull {
+            reference: pull.reference.clone(),
+            remaining_download_bytes: pull.remaining_download_bytes,
+            unpack_bytes: pull.unpack_bytes,
+            inodes: 0,
+            method: String::new(),
+            layer_digests: Vec::new(),
+        }
+    }
+
     /// All the bytes it still adds.
     pub fn bytes(&self) -> u64 {
         self.remaining_download_bytes
@@ -140,8 +157,8 @@ pub struct PullCheck {
     pub prediction: BTreeMap<Signal, Prediction>,
 }
 
-/// What the pull would bring: which layers the store has, and (once
-/// measured by the caller) what the others cost.
+/// What the pull would bring: which layers the store has, and what the
+/// others cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// The image (its config digest) is already in the store.
@@ -150,47 +167,74 @@ pub struct Plan {
     pub layers: Vec<PlannedLayer>,
 }
 
-/// Which layers `target` already has. A layer is there when its chain ID
-/// is a committed layer of the store; from the first missing one up, every
-/// layer must be downloaded and unpacked.
-pub fn plan(image: &ResolvedImage, status: &Status, target: &Target) -> Plan {
+/// Which layers of the image `question` describes `target` already has. A
+/// layer is there when its chain ID is a committed layer of the store; from
+/// the first missing one up, every layer must be downloaded and unpacked,
+/// and costs what the question says it takes unpacked. The layers end at the
+/// first whose diff ID is not a sha256 digest (it has no chain ID).
+pub fn plan(question: &Question, status: &Status, target: &Target) -> Plan {
     let image_present = status
         .images
         .iter()
-        .any(|i| target.holds(i.runtime, &i.namespace) && i.id == image.config_digest);
+        .any(|i| target.holds(i.runtime, &i.namespace) && i.id == question.config_digest);
     let have: HashSet<&str> = status
         .layers
         .iter()
         .filter(|l| target.holds(l.runtime, &l.namespace))
         .map(|l| l.id.as_str())
         .collect();
+    let diff_ids: Vec<String> = question.layers.iter().map(|l| l.diff_id.clone()).collect();
+    let chain_ids = digest::chain_ids(&diff_ids);
     let first_missing = if image_present {
-        image.layers.len()
+        question.layers.len()
     } else {
-        image
-            .chain_ids
+        chain_ids
             .iter()
             .position(|c| !have.contains(c.as_str()))
-            .unwrap_or(image.chain_ids.len())
+            .unwrap_or(chain_ids.len())
     };
-    let layers = image
+    let layers = question
         .layers
         .iter()
-        .zip(&image.chain_ids)
+        .zip(chain_ids)
         .enumerate()
-        .map(|(i, (layer, chain_id))| PlannedLayer {
-            digest: layer.digest.clone(),
-            compressed_bytes: layer.compressed_size,
-            chain_id: chain_id.clone(),
-            present: i < first_missing,
-            in_flight: false,
-            unpacked: None,
+        .map(|(i, (layer, chain_id))| {
+            let present = i < first_missing;
+            PlannedLayer {
+                digest: layer.digest.clone(),
+                compressed_bytes: layer.compressed_bytes,
+                chain_id,
+                present,
+                in_flight: false,
+                unpacked: (!present).then(|| layer.unpacked.clone()),
+            }
         })
         .collect();
     Plan {
         image_present,
         layers,
     }
+}
+
+/// The sized pulls in flight in `status` (a Docker pull has no size and is
+/// left out), each measured by `measure`, else at the node's unpack ratio
+/// (as `status` sizes it), saying why `measure` could not.
+pub fn pulls_in_flight<E: std::fmt::Display>(
+    status: &Status,
+    measure: impl Fn(&Pull) -> Result<InFlightPull, E>,
+) -> Vec<InFlightPull> {
+    let ratio = unpack_ratio(&status.images);
+    status
+        .pulls
+        .iter()
+        .filter(|p| p.total_bytes > 0)
+        .map(|p| {
+            measure(p).unwrap_or_else(|e| InFlightPull {
+                method: format!("{ratio:.2} × compressed, the node's unpack ratio ({e:#})"),
+                ..InFlightPull::at_node_ratio(p)
+            })
+        })
+        .collect()
 }
 
 /// What to estimate a layer with when its blob teaches nothing: the
@@ -349,36 +393,47 @@ fn affected(node: &Scanned, incoming: &Incoming<'_>) -> BTreeMap<Signal, Predict
 mod tests {
     use super::*;
     use crate::model::Layer;
-    use crate::registry::{self, Platform, ResolvedLayer};
+    use crate::what_if::QuestionLayer;
 
     fn digest(n: u8) -> String {
         format!("sha256:{}", format!("{n:02x}").repeat(32))
     }
 
-    /// An image of three layers of 100, 200 and 400 compressed bytes.
-    fn resolved() -> ResolvedImage {
-        let diff_ids: Vec<String> = (1..=3).map(digest).collect();
-        ResolvedImage {
-            reference: "127.0.0.1:5000/hr/app:1".parse().unwrap(),
+    /// An image of three layers of 100, 200 and 400 compressed bytes,
+    /// measured as `ratio` × compressed unpacked, 10 inodes each.
+    fn question(ratio: u64) -> Question {
+        Question {
+            schema: crate::what_if::SCHEMA,
+            image: "127.0.0.1:5000/hr/app:1".into(),
+            reference: "127.0.0.1:5000/hr/app:1".into(),
             index_digest: None,
             manifest_digest: digest(0xa0),
-            manifest_media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             config_digest: digest(0xc0),
-            platform: Platform::default(),
-            layers: diff_ids
-                .iter()
+            platform: "linux/amd64".into(),
+            runtime: None,
+            namespace: None,
+            layers: (1..=3)
                 .zip([100, 200, 400])
-                .enumerate()
-                .map(|(i, (diff_id, size))| ResolvedLayer {
-                    digest: digest(0xb0 + i as u8),
-                    compressed_size: size,
-                    diff_id: diff_id.clone(),
-                    media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-                    annotations: Default::default(),
+                .map(|(n, size)| QuestionLayer {
+                    digest: digest(0xaf + n),
+                    diff_id: digest(n),
+                    compressed_bytes: size,
+                    unpacked: Unpacked {
+                        stream_bytes: size * ratio,
+                        disk_bytes: size * ratio,
+                        inodes: 10,
+                        exact: true,
+                        method: "test".into(),
+                        fallback: None,
+                    },
                 })
                 .collect(),
-            chain_ids: registry::chain_ids(&diff_ids),
         }
+    }
+
+    fn chain_ids(question: &Question) -> Vec<String> {
+        let diff_ids: Vec<String> = question.layers.iter().map(|l| l.diff_id.clone()).collect();
+        digest::chain_ids(&diff_ids)
     }
 
     fn layer(runtime: RuntimeKind, namespace: &str, id: &str) -> Layer {
@@ -420,25 +475,10 @@ mod tests {
         plan.layers.iter().map(|l| l.present).collect()
     }
 
-    /// `plan`'s layers measured as `ratio` × compressed, 10 inodes each.
-    fn measured(mut plan: Plan, ratio: u64) -> Plan {
-        for l in plan.layers.iter_mut().filter(|l| !l.present) {
-            l.unpacked = Some(Unpacked {
-                stream_bytes: l.compressed_bytes * ratio,
-                disk_bytes: l.compressed_bytes * ratio,
-                inodes: 10,
-                exact: true,
-                method: "test".into(),
-                fallback: None,
-            });
-        }
-        plan
-    }
-
     #[test]
     fn a_present_prefix_costs_nothing() {
-        let image = resolved();
-        let c = &image.chain_ids;
+        let image = question(2);
+        let c = &chain_ids(&image);
         let layers = vec![
             layer(RuntimeKind::Containerd, "k8s.io", &c[0]),
             layer(RuntimeKind::Containerd, "k8s.io", &c[1]),
@@ -446,7 +486,7 @@ mod tests {
             layer(RuntimeKind::Containerd, "moby", &c[2]),
             layer(RuntimeKind::Docker, "", &c[2]),
         ];
-        let plan = measured(plan(&image, &status(layers, vec![]), &k8s()), 2);
+        let plan = plan(&image, &status(layers, vec![]), &k8s());
         assert_eq!(presence(&plan), [true, true, false]);
         assert!(!plan.image_present);
         let (cost, inodes) = cost(&plan.layers);
@@ -460,13 +500,13 @@ mod tests {
     fn everything_above_a_missing_middle_layer_is_pulled() {
         // Layer 3's chain ID alone (as if left over) does not spare it:
         // its parent must be unpacked first, so it is unpacked again.
-        let image = resolved();
-        let c = &image.chain_ids;
+        let image = question(3);
+        let c = &chain_ids(&image);
         let layers = vec![
             layer(RuntimeKind::Containerd, "k8s.io", &c[0]),
             layer(RuntimeKind::Containerd, "k8s.io", &c[2]),
         ];
-        let plan = measured(plan(&image, &status(layers, vec![]), &k8s()), 3);
+        let plan = plan(&image, &status(layers, vec![]), &k8s());
         assert_eq!(presence(&plan), [true, false, false]);
         let (cost, inodes) = cost(&plan.layers);
         assert_eq!(
@@ -477,12 +517,12 @@ mod tests {
 
     #[test]
     fn a_layer_in_flight_is_counted_with_its_pull_only() {
-        let image = resolved();
+        let image = question(2);
         let node = Scanned {
             status: status(vec![], vec![]),
             kubelet: crate::kubelet::KubeletConfig::defaults(),
         };
-        let plan = measured(plan(&image, &node.status, &k8s()), 2);
+        let plan = plan(&image, &node.status, &k8s());
         let other = InFlightPull {
             reference: "127.0.0.1:5000/hr/other@sha256:ab".into(),
             remaining_download_bytes: 50,
@@ -506,19 +546,20 @@ mod tests {
 
     #[test]
     fn nothing_present_costs_every_layer() {
-        let image = resolved();
-        let plan = measured(plan(&image, &status(vec![], vec![]), &k8s()), 1);
+        let image = question(1);
+        let plan = plan(&image, &status(vec![], vec![]), &k8s());
         assert_eq!(presence(&plan), [false, false, false]);
         assert_eq!(cost(&plan.layers).0.total(), 1400);
         assert_eq!(
-            plan.layers[2].chain_id, image.chain_ids[2],
+            plan.layers[2].chain_id,
+            chain_ids(&image)[2],
             "each layer carries its chain ID"
         );
     }
 
     #[test]
     fn an_image_already_present_costs_nothing() {
-        let image = resolved();
+        let image = question(2);
         let mut present: Image = serde_json::from_value(serde_json::json!({
             "runtime": "docker", "namespace": "", "id": image.config_digest,
             "refs": [], "created": null, "disk_bytes": 0, "apparent_bytes": 0,
@@ -533,10 +574,7 @@ mod tests {
         };
         let total = |image_record: &Image, target: &Target| {
             let plan = plan(&image, &status(vec![], vec![image_record.clone()]), target);
-            (
-                plan.image_present,
-                cost(&measured(plan, 2).layers).0.total(),
-            )
+            (plan.image_present, cost(&plan.layers).0.total())
         };
         assert_eq!(total(&present, &docker), (true, 0));
         // Present in Docker only: containerd still pulls it all.
@@ -544,6 +582,64 @@ mod tests {
         present.runtime = RuntimeKind::Containerd;
         present.namespace = "k8s.io".into();
         assert_eq!(total(&present, &k8s()), (true, 0));
+    }
+
+    #[test]
+    fn present_layers_carry_no_unpacked_and_a_foreign_diff_id_ends_the_layers() {
+        let mut image = question(2);
+        let c = chain_ids(&image);
+        let layers = vec![layer(RuntimeKind::Containerd, "k8s.io", &c[0])];
+        image.layers[2].diff_id = "md5:x".into();
+        let plan = plan(&image, &status(layers, vec![]), &k8s());
+        assert_eq!(presence(&plan), [true, false]);
+        assert_eq!(plan.layers[0].unpacked, None);
+        assert_eq!(
+            plan.layers[1].unpacked,
+            Some(image.layers[1].unpacked.clone())
+        );
+    }
+
+    #[test]
+    fn pulls_in_flight_are_measured_or_said_why_at_the_node_ratio() {
+        let pull = |reference: &str, total_bytes: u64| -> Pull {
+            serde_json::from_value(serde_json::json!({
+                "reference": reference, "offset_bytes": 0, "total_bytes": total_bytes,
+                "remaining_download_bytes": 70, "unpack_bytes": 140
+            }))
+            .unwrap()
+        };
+        let mut node = status(vec![], vec![]);
+        node.pulls = vec![pull("a", 100), pull("docker", 0), pull("b", 100)];
+        let pulls = pulls_in_flight(&node, |p| {
+            if p.reference == "a" {
+                Ok(InFlightPull {
+                    method: "measured".into(),
+                    unpack_bytes: 999,
+                    ..InFlightPull::at_node_ratio(p)
+                })
+            } else {
+                Err("no registry")
+            }
+        });
+        let got: Vec<(&str, u64, u64)> = pulls
+            .iter()
+            .map(|p| {
+                (
+                    p.reference.as_str(),
+                    p.remaining_download_bytes,
+                    p.unpack_bytes,
+                )
+            })
+            .collect();
+        assert_eq!(got, [("a", 70, 999), ("b", 70, 140)]);
+        assert_eq!(pulls[0].method, "measured");
+        assert!(
+            pulls[1]
+                .method
+                .ends_with("the node's unpack ratio (no registry)"),
+            "{}",
+            pulls[1].method
+        );
     }
 
     #[test]
