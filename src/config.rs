@@ -118,7 +118,17 @@ pub struct CheckPullSettings {
     /// `certs_d`: containerd's hosts directory, whose `<host:port>/`
     /// CA certificates are trusted for that registry.
     pub certs_d: PathBuf,
+    /// `fleet_timeout`: how long `--fleet` waits for each agent's answer
+    /// (more than 0s); one that takes longer is unknown.
+    pub fleet_timeout: Duration,
+    /// `fleet_concurrency`: agents `--fleet` asks at the same time, 1 to
+    /// [`MAX_FLEET_CONCURRENCY`].
+    pub fleet_concurrency: usize,
 }
+
+/// The most agents `check-pull --fleet` asks at the same time (a thread
+/// each).
+pub const MAX_FLEET_CONCURRENCY: usize = 256;
 
 /// containerd's usual hosts directory (its CRI `config_path`).
 const DEFAULT_CERTS_D: &str = "/etc/containerd/certs.d";
@@ -129,6 +139,8 @@ impl Default for CheckPullSettings {
         CheckPullSettings {
             plain_http: false,
             certs_d: PathBuf::from(DEFAULT_CERTS_D),
+            fleet_timeout: Duration::from_secs(5),
+            fleet_concurrency: 32,
         }
     }
 }
@@ -611,6 +623,7 @@ fn resolve_status(r: &mut Resolver<'_>, d: StatusSettings) -> StatusSettings {
 }
 
 fn resolve_check_pull(r: &mut Resolver<'_>) -> CheckPullSettings {
+    let d = CheckPullSettings::default();
     CheckPullSettings {
         plain_http: r.get(
             only(
@@ -618,7 +631,7 @@ fn resolve_check_pull(r: &mut Resolver<'_>) -> CheckPullSettings {
                 "plain_http",
                 "Plain HTTP to the registry (loopback registries only)",
             ),
-            false,
+            d.plain_http,
             any,
         ),
         certs_d: r.get(
@@ -627,8 +640,26 @@ fn resolve_check_pull(r: &mut Resolver<'_>) -> CheckPullSettings {
                 "certs_d",
                 "containerd's hosts directory: CAs per registry (<host:port>/)",
             ),
-            PathBuf::from(DEFAULT_CERTS_D),
+            d.certs_d,
             any,
+        ),
+        fleet_timeout: r.get(
+            only(
+                Face::CheckPull,
+                "fleet_timeout",
+                "With --fleet: how long to wait for each agent",
+            ),
+            d.fleet_timeout,
+            more_than_zero,
+        ),
+        fleet_concurrency: r.get(
+            only(
+                Face::CheckPull,
+                "fleet_concurrency",
+                "With --fleet: agents asked at the same time",
+            ),
+            d.fleet_concurrency,
+            |v| within(v, 1, MAX_FLEET_CONCURRENCY),
         ),
     }
 }
@@ -1196,6 +1227,12 @@ mod tests {
             }),
             s("certs_d", "/c.d", "\"/c.d\"", |c| {
                 c.check_pull.certs_d = "/c.d".into()
+            }),
+            s("fleet_timeout", "2s", "\"2s\"", |c| {
+                c.check_pull.fleet_timeout = Duration::from_secs(2)
+            }),
+            s("fleet_concurrency", "8", "8", |c| {
+                c.check_pull.fleet_concurrency = 8
             }),
             s("log_format", "json", "\"json\"", |c| {
                 c.log.format = LogFormat::Json

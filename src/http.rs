@@ -1,13 +1,16 @@
 //! The agent's HTTP server: `/metrics`, `/healthz`, `/readyz` and
-//! `/api/v1/status`, all served from a precomputed [`Snapshot`].
+//! `/api/v1/status`, all served from a precomputed [`Snapshot`], and the
+//! what-if `POST /api/v1/check-pull`, answered from the snapshot's inventory.
 //!
 //! The scanner publishes a new `Arc<Snapshot>` on a `watch` channel after
 //! each scan; handlers only clone the current `Arc` and its bytes, so a
 //! scrape never waits for a scan and costs the same however big the node is.
 //!
 //! The port may face the cluster network, so every resource a client can
-//! hold is bounded (see [`Limits`]): only GET (and HEAD) are routed, bodies
-//! are refused past a small size, headers are capped in size and in the time
+//! hold is bounded (see [`Limits`]): only GET (and HEAD) are routed but for
+//! the what-if's POST, bodies are refused past a small size (the what-if's
+//! past [`crate::what_if::MAX_BODY_BYTES`], and read within a deadline), the
+//! what-if answers a few questions at once, headers are capped in size and in the time
 //! they may take to arrive (slowloris), connections are capped per peer, in
 //! number and in age, and shutdown waits for in-flight requests for a bounded
 //! time only. A scrape always gets a connection: the accept loop never waits
@@ -15,6 +18,7 @@
 //! server never makes an outbound request.
 
 mod admission;
+mod check_pull;
 
 use std::future::Future;
 use std::io;
@@ -25,7 +29,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use hyper::server::conn::http1;
@@ -38,6 +42,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use self::admission::{Admission, Ticket};
+use crate::inventory::Scanned;
+use crate::kubelet::KubeletConfig;
 use crate::metrics::{self, MetricsError, ScanTotals};
 use crate::model::Status;
 
@@ -55,9 +61,11 @@ pub struct Snapshot {
     pub status_json: Bytes,
     /// The OpenMetrics text (`/metrics`); empty until the first scan.
     pub metrics: Bytes,
-    /// Whether the first full inventory is in: `/readyz` and
-    /// `/api/v1/status` answer 503 until it is.
+    /// Whether the first full inventory is in: `/readyz`,
+    /// `/api/v1/status` and `/api/v1/check-pull` answer 503 until it is.
     pub ready: bool,
+    /// The inventory the what-if questions are answered from.
+    pub node: Option<Arc<Scanned>>,
 }
 
 /// Why a [`Snapshot`] could not be rendered.
@@ -73,9 +81,11 @@ pub enum SnapshotError {
 
 impl Snapshot {
     /// A ready snapshot of one scan: the status JSON (as `status --json`
-    /// prints it) and the metrics with at most `top_n` series per entity.
+    /// prints it), the metrics with at most `top_n` series per entity, and
+    /// the document with the `kubelet` configuration it was judged by.
     pub fn from_status(
         status: &Status,
+        kubelet: &KubeletConfig,
         totals: &ScanTotals,
         top_n: usize,
     ) -> Result<Snapshot, SnapshotError> {
@@ -85,6 +95,10 @@ impl Snapshot {
             status_json: Bytes::from(json),
             metrics: Bytes::from(metrics::encode(status, totals, top_n)?),
             ready: true,
+            node: Some(Arc::new(Scanned {
+                status: status.clone(),
+                kubelet: kubelet.clone(),
+            })),
         })
     }
 }
@@ -97,9 +111,15 @@ pub struct Limits {
     /// idle keep-alive connection stays open. A scraper sends its request at
     /// once and scrapes less often than this, so it loses nothing.
     pub header_read_timeout: Duration,
-    /// Time a handler may take (they only copy a snapshot: a guard, not a
-    /// budget).
+    /// Time a handler may take (they copy a snapshot, or answer a question
+    /// in milliseconds: a guard, not a budget).
     pub request_timeout: Duration,
+    /// Time a client has to send the what-if's body, from the end of its
+    /// headers (408 past it).
+    pub body_read_timeout: Duration,
+    /// What-if questions answered at once; more wait their turn (within
+    /// `request_timeout`), so questions never take more than these CPUs.
+    pub max_questions: usize,
     /// Age after which a connection is closed once its request is done; this
     /// also bounds a client that stops reading its response.
     pub connection_lifetime: Duration,
@@ -112,7 +132,8 @@ pub struct Limits {
     /// Connections open at once from one peer (an IPv4 address or an IPv6
     /// /64); past it, that peer's oldest connection is closed to make room.
     pub max_connections_per_peer: usize,
-    /// Largest request body accepted (413 above it); no route reads one.
+    /// Largest request body accepted (413 above it) by every route but the
+    /// what-if, which takes up to [`crate::what_if::MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
     /// Largest request line plus headers (431 above it).
     pub max_header_bytes: usize,
@@ -123,6 +144,9 @@ impl Default for Limits {
         Limits {
             header_read_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
+            // 256 KiB arrive in well under a second on any link a cluster has.
+            body_read_timeout: Duration::from_secs(5),
+            max_questions: 2,
             connection_lifetime: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(5),
             // Well below the usual soft RLIMIT_NOFILE of 1024 even when the
@@ -262,6 +286,8 @@ fn log_end(result: Result<(), hyper::Error>) {
 type Snapshots = watch::Receiver<Arc<Snapshot>>;
 
 fn router(snapshots: Snapshots, limits: &Limits) -> Router {
+    let ask =
+        post(check_pull::answer).with_state(check_pull::Endpoint::new(snapshots.clone(), limits));
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -269,6 +295,9 @@ fn router(snapshots: Snapshots, limits: &Limits) -> Router {
         .route("/api/v1/status", get(status_json))
         .with_state(snapshots)
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        // Added after the 1 KiB limit, which so does not cover it: the
+        // what-if bounds its own body.
+        .route("/api/v1/check-pull", ask)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
@@ -335,11 +364,14 @@ mod tests {
                          "error_samples": [], "duration": 0.25}}"#,
         )
         .unwrap();
-        let snap = Snapshot::from_status(&status, &ScanTotals::default(), 5).unwrap();
+        let kubelet = KubeletConfig::defaults();
+        let snap = Snapshot::from_status(&status, &kubelet, &ScanTotals::default(), 5).unwrap();
         assert!(snap.ready);
         assert!(snap.status_json.ends_with(b"}\n"));
         let back: Status = serde_json::from_slice(&snap.status_json).unwrap();
         assert_eq!(back, status);
+        let node = snap.node.expect("the inventory is kept for the what-if");
+        assert_eq!((&node.status, &node.kubelet), (&status, &kubelet));
         let text = std::str::from_utf8(&snap.metrics).unwrap();
         assert!(text.contains("headroom_reclaimable_bytes{node=\"n\",runtime=\"docker\"} 77\n"));
         assert!(text.ends_with("# EOF\n"));

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod client;
 pub mod config;
 pub mod digest;
+pub mod fleet;
 pub mod host;
 pub mod http;
 pub mod inventory;

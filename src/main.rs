@@ -34,8 +34,9 @@ enum Command {
     /// Before a pull: what pulling IMAGE onto this node would cost after
     /// the layers already there, and the kubelet's verdict. Exit 0 ok, 1
     /// warning, 2 pressure now or predicted, 3 error, 4-8 a registry
-    /// failure by class.
-    CheckPull(cli::check_pull::CheckPullArgs),
+    /// failure by class. With --fleet, every node's agent is asked; 9 a
+    /// node did not answer.
+    CheckPull(Box<cli::check_pull::CheckPullArgs>),
     /// The node agent: keeps the inventory current and serves /metrics,
     /// /healthz, /readyz and /api/v1/status. Exit 0 when stopped by a
     /// signal, 3 error.
@@ -59,7 +60,9 @@ fn command() -> clap::Command {
 }
 
 fn main() -> ExitCode {
-    let matches = match command().try_get_matches() {
+    // Run as `kubectl-headroom`, check-pull asks the fleet.
+    let argv = cli::fleet::plugin_argv(std::env::args_os().collect());
+    let matches = match command().try_get_matches_from(argv) {
         Ok(matches) => matches,
         Err(err) => return clap_exit(&err),
     };

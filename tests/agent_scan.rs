@@ -499,7 +499,7 @@ fn run(scanner: Scanner) -> (Controls, mpsc::Receiver<(Pass, Status, Instant)>) 
     };
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        scanner.run(&wake, &shutdown, |status, pass| {
+        scanner.run(&wake, &shutdown, |status, _kubelet, pass| {
             let _ = tx.send((pass, status.clone(), Instant::now()));
         })
     });

@@ -487,12 +487,28 @@ impl Reply {
 }
 
 fn get(port: u16, path: &str) -> std::io::Result<Reply> {
+    exchange(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// A POST of the JSON `body` to `path`.
+fn post(port: u16, path: &str, body: &Value) -> std::io::Result<Reply> {
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    exchange(port, format!("{head}{body}").as_bytes())
+}
+
+/// Sends `request` to the agent at `port`; its reply, read to the end.
+fn exchange(port: u16, request: &[u8]) -> std::io::Result<Reply> {
     let mut conn = TcpStream::connect(("127.0.0.1", port))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )?;
+    conn.write_all(request)?;
     let mut raw = String::new();
     conn.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -1043,12 +1059,13 @@ fn the_metrics_are_what_docs_metrics_md_says() {
 
 // ---------------------------------------------------------- docs/http.md
 
-/// The routes of `src/http.rs`: every `.route("<path>"`.
+/// The routes of `src/http.rs`: every `.route("<path>"` (however wrapped).
 fn routes_in_code() -> BTreeSet<String> {
     let source = include_str!("../src/http.rs");
     source
-        .split(".route(\"")
+        .split(".route(")
         .skip(1)
+        .filter_map(|rest| rest.trim_start().strip_prefix('"'))
         .filter_map(|rest| rest.split_once('"').map(|(path, _)| path.to_string()))
         .collect()
 }
@@ -1083,7 +1100,15 @@ fn the_agent_serves_what_docs_http_md_says() {
     wait_for(&node, port, "/readyz");
     // A path missing from the code is reported above; the rest must answer.
     for (path, content_type) in routes.iter().filter(|r| in_code.contains(r.0)) {
-        let reply = wait_for(&node, port, path);
+        let reply = if path == CHECK_PULL {
+            let reply = post(port, path, &question()).unwrap();
+            if reply.status != 200 {
+                failures.push(format!("POST {path}: {} {:?}", reply.status, reply.body));
+            }
+            reply
+        } else {
+            wait_for(&node, port, path)
+        };
         if reply.header("content-type") != Some(content_type.as_str()) {
             failures.push(format!(
                 "GET {path}: content type {:?}; docs/http.md says {content_type:?}",
@@ -1104,6 +1129,10 @@ fn the_agent_serves_what_docs_http_md_says() {
             "/metrics" => {
                 failures.extend(metric_failures("the agent's /metrics", &reply.body, false).0);
             }
+            CHECK_PULL => {
+                let answer = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+                failures.extend(answer_failures(&answer));
+            }
             _ => {}
         }
     }
@@ -1112,6 +1141,104 @@ fn the_agent_serves_what_docs_http_md_says() {
         failures.push(format!("the agent exited {exit:?} on SIGTERM"));
     }
     assert_none(&failures);
+}
+
+/// The agent's what-if route, which takes a POST.
+const CHECK_PULL: &str = "/api/v1/check-pull";
+
+/// A what-if question: an image of two layers the fixture node lacks.
+fn question() -> Value {
+    let layer = |n: u8| {
+        json!({
+            "digest": format!("sha256:{}", hex(&format!("blob {n}"))),
+            "diff_id": format!("sha256:{}", hex(&format!("diff {n}"))),
+            "compressed_bytes": 1000,
+            "unpacked": {"stream_bytes": 3000, "disk_bytes": 8192, "inodes": 4,
+                         "exact": true, "method": "decoded whole", "fallback": null},
+        })
+    };
+    json!({
+        "schema": 1, "image": "registry.example/app:2",
+        "reference": "registry.example/app:2", "index_digest": null,
+        "manifest_digest": format!("sha256:{}", hex("manifest")),
+        "config_digest": format!("sha256:{}", hex("config")),
+        "platform": "linux/amd64", "runtime": null, "namespace": null,
+        "layers": [layer(1), layer(2)],
+    })
+}
+
+/// The keys docs/check-pull.md lists (`layers[].digest`, `prediction.<signal>`).
+fn check_pull_keys() -> BTreeSet<String> {
+    table_rows("check-pull.md", &["Key", "Type", "Meaning"])
+        .iter()
+        .flat_map(|row| code_spans(&row[0]))
+        .collect()
+}
+
+/// The key paths of a check-pull answer, as docs/check-pull.md writes
+/// them: array elements as `[]`, the prediction's signals as `<signal>`
+/// (their keys are status.md's).
+fn answer_paths(path: &str, value: &Value, out: &mut BTreeSet<String>) {
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::Object(map) if path == "prediction" => {
+            out.extend(map.keys().map(|_| at("<signal>")));
+        }
+        Value::Object(map) => {
+            for (key, v) in map {
+                out.insert(at(key));
+                answer_paths(&at(key), v, out);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                answer_paths(&format!("{path}[]"), item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// What the agent's answer has that docs/check-pull.md does not list
+/// (a key is listed by its row, or by its children's), and the top-level
+/// keys it lists that the answer lacks.
+fn answer_failures(answer: &Value) -> Vec<String> {
+    let documented = check_pull_keys();
+    let listed = |path: &str| {
+        documented.contains(path)
+            || documented.iter().any(|key| {
+                key.strip_prefix(path)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+            })
+    };
+    let mut seen = BTreeSet::new();
+    answer_paths("", answer, &mut seen);
+    let mut failures: Vec<String> = seen
+        .iter()
+        .filter(|path| !listed(path))
+        .map(|path| {
+            format!("the agent's answer has `{path}`, which docs/check-pull.md does not list")
+        })
+        .collect();
+    let top = |key: &String| key.split(['.', '[']).next().unwrap_or_default().to_string();
+    let answered: BTreeSet<String> = answer
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    let top_documented: BTreeSet<String> = documented.iter().map(top).collect();
+    failures.extend(
+        missing(&top_documented, &answered)
+            .into_iter()
+            .map(|key| format!("docs/check-pull.md lists `{key}`, which the agent's answer lacks")),
+    );
+    failures
 }
 
 // --------------------------------------------------- docs/exit-codes.md
@@ -1309,6 +1436,18 @@ fn the_exit_codes_are_what_docs_exit_codes_md_says() {
             vec![&private, "--plain-http"],
         ),
     ];
+    let silent_agent = format!("127.0.0.1:{}", free_port());
+    cases.push((
+        "check-pull",
+        9,
+        "a fleet whose one agent does not answer",
+        [
+            args(&["check-pull", &image, "--plain-http", "--fleet"]),
+            args(&["--agents", &silent_agent]),
+            no_node.clone(),
+        ]
+        .concat(),
+    ));
     for (code, why, words) in registry_cases {
         let words: Vec<String> = ["check-pull"]
             .iter()

@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use headroom::http::{serve_with_limits, Limits, Snapshot, METRICS_CONTENT_TYPE};
+use headroom::inventory::check_pull::pulls_in_flight;
+use headroom::inventory::Scanned;
+use headroom::kubelet::KubeletConfig;
+use headroom::model::{Signal, State, Status};
+use headroom::registry::sizing::Unpacked;
+use headroom::what_if::{self, Answer, Question, QuestionLayer, MAX_BODY_BYTES, MAX_LAYERS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
@@ -90,6 +96,7 @@ fn ready_snapshot() -> Snapshot {
             b"headroom_problems{kind=\"unreadable\",reader=\"docker\"} 0\n# EOF\n",
         ),
         ready: true,
+        node: None,
     }
 }
 
@@ -481,4 +488,330 @@ async fn fault_many_peers_filling_every_slot_cannot_starve_scrapes() {
     }
     let prometheus = Ipv4Addr::new(127, 0, 0, 2);
     assert_scrapes_get_through(s.addr, &[prometheus], 200).await;
+}
+
+// ------------------------------------------------ POST /api/v1/check-pull
+
+const CHECK_PULL: &str = "/api/v1/check-pull";
+
+/// The fixture node (tests/fixtures/status.json) with 50 GB free on its
+/// imagefs (threshold 15 GB) and a pull in flight that still adds 1.2 KB.
+/// Its store's filesystem is the document's imagefs, not this machine's.
+fn fixture_node() -> Scanned {
+    let mut status: Status =
+        serde_json::from_str(include_str!("fixtures/status.json")).expect("the fixture parses");
+    for runtime in &mut status.runtimes {
+        runtime.image_root = None;
+    }
+    for fs in status
+        .filesystems
+        .iter_mut()
+        .filter(|f| f.signal == Signal::Imagefs)
+    {
+        fs.available_bytes = 50_000_000_000;
+    }
+    status.pulls[0].remaining_download_bytes = 500;
+    status.pulls[0].unpack_bytes = 700;
+    Scanned {
+        status,
+        kubelet: KubeletConfig::defaults(),
+    }
+}
+
+fn digest(n: usize) -> String {
+    format!("sha256:{n:064x}")
+}
+
+/// An image of `layers` layers of `compressed` bytes each, twice that
+/// unpacked.
+fn question(layers: usize, compressed: u64) -> Question {
+    Question {
+        schema: what_if::SCHEMA,
+        image: "registry.example/app:2".into(),
+        reference: "registry.example/app:2".into(),
+        index_digest: None,
+        manifest_digest: digest(0xa0),
+        config_digest: digest(0xc0),
+        platform: "linux/amd64".into(),
+        runtime: None,
+        namespace: None,
+        layers: (0..layers)
+            .map(|i| QuestionLayer {
+                digest: digest(0x1000 + i),
+                diff_id: digest(0x2000 + i),
+                compressed_bytes: compressed,
+                unpacked: Unpacked {
+                    stream_bytes: compressed * 2,
+                    disk_bytes: compressed * 2,
+                    inodes: 10,
+                    exact: true,
+                    method: "decoded whole".into(),
+                    fallback: None,
+                },
+            })
+            .collect(),
+    }
+}
+
+async fn what_if_server(limits: Limits) -> Server {
+    let s = start(limits).await;
+    let snap = Snapshot {
+        node: Some(Arc::new(fixture_node())),
+        ..ready_snapshot()
+    };
+    s.snapshots.send(Arc::new(snap)).unwrap();
+    s
+}
+
+/// A POST of `body` as `content_type` (no header when `None`).
+fn post_raw(content_type: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let mut raw = format!("POST {CHECK_PULL} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n");
+    if let Some(content_type) = content_type {
+        raw.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut raw = raw.into_bytes();
+    raw.extend_from_slice(body);
+    raw
+}
+
+async fn post(addr: SocketAddr, body: &[u8]) -> Reply {
+    let raw = post_raw(Some("application/json"), body);
+    parse(&exchange(addr, &raw).await.unwrap())
+}
+
+fn text(reply: &Reply) -> String {
+    String::from_utf8_lossy(&reply.body).into_owned()
+}
+
+#[tokio::test]
+async fn the_what_if_answers_as_check_pulls_library_path_does() {
+    let s = what_if_server(Limits::default()).await;
+    let node = fixture_node();
+    for (q, state) in [
+        (question(3, 1_000_000), State::Ok),
+        (question(1, 40_000_000_000), State::Pressure),
+    ] {
+        let reply = post(s.addr, &serde_json::to_vec(&q).unwrap()).await;
+        assert_eq!(reply.status, 200, "{}", text(&reply));
+        assert!(reply.headers.contains("content-type: application/json\r\n"));
+        let served: Answer = serde_json::from_slice(&reply.body).expect("an answer");
+        // check-pull's path, its pulls in flight at the node's ratio.
+        let in_flight = pulls_in_flight(&node.status, |_| Err("the agent asks no registry"));
+        let computed = what_if::answer(&q, &node, in_flight);
+        assert_eq!(served, computed);
+        assert_eq!(served.node, "node-1");
+        assert_eq!(served.in_flight_bytes, 1200, "the pull in flight counts");
+        let layers = u64::try_from(q.layers.len()).unwrap();
+        let compressed = q.layers[0].compressed_bytes;
+        assert_eq!(served.total_bytes, layers * compressed * 3);
+        assert_eq!(served.prediction[&Signal::Imagefs].state, state);
+    }
+}
+
+#[tokio::test]
+async fn the_what_if_is_503_before_the_first_inventory_and_post_only() {
+    let s = start(Limits::default()).await;
+    let body = serde_json::to_vec(&question(1, 10)).unwrap();
+    assert_eq!(post(s.addr, &body).await.status, 503);
+    // Ready, but no inventory kept (a snapshot from an older build).
+    s.snapshots.send(Arc::new(ready_snapshot())).unwrap();
+    assert_eq!(post(s.addr, &body).await.status, 503);
+    for method in ["GET", "HEAD", "PUT"] {
+        let r = request(s.addr, method, CHECK_PULL).await;
+        assert_eq!(r.status, 405, "{method}");
+        assert!(r.headers.contains("allow: post"), "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn fault_the_what_if_refuses_other_content_types() {
+    let s = what_if_server(Limits::default()).await;
+    let body = serde_json::to_vec(&question(1, 10)).unwrap();
+    for content_type in [None, Some("text/plain"), Some("application/jsonx")] {
+        let reply = parse(
+            &exchange(s.addr, &post_raw(content_type, &body))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(reply.status, 415, "{content_type:?}");
+    }
+    let charset = post_raw(Some("Application/JSON; charset=utf-8"), &body);
+    assert_eq!(
+        parse(&exchange(s.addr, &charset).await.unwrap()).status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn fault_the_what_if_refuses_oversized_bodies() {
+    let s = what_if_server(Limits::default()).await;
+    // Declared too big: refused before a byte of it is read.
+    let head = format!(
+        "POST {CHECK_PULL} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        MAX_BODY_BYTES + 1
+    );
+    let reply = parse(&exchange(s.addr, head.as_bytes()).await.unwrap());
+    assert_eq!(reply.status, 413, "{reply:?}");
+    // Chunked, with no length declared: cut off at the limit.
+    let chunk = vec![b' '; 64 * 1024];
+    let mut raw = format!(
+        "POST {CHECK_PULL} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for _ in 0..5 {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(&chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let reply = parse(&exchange(s.addr, &raw).await.unwrap());
+    assert_eq!(reply.status, 413, "{reply:?}");
+    // Ten thousand layers do not fit in a body.
+    let many = serde_json::to_vec(&question(10_000, 10)).unwrap();
+    assert!(many.len() > MAX_BODY_BYTES);
+    assert_eq!(post(s.addr, &many).await.status, 413);
+    // Over the layer cap but within the body limit: named.
+    let mut over = question(MAX_LAYERS + 1, 10);
+    for layer in &mut over.layers {
+        layer.unpacked.method.clear();
+    }
+    let body = serde_json::to_vec(&over).unwrap();
+    assert!(body.len() <= MAX_BODY_BYTES, "{} bytes", body.len());
+    let reply = post(s.addr, &body).await;
+    assert_eq!(reply.status, 400);
+    assert!(
+        text(&reply).contains("layers: 513 layers"),
+        "{}",
+        text(&reply)
+    );
+    // The 1 KiB limit still holds elsewhere.
+    let mut raw = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n".to_vec();
+    raw.extend_from_slice(b"Content-Length: 2048\r\n\r\n");
+    raw.extend_from_slice(&[b'x'; 2048]);
+    assert_eq!(parse(&exchange(s.addr, &raw).await.unwrap()).status, 413);
+}
+
+#[tokio::test]
+async fn fault_the_what_if_refuses_bad_questions_in_words() {
+    let s = what_if_server(Limits::default()).await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mut bad_digest = serde_json::to_value(question(2, 10)).unwrap();
+    bad_digest["layers"][1]["diff_id"] = "sha256:xyz".into();
+    let bad_digest = serde_json::to_vec(&bad_digest).unwrap();
+    let cases: [(&[u8], &str); 5] = [
+        (
+            b"\xff\xfe{\"schema\": 1}",
+            "bad question: the body is not a question",
+        ),
+        // Refused at its first bracket: no field of a question nests.
+        (
+            deep.as_bytes(),
+            "bad question: the body is not a question: at [0]",
+        ),
+        (b"{\"schema\": 1, \"image\": \"a\", \"extra\": 1}", "extra"),
+        (
+            &bad_digest,
+            "bad question: layers[1].diff_id: not a sha256 digest",
+        ),
+        (b"null", "bad question"),
+    ];
+    for (body, says) in cases {
+        let reply = post(s.addr, body).await;
+        assert_eq!(reply.status, 400, "{}", String::from_utf8_lossy(body));
+        assert!(
+            text(&reply).contains(says),
+            "{says:?} in {:?}",
+            text(&reply)
+        );
+    }
+    assert_eq!(get(s.addr, "/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn fault_a_truncated_or_slow_body_is_cut_off() {
+    let deadline = Duration::from_millis(600);
+    let s = what_if_server(Limits {
+        body_read_timeout: deadline,
+        ..Limits::default()
+    })
+    .await;
+    let body = serde_json::to_vec(&question(3, 10)).unwrap();
+    // Truncated: half the body, then the client stops writing.
+    let raw = post_raw(Some("application/json"), &body);
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(&raw[..raw.len() - body.len() / 2])
+        .await
+        .unwrap();
+    conn.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out))
+        .await
+        .expect("a truncated body is not waited for")
+        .unwrap();
+    assert!(out.is_empty() || parse(&out).status == 400, "{out:?}");
+    // Slow: one byte every 50 ms, while others are served.
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    conn.write_all(&raw[..raw.len() - body.len()])
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = conn.split();
+    let trickle = async {
+        for byte in &body {
+            if wr.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let cut_off = async {
+        let mut out = Vec::new();
+        let _ = rd.read_to_end(&mut out).await;
+        (started.elapsed(), out)
+    };
+    let others = async {
+        for _ in 0..3 {
+            assert_eq!(get(s.addr, "/metrics").await.status, 200);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let ((), (slow_for, out), ()) = tokio::join!(trickle, cut_off, others);
+    assert!(slow_for >= deadline, "cut off too early: {slow_for:?}");
+    assert!(slow_for < deadline * 3, "not cut off in time: {slow_for:?}");
+    assert_eq!(parse(&out).status, 408, "{}", String::from_utf8_lossy(&out));
+}
+
+#[tokio::test]
+async fn fault_a_peer_posting_big_bodies_cannot_starve_scrapes() {
+    raise_fd_limit();
+    let s = what_if_server(Limits::default()).await;
+    let attacker = Ipv4Addr::new(127, 0, 0, 1);
+    // Many connections, each declaring a full body and sending a third of
+    // it, and a stream of full-size questions (padded with spaces).
+    let mut padded = serde_json::to_vec(&question(3, 10)).unwrap();
+    padded.resize(MAX_BODY_BYTES, b' ');
+    let raw = post_raw(Some("application/json"), &padded);
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let mut conn = connect_from(attacker, s.addr).await.unwrap();
+        let _ = conn.write_all(&raw[..raw.len() / 3]).await;
+        held.push(conn);
+    }
+    let addr = s.addr;
+    let flood = tokio::spawn(async move {
+        loop {
+            let Ok(mut conn) = connect_from(attacker, addr).await else {
+                continue;
+            };
+            let _ = conn.write_all(&raw).await;
+            let mut out = Vec::new();
+            let _ = conn.read_to_end(&mut out).await;
+        }
+    });
+    let prometheus = Ipv4Addr::new(127, 0, 0, 2);
+    assert_scrapes_get_through(s.addr, &[prometheus], 200).await;
+    flood.abort();
 }

@@ -24,6 +24,7 @@ use super::runtime_log;
 use super::shutdown::Shutdown;
 use super::watch::PullWatch;
 use crate::inventory::{self, Discovered};
+use crate::kubelet::KubeletConfig;
 use crate::layout::NodeLayout;
 use crate::model::{Signal, Source, State, Status};
 use crate::predict::history::History;
@@ -188,12 +189,13 @@ impl Scanner {
     /// verdicts, published when a verdict changed or [`PUBLISH_EVERY`] has
     /// passed. A wake ends the wait between ticks at once, and so does the
     /// shutdown (a walk in progress stops if it polls the shutdown, see
-    /// [`Shutdown::walk_cancel`]).
+    /// [`Shutdown::walk_cancel`]). `publish` is given the document with the
+    /// kubelet configuration it was judged by.
     pub fn run(
         mut self,
         wake: &Notify,
         shutdown: &Shutdown,
-        mut publish: impl FnMut(&Status, Pass),
+        mut publish: impl FnMut(&Status, &KubeletConfig, Pass),
     ) {
         let mut reread = true;
         loop {
@@ -214,10 +216,14 @@ impl Scanner {
                     !status.pulls.is_empty(),
                 );
                 self.published = (Instant::now(), verdicts(&status));
-                publish(&status, if rescan { Pass::Rescan } else { Pass::Reread });
+                // The pass has just set what it discovered.
+                if let Some((discovered, _)) = &self.discovered {
+                    let pass = if rescan { Pass::Rescan } else { Pass::Reread };
+                    publish(&status, &discovered.kubelet, pass);
+                }
                 self.last = Some(status);
-            } else if let Some(status) = self.refresh() {
-                publish(status, Pass::Refresh);
+            } else if let Some((status, kubelet)) = self.refresh() {
+                publish(status, kubelet, Pass::Refresh);
             }
             let until = (tick + TICK).min(self.next_rescan);
             reread = match self.runtime.block_on(wait(until, wake, shutdown)) {
@@ -246,7 +252,7 @@ impl Scanner {
     /// (a verdict changed, or [`PUBLISH_EVERY`] has passed); None as well
     /// while a stalled pull waits for its next reread (its bytes still to
     /// come are only known from a reread).
-    fn refresh(&mut self) -> Option<&Status> {
+    fn refresh(&mut self) -> Option<(&Status, &KubeletConfig)> {
         let (discovered, _) = self.discovered.as_ref()?;
         let status = self.last.as_mut().filter(|s| s.pulls.is_empty())?;
         inventory::refresh(status, &discovered.kubelet, &self.history);
@@ -257,7 +263,7 @@ impl Scanner {
             return None;
         }
         self.published = (Instant::now(), now);
-        Some(status)
+        Some((status, &discovered.kubelet))
     }
 
     /// Remembers when the pulls in flight last moved.

@@ -165,14 +165,14 @@ fn spawn_scanner(
             }
             let mut totals = ScanTotals::default();
             let mut ready = false;
-            scanner.run(&wake, &shutdown, |status, pass| {
+            scanner.run(&wake, &shutdown, |status, kubelet, pass| {
                 if pass != Pass::Refresh {
                     totals.record(&status.scan, pass == Pass::Rescan);
                     // Ready once a pass measured everything within its deadline.
                     ready |= !status.scan.errors_by_kind.contains_key(&ErrorKind::Deadline);
                     log_scan(status, ready);
                 }
-                match Snapshot::from_status(status, &totals, top_n) {
+                match Snapshot::from_status(status, kubelet, &totals, top_n) {
                     Ok(snapshot) => {
                         publish.send_replace(Arc::new(Snapshot { ready, ..snapshot }));
                     }

@@ -30,10 +30,10 @@ use super::screen::{self, bar, state_style, BOLD};
 #[derive(Debug, clap::Args)]
 pub struct CheckPullArgs {
     /// The image, as the kubelet would be given it (e.g. registry.example/app:2).
-    image: String,
+    pub(super) image: String,
     /// Print the result as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// The platform picked from a multi-platform image [default: this node's linux/<arch>].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
@@ -42,10 +42,23 @@ pub struct CheckPullArgs {
     runtime: Option<Store>,
     /// The containerd namespace the pull goes to (the kubelet's is k8s.io).
     #[arg(long, default_value = "k8s.io")]
-    namespace: String,
+    pub(super) namespace: String,
     /// CA certificates (PEM) trusted for the registry's host (with certs.d's, in place of the public roots).
     #[arg(long, value_name = "PATH")]
     ca_file: Option<PathBuf>,
+    /// Every node's agent asked instead (`--fleet`).
+    #[command(flatten)]
+    pub(super) fleet: super::fleet::FleetArgs,
+}
+
+impl CheckPullArgs {
+    /// The store `--runtime` names, if it names one.
+    pub(super) fn runtime(&self) -> Option<RuntimeKind> {
+        self.runtime.map(|store| match store {
+            Store::Containerd => RuntimeKind::Containerd,
+            Store::Docker => RuntimeKind::Docker,
+        })
+    }
 }
 
 /// An image store a pull can go to.
@@ -57,12 +70,66 @@ enum Store {
     Docker,
 }
 
-/// Runs `headroom check-pull`: exit code 0 ok, 1 warning, 2 pressure now
-/// or predicted from the pull, 3 error, 4–8 a registry failure by class
-/// (docs/exit-codes.md).
-pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
+/// The image resolved in its registry, with what it was resolved with.
+pub(super) struct Resolved {
+    /// The registry client, to measure layers with.
+    pub(super) client: registry::Client,
+    /// The image.
+    pub(super) image: registry::ResolvedImage,
+    /// The reference given.
+    reference: Reference,
+    /// The platform asked for.
+    platform: Platform,
+    /// How its registry was reached.
+    options: registry::Options,
+}
+
+/// Resolves `args.image` in its registry (documents only, no layer); a
+/// registry failure is printed and given as its exit code.
+pub(super) fn resolve(
+    args: &CheckPullArgs,
+    config: &Config,
+) -> anyhow::Result<Result<Resolved, ExitCode>> {
     let reference: Reference = args.image.parse()?;
     let platform = args.platform.clone().unwrap_or_else(node_platform);
+    let options = registry_access::options(
+        &reference,
+        args.ca_file.as_deref(),
+        platform.clone(),
+        config,
+    )?;
+    let resolved = registry::connect(&reference, &options)
+        .and_then(|mut client| client.resolve().map(|image| (client, image)));
+    Ok(match resolved {
+        Ok((client, image)) => Ok(Resolved {
+            client,
+            image,
+            reference,
+            platform,
+            options,
+        }),
+        Err(e) => Err(registry_error(e, &reference, &options)),
+    })
+}
+
+/// Runs `headroom check-pull`: exit code 0 ok, 1 warning, 2 pressure now
+/// or predicted from the pull, 3 error, 4–8 a registry failure by class
+/// (docs/exit-codes.md). With `--fleet`, [`super::fleet::run`].
+pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    if args.fleet.fleet {
+        return super::fleet::run(args, config);
+    }
+    // The registry first: a bad name or tag fails before the node is scanned.
+    let Resolved {
+        mut client,
+        image,
+        reference,
+        platform,
+        options,
+    } = match resolve(args, config)? {
+        Ok(resolved) => resolved,
+        Err(code) => return Ok(code),
+    };
     // `--ca-file` is for the image's registry; a pull in flight from another
     // has only certs.d's CAs.
     let options_for = |other: &Reference| {
@@ -72,20 +139,8 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
             .filter(|_| other.registry == reference.registry);
         registry_access::options(other, ca_file, platform.clone(), config)
     };
-    let options = options_for(&reference)?;
-    // The registry first: a bad name or tag fails before the node is scanned.
-    let resolved = registry::connect(&reference, &options)
-        .and_then(|mut client| client.resolve().map(|image| (client, image)));
-    let (mut client, image) = match resolved {
-        Ok(found) => found,
-        Err(e) => return Ok(registry_error(e, &reference, &options)),
-    };
     let node = super::status::scan_here(config)?;
-    let runtime = args.runtime.map(|store| match store {
-        Store::Containerd => RuntimeKind::Containerd,
-        Store::Docker => RuntimeKind::Docker,
-    });
-    let target = Target::choose(&node.status, runtime, &args.namespace);
+    let target = Target::choose(&node.status, args.runtime(), &args.namespace);
     let fallback = fallback(&node.status);
     let sizer = Sizer {
         block_size: block_size(&node.status, target.runtime),
@@ -93,13 +148,7 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
     };
     // Every layer is measured, as for a fleet: the answer is computed the
     // way a node's agent computes it (`what_if::answer`).
-    let unpacked = image
-        .layers
-        .iter()
-        .map(|layer| size_layer(&mut client, layer, sizer.block_size, &fallback))
-        .collect();
-    let namespace = Some(args.namespace.clone());
-    let question = Question::from_resolved(&args.image, &image, unpacked, runtime, namespace);
+    let question = question(args, &image, &mut client, &sizer);
     let in_flight = pulls_in_flight(&node.status, &reference, &options_for, &sizer);
     let answer = Answer {
         credentials: options.credential_source.as_ref().map(ToString::to_string),
@@ -113,6 +162,23 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
         render(&mut out, &answer, &node.status).context("writing to stdout")?;
     }
     Ok(ExitCode::from(exit_code(&node.status, &answer.prediction)))
+}
+
+/// The question `image`'s pull asks a node: every layer measured in the
+/// registry with `sizer`, for the store and namespace `args` name.
+pub(super) fn question(
+    args: &CheckPullArgs,
+    image: &registry::ResolvedImage,
+    client: &mut registry::Client,
+    sizer: &Sizer<'_>,
+) -> Question {
+    let unpacked = image
+        .layers
+        .iter()
+        .map(|layer| size_layer(client, layer, sizer.block_size, sizer.fallback))
+        .collect();
+    let namespace = Some(args.namespace.clone());
+    Question::from_resolved(&args.image, image, unpacked, args.runtime(), namespace)
 }
 
 /// The allocation unit of the filesystem `runtime`'s image root is on

@@ -82,7 +82,8 @@ const FACES: [FaceHelp; 4] = [
         output: "Prints what pulling IMAGE would cost this node (each layer not on it yet, \
                  measured from the registry), the pulls already in flight, and the \
                  kubelet's verdict for each signal the pull lands on; with --json, the \
-                 same as a document.",
+                 same as a document. With --fleet, one line per node's agent asked, worst \
+                 first, then a summary; the code is the worst node's.",
         codes: &[
             (0, "every signal stays ok with the pull's cost added"),
             (
@@ -111,6 +112,11 @@ const FACES: [FaceHelp; 4] = [
                 "TLS failed: an untrusted certificate or a failed handshake",
             ),
             (8, "authentication refused, or no credentials found"),
+            (
+                9,
+                "with --fleet: no node would reach pressure, but one did not answer \
+                 (unknown, never ok)",
+            ),
         ],
     },
 ];

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod check_pull;
 pub mod du;
 mod fit;
+pub mod fleet;
 pub mod help;
 mod in_flight;
 mod printable;

@@ -226,7 +226,7 @@ fn signed_bytes(b: i64) -> String {
 }
 
 /// A column that is a figure, kept whatever the width.
-const fn figure(header: &'static str) -> Column {
+pub(super) const fn figure(header: &'static str) -> Column {
     Column {
         header,
         give: Give::Fixed,
@@ -235,7 +235,7 @@ const fn figure(header: &'static str) -> Column {
 }
 
 /// A column that is a name, shortened down to `min` columns, never dropped.
-const fn name(header: &'static str, min: usize) -> Column {
+pub(super) const fn name(header: &'static str, min: usize) -> Column {
     Column {
         header,
         give: Give::Shorten(min),
@@ -244,7 +244,7 @@ const fn name(header: &'static str, min: usize) -> Column {
 }
 
 /// `column`, dropped `rank`th when the screen is too narrow for it.
-const fn droppable(column: Column, rank: u8) -> Column {
+pub(super) const fn droppable(column: Column, rank: u8) -> Column {
     Column {
         drop_rank: rank,
         ..column
@@ -253,7 +253,7 @@ const fn droppable(column: Column, rank: u8) -> Column {
 
 /// `title`, then the table of `rows` under `columns` fitted to `width`:
 /// names shortened, the columns that do not fit left out.
-fn print_table(
+pub(super) fn print_table(
     out: &mut impl Write,
     title: (Style, &str, &str),
     columns: &[Column],
