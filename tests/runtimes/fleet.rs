@@ -86,6 +86,8 @@ struct Node {
     dir: PathBuf,
     /// (flag, path) pairs that point a headroom face at this node.
     layout: Vec<(&'static str, PathBuf)>,
+    /// Its disk's allocation unit (mkfs.ext4 gives 1 KiB below 512 MiB).
+    block_size: u64,
 }
 
 impl Node {
@@ -135,6 +137,13 @@ impl Node {
             ("--kubelet-config", config.clone()),
             ("--pod-logs", pod_logs.clone()),
         ];
+        let block_size = rustix::fs::statvfs(&fs_root)
+            .with_context(|| format!("statvfs {}", fs_root.display()))?
+            .f_frsize;
+        eprintln!(
+            "runtimes: {} ({} ext4, {block_size}-byte blocks) holds {:?}; its agent is at {addr}",
+            spec.name, spec.size, spec.present
+        );
         Ok(Node {
             name: spec.name,
             agent: Some(proc),
@@ -142,6 +151,7 @@ impl Node {
             ctrd,
             dir,
             layout,
+            block_size,
         })
     }
 
@@ -186,9 +196,10 @@ impl Node {
             Proc::output,
         );
         format!(
-            "node {} at {} (containerd log {})\n{agent}",
+            "node {} at {} ({}-byte blocks; containerd log {})\n{agent}",
             self.name,
             self.dir.display(),
+            self.block_size,
             self.ctrd.log.display()
         )
     }
@@ -418,14 +429,22 @@ fn figures(own: &Value, answer: &Value) -> String {
         number(own, "in_flight_bytes"),
         number(answer, "in_flight_bytes"),
     );
+    let method = |doc: &Value| {
+        doc["in_flight"][0]["method"]
+            .as_str()
+            .unwrap_or("-")
+            .to_owned()
+    };
     format!(
-        "{}: {}, download {} unpack {} bytes; in flight {} bytes, its own check-pull {} ({:+.1}%)",
+        "{}: {}, download {} unpack {} bytes; in flight {} bytes ({}), its own check-pull {} ({}): {:+.1}%",
         answer["node"].as_str().unwrap_or("?"),
         worst(answer),
         answer["download_bytes"],
         answer["unpack_bytes"],
         theirs,
+        method(answer),
         mine,
+        method(own),
         (theirs - mine) / mine.max(1.0) * 100.0
     )
 }
