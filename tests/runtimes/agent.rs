@@ -106,8 +106,16 @@ pub fn shipped_config() -> PathBuf {
 /// intervals (only `--top-n` is raised, so that nothing is folded). A trial
 /// about a setting appends its flag to the command.
 pub fn command(config: &Path, listen: &str, paths: Paths<'_>) -> Result<Command> {
+    let mut cmd = shipped_command(config, listen, paths)?;
+    cmd.args(["--top-n", TOP_N]);
+    Ok(cmd)
+}
+
+/// [`command`] with nothing raised: every setting but the paths and
+/// `--listen` from `config`.
+pub fn shipped_command(config: &Path, listen: &str, paths: Paths<'_>) -> Result<Command> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_headroom"));
-    cmd.args(["agent", "--listen", listen, "--top-n", TOP_N]);
+    cmd.args(["agent", "--listen", listen]);
     for (flag, path) in [
         ("--docker-root", paths.docker_root),
         ("--containerd-address", paths.containerd_address),

@@ -23,6 +23,7 @@ mod events;
 mod exposition;
 mod faults;
 mod filesystems;
+mod fleet;
 mod images;
 mod incident;
 mod layers;
@@ -251,6 +252,11 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     (
         "paging_path_fires_before_the_disk_crosses_the_line",
         paging::fires_before_the_line,
+    ),
+    // Its three nodes are its own: it takes no lock.
+    (
+        "fleet_check_pull_answers_per_node",
+        fleet::check_pull_answers_per_node,
     ),
 ];
 

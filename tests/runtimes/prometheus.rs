@@ -1,9 +1,11 @@
-//! A real Prometheus server scraping the agent every second, and the two
-//! parts of its HTTP API the trials read: the scrape targets (was the
-//! scrape clean?) and instant queries (what did it store?).
+//! A real Prometheus server scraping the agent every second (or, for the
+//! fleet trial, several agents), and the two parts of its HTTP API the
+//! trials read: the scrape targets (was the scrape clean?) and instant
+//! queries (what did it store?).
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -24,29 +26,45 @@ pub type Series = BTreeMap<BTreeMap<String, String>, f64>;
 /// (`host:port`) every second; returns its `host:port` once it is ready.
 pub fn start(s: &mut Services, target: &str) -> Result<String> {
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let config = s.dir.join("prometheus.yml");
-    fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )?;
-    let mut cmd = Command::new("prometheus");
-    cmd.args([
-        &format!("--config.file={}", path_str(&config)?),
-        &format!(
-            "--storage.tsdb.path={}",
-            path_str(&s.dir.join("prometheus-data"))?
-        ),
-        &format!("--web.listen-address={addr}"),
-        "--log.level=warn",
-    ]);
+    let cmd = command(&s.dir, "prometheus", &addr, &[(JOB, &[target])])?;
     let probe = addr.clone();
     s.start_daemon("prometheus", cmd, || {
         web::get(&probe, "/-/ready").is_ok_and(|r| r.code == 200)
     })?;
     Ok(addr)
+}
+
+/// A scrape job: its name and its targets (`host:port`).
+pub type Job<'a> = (&'a str, &'a [&'a str]);
+
+/// `prometheus` listening on `addr`, scraping the targets of `jobs` every
+/// second, its config and data at `dir/<name>.yml` and `dir/<name>-data`.
+/// Not started.
+pub fn command(dir: &Path, name: &str, addr: &str, jobs: &[Job<'_>]) -> Result<Command> {
+    let config = dir.join(format!("{name}.yml"));
+    let mut yaml =
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                    scrape_configs:\n"
+            .to_owned();
+    for (job, targets) in jobs {
+        let listed: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        yaml.push_str(&format!(
+            "  - job_name: {job}\n    static_configs:\n      - targets: [{}]\n",
+            listed.join(", ")
+        ));
+    }
+    fs::write(&config, yaml)?;
+    let mut cmd = Command::new("prometheus");
+    cmd.args([
+        &format!("--config.file={}", path_str(&config)?),
+        &format!(
+            "--storage.tsdb.path={}",
+            path_str(&dir.join(format!("{name}-data")))?
+        ),
+        &format!("--web.listen-address={addr}"),
+        "--log.level=warn",
+    ]);
+    Ok(cmd)
 }
 
 /// A successful API reply's `data`, or an error naming the request.
@@ -64,18 +82,23 @@ fn api(addr: &str, target: &str) -> Result<Value> {
     Ok(doc["data"].clone())
 }
 
-/// The active target whose scrape URL names `target`, as Prometheus
-/// describes it (`health`, `lastError`, `lastScrape`, …).
-pub fn target(addr: &str, target: &str) -> Result<Value> {
+/// Every active target, as Prometheus describes it (`labels.job`,
+/// `scrapeUrl`, `health`, `lastError`, `lastScrape`, …).
+pub fn targets(addr: &str) -> Result<Vec<Value>> {
     let data = api(addr, "/api/v1/targets?state=active")?;
     data["activeTargets"]
         .as_array()
-        .and_then(|all| {
-            all.iter()
-                .find(|t| t["scrapeUrl"].as_str().is_some_and(|u| u.contains(target)))
-        })
         .cloned()
-        .with_context(|| format!("no active target for {target}: {data}"))
+        .with_context(|| format!("no activeTargets in {data}"))
+}
+
+/// The active target whose scrape URL names `target`.
+pub fn target(addr: &str, target: &str) -> Result<Value> {
+    let all = targets(addr)?;
+    all.iter()
+        .find(|t| t["scrapeUrl"].as_str().is_some_and(|u| u.contains(target)))
+        .cloned()
+        .with_context(|| format!("no active target for {target}: {all:?}"))
 }
 
 /// The instant-vector result of `promql`, keyed by labels.
