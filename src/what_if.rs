@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::is_sha256;
 use crate::inventory::check_pull::{
-    judge, plan, pulls_in_flight, InFlightPull, PlannedLayer, Target,
+    block_size, judge, plan, pulls_in_flight, InFlightPull, PlannedLayer, Target,
 };
 use crate::inventory::Scanned;
 use crate::model::{Prediction, Signal};
@@ -333,13 +333,25 @@ pub struct Answer {
     pub prediction: BTreeMap<Signal, Prediction>,
 }
 
+/// `question` with each layer's disk bytes in the store's own
+/// `block_size`-byte blocks: the asker costed them in several (a 1 KiB-block
+/// ext4 store takes small files in less than a 4 KiB one).
+fn in_own_blocks(question: &Question, block_size: u64) -> Question {
+    let mut own = question.clone();
+    for layer in &mut own.layers {
+        layer.unpacked.disk_bytes = layer.unpacked.disk_bytes_in(block_size);
+    }
+    own
+}
+
 /// What pulling the image `question` describes would do to `node`, with
 /// the pulls `in_flight` (sized by the caller, see [`pulls_in_flight`])
 /// counted. `credentials` is left `None` for the caller to say.
 pub fn answer(question: &Question, node: &Scanned, in_flight: Vec<InFlightPull>) -> Answer {
     let namespace = question.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
     let target = Target::choose(&node.status, question.runtime, namespace);
-    let plan = plan(question, &node.status, &target);
+    let question = in_own_blocks(question, block_size(&node.status, target.runtime));
+    let plan = plan(&question, &node.status, &target);
     let check = judge(plan, &question.image, node, target, in_flight);
     Answer {
         node: node.status.node.clone(),
@@ -401,6 +413,7 @@ mod tests {
                     diff_id: digest(n),
                     compressed_bytes: 100 * u64::from(n),
                     unpacked: Unpacked {
+                        disk_bytes_by_block: Default::default(),
                         stream_bytes: 300,
                         disk_bytes: 4096,
                         inodes: 3,
@@ -534,5 +547,20 @@ mod tests {
         for bad in ["", ".a", "a.", "a..b", "a b", "é", &"a".repeat(77)] {
             assert!(!is_namespace(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_node_takes_each_layer_in_its_own_blocks() {
+        let mut q = question();
+        q.layers[0].unpacked.disk_bytes_by_block = [(1024, 111), (4096, 444)].into();
+        let own = in_own_blocks(&q, 1024);
+        assert_eq!(own.layers[0].unpacked.disk_bytes, 111);
+        // A block size not costed keeps the headline figure.
+        let odd = in_own_blocks(&q, 65536);
+        assert_eq!(
+            odd.layers[0].unpacked.disk_bytes,
+            q.layers[0].unpacked.disk_bytes
+        );
+        assert_eq!(in_own_blocks(&q, 4096).layers[0].unpacked.disk_bytes, 444);
     }
 }

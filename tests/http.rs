@@ -541,6 +541,7 @@ fn question(layers: usize, compressed: u64) -> Question {
                 diff_id: digest(0x2000 + i),
                 compressed_bytes: compressed,
                 unpacked: Unpacked {
+                    disk_bytes_by_block: Default::default(),
                     stream_bytes: compressed * 2,
                     disk_bytes: compressed * 2,
                     inodes: 10,

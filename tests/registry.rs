@@ -1512,6 +1512,14 @@ fn layers_are_sized_from_their_blobs_or_fall_back_saying_why() {
         "{honoured:?} vs du {real}"
     );
     assert!(off(honoured.inodes, 3008) < 0.05, "{honoured:?}");
+    // Costed in every common block size; small files take less in 1 KiB
+    // blocks (a 1 KiB-block node is held to it by the runtimes fleet trial).
+    assert_eq!(honoured.disk_bytes_in(4096), honoured.disk_bytes);
+    assert!(
+        honoured.disk_bytes_in(1024) < honoured.disk_bytes_in(2048)
+            && honoured.disk_bytes_in(2048) < honoured.disk_bytes,
+        "{honoured:?}"
+    );
     assert!(honoured.method.contains("gzip trailer"), "{honoured:?}");
     assert_eq!(honoured.fallback, None);
 

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use headroom::config::Config;
-use headroom::inventory::check_pull::{fallback, store_root, PlannedLayer, Target};
+use headroom::inventory::check_pull::{block_size, fallback, PlannedLayer, Target};
 use headroom::model::{human_bytes, short_id, Filesystem, Prediction, Signal, Status};
 use headroom::registry::sizing::size_layer;
 use headroom::registry::{self, Platform, Reference};
@@ -179,16 +179,6 @@ pub(super) fn question(
         .collect();
     let namespace = Some(args.namespace.clone());
     Question::from_resolved(&args.image, image, unpacked, args.runtime(), namespace)
-}
-
-/// The allocation unit of the filesystem `runtime`'s image root is on
-/// (4 KiB when it cannot be told).
-fn block_size(status: &Status, runtime: RuntimeKind) -> u64 {
-    store_root(status, runtime)
-        .and_then(|root| nix::sys::statvfs::statvfs(root).ok())
-        .map(|s| s.fragment_size())
-        .filter(|b| *b > 0)
-        .unwrap_or(4096)
 }
 
 /// This node's platform as registries name it: `linux/<GOARCH>`.

@@ -153,12 +153,13 @@ pub fn run(args: &CheckPullArgs, config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(summary.exit_code()))
 }
 
-/// The block size layers are costed in: the nodes' own are not known
-/// here, and 4 KiB is ext4's and XFS's.
+/// The block size a layer's headline figure is costed in (ext4's and XFS's
+/// usual one); each layer also carries its cost in every block size of
+/// `sizing::BLOCK_SIZES`, and each node takes the one of its own store.
 const BLOCK_SIZE: u64 = 4096;
 
 /// What every node is asked: the image with each of its layers measured
-/// once, here (a node skips the ones it has), in [`BLOCK_SIZE`] blocks and,
+/// once, here (a node skips the ones it has), in each block size and,
 /// when a blob teaches nothing, at the default unpack ratio.
 fn question(args: &CheckPullArgs, resolved: &mut check_pull::Resolved) -> Question {
     let fallback = Fallback {

@@ -340,6 +340,16 @@ fn ratio_source(images: &[Image]) -> String {
     }
 }
 
+/// The allocation unit of the filesystem `runtime`'s image root is on
+/// (4 KiB when it cannot be told).
+pub fn block_size(status: &Status, runtime: RuntimeKind) -> u64 {
+    store_root(status, runtime)
+        .and_then(|root| nix::sys::statvfs::statvfs(root).ok())
+        .map(|s| s.fragment_size())
+        .filter(|b| *b > 0)
+        .unwrap_or(4096)
+}
+
 /// The image root `runtime` reported: where its pulls land.
 pub fn store_root(status: &Status, runtime: RuntimeKind) -> Option<&str> {
     status
@@ -419,6 +429,7 @@ mod tests {
                     diff_id: digest(n),
                     compressed_bytes: size,
                     unpacked: Unpacked {
+                        disk_bytes_by_block: Default::default(),
                         stream_bytes: size * ratio,
                         disk_bytes: size * ratio,
                         inodes: 10,

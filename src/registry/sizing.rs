@@ -11,6 +11,8 @@
 //! registry that ignores ranges, an unknown media type, a blob that is not
 //! what its media type says) falls back and says why.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{ByteRange, Client, ResolvedLayer};
@@ -23,6 +25,10 @@ use crate::layer_size::{
 /// Bytes of each blob decoded for its tar headers and compression ratio.
 pub const SAMPLE_BYTES: u64 = 1 << 20;
 
+/// The block sizes a layer's files are also costed in: what ext4 (1, 2 and
+/// 4 KiB) and XFS (4 KiB) stores use.
+pub const BLOCK_SIZES: [u64; 3] = [1024, 2048, 4096];
+
 /// What one layer adds to the node once unpacked, and how that was found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unpacked {
@@ -30,6 +36,12 @@ pub struct Unpacked {
     pub stream_bytes: u64,
     /// Bytes its files take on the store's filesystem once unpacked.
     pub disk_bytes: u64,
+    /// The same files costed in each of [`BLOCK_SIZES`] (and the store's own
+    /// block size), so that a node asked with this figure (a fleet check)
+    /// takes it in its own blocks; empty when the figure does not depend on
+    /// the block size (a ratio estimate).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub disk_bytes_by_block: BTreeMap<u64, u64>,
     /// Inodes its entries take.
     pub inodes: u64,
     /// Whether the figures are the layer's own, not extrapolated.
@@ -51,6 +63,27 @@ pub struct Fallback {
     pub inodes_per_byte: f64,
 }
 
+impl Unpacked {
+    /// Its disk bytes on a filesystem of `block_size`-byte blocks: the
+    /// figure costed in them, else (a ratio estimate, or an odd block size)
+    /// [`Unpacked::disk_bytes`].
+    pub fn disk_bytes_in(&self, block_size: u64) -> u64 {
+        self.disk_bytes_by_block
+            .get(&block_size)
+            .copied()
+            .unwrap_or(self.disk_bytes)
+    }
+}
+
+/// `f(b)` for each of [`BLOCK_SIZES`] and `block_size`.
+fn by_block(block_size: u64, f: impl Fn(u64) -> u64) -> BTreeMap<u64, u64> {
+    BLOCK_SIZES
+        .into_iter()
+        .chain([block_size])
+        .map(|b| (b, f(b)))
+        .collect()
+}
+
 impl Fallback {
     /// A layer of `compressed` bytes at the fallback ratio, with `why`.
     fn estimate(&self, compressed: u64, why: String) -> Unpacked {
@@ -58,6 +91,7 @@ impl Fallback {
         Unpacked {
             stream_bytes: bytes,
             disk_bytes: bytes,
+            disk_bytes_by_block: BTreeMap::new(),
             inodes: (bytes as f64 * self.inodes_per_byte).round() as u64,
             exact: false,
             method: format!("{:.2} × compressed, {}", self.ratio, self.ratio_source),
@@ -235,6 +269,7 @@ fn from_toc(entries: &[Entry], block_size: u64, how: &str) -> Unpacked {
     Unpacked {
         stream_bytes: f.stream_bytes,
         disk_bytes: f.disk_bytes,
+        disk_bytes_by_block: by_block(block_size, |b| footprint(entries, b).disk_bytes),
         inodes: f.inodes,
         exact: true,
         method: format!("{how} ({} entries)", entries.len()),
@@ -252,20 +287,26 @@ fn extrapolate(
     fallback: Option<String>,
 ) -> Unpacked {
     // The tar bytes the entries span, their PAX and long-name headers included.
-    let f = footprint(&sample.entries, block_size);
-    let seen = Footprint {
-        stream_bytes: f.stream_bytes.max(sample.covered_stream_bytes),
-        ..f
+    let covered = footprint(&sample.entries, block_size)
+        .stream_bytes
+        .max(sample.covered_stream_bytes);
+    let spans_all = covered.saturating_add(1024) >= stream.bytes;
+    let in_blocks = |b: u64| {
+        let seen = Footprint {
+            stream_bytes: covered,
+            ..footprint(&sample.entries, b)
+        };
+        if spans_all {
+            seen
+        } else {
+            seen.scaled_to(stream.bytes)
+        }
     };
-    let spans_all = seen.stream_bytes.saturating_add(1024) >= stream.bytes;
-    let f = if spans_all {
-        seen
-    } else {
-        seen.scaled_to(stream.bytes)
-    };
+    let f = in_blocks(block_size);
     Unpacked {
         stream_bytes: stream.bytes,
         disk_bytes: f.disk_bytes,
+        disk_bytes_by_block: by_block(block_size, |b| in_blocks(b).disk_bytes),
         inodes: f.inodes,
         exact: stream.exact && spans_all,
         method: format!(
