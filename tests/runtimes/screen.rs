@@ -222,7 +222,7 @@ fn check_screen(c: &mut Checks, screen: &Screen, doc: &Status, age: &str) {
     });
     let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
     c.that(
-        words.contains("image GC could free")
+        (words.contains("image GC could free") || words.contains("image GC may delete no image"))
             && words.contains("imageMinimumGCAge")
             && words.contains("are kept"),
         || format!("at {width} columns no image GC sentence:\n{text}"),
