@@ -3,7 +3,7 @@
 //! Prometheus itself reaches it. No proxy: agents are inside the cluster's
 //! network, where a proxy from the environment would not reach them.
 
-use super::{each, error_message, parse_answer, Agent, Limits, NodeAnswer, NodeError, ROUTE};
+use super::{each, reply, Agent, Limits, NodeAnswer, NodeError, ROUTE};
 
 /// Asks every agent the `question` (a [`crate::what_if::Question`] as
 /// JSON), at most `limits.concurrency` at a time, each within
@@ -51,14 +51,7 @@ fn ask_one(
         }
         other => other.map_err(failed)?,
     };
-    if !(200..300).contains(&status) {
-        return Err(NodeError::Status {
-            address: address.to_string(),
-            status,
-            message: error_message(&body),
-        });
-    }
-    parse_answer(address, &body)
+    reply(address, status, &body)
 }
 
 /// The [`NodeError`] of a failed exchange with `address`.

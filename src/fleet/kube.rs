@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use super::AGENT_PORT;
-use super::{each, error_message, parse_answer, Agent, Limits, NodeAnswer, NodeError, ROUTE};
+use super::{each, reply, Agent, Limits, NodeAnswer, NodeError, ROUTE};
 
 /// The DaemonSet's pod label.
 pub const POD_SELECTOR: &str = "app.kubernetes.io/name=headroom";
@@ -146,14 +146,7 @@ async fn ask_one(
             message: format!("unreadable or larger than {limit} bytes: {e}"),
         })?
         .to_bytes();
-    if !(200..300).contains(&status) {
-        return Err(NodeError::Status {
-            address: address.to_string(),
-            status,
-            message: error_message(&body),
-        });
-    }
-    parse_answer(address, &body)
+    reply(address, status, &body)
 }
 
 #[cfg(test)]

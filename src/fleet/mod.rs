@@ -117,6 +117,19 @@ pub struct NodeAnswer {
     pub answer: Result<Answer, NodeError>,
 }
 
+/// An agent's reply: `body` as an [`Answer`] when `status` is a success,
+/// else the agent's refusal with its message.
+pub fn reply(address: &str, status: u16, body: &[u8]) -> Result<Answer, NodeError> {
+    if !(200..300).contains(&status) {
+        return Err(NodeError::Status {
+            address: address.to_string(),
+            status,
+            message: error_message(body),
+        });
+    }
+    parse_answer(address, body)
+}
+
 /// `body` (an answer of `address`) as an [`Answer`]: JSON, else a bad
 /// answer saying why.
 pub fn parse_answer(address: &str, body: &[u8]) -> Result<Answer, NodeError> {
