@@ -378,7 +378,7 @@ fn store_mountpoint(status: &Status, runtime: RuntimeKind) -> Option<String> {
 /// lands on none the kubelet watches).
 fn affected(node: &Scanned, incoming: &Incoming<'_>) -> BTreeMap<Signal, Prediction> {
     let status = &node.status;
-    let mut all = signals::predict(
+    let mut all = signals::judge(
         &status.filesystems,
         &status.images,
         &status.layers,
@@ -386,7 +386,8 @@ fn affected(node: &Scanned, incoming: &Incoming<'_>) -> BTreeMap<Signal, Predict
         &History::default(),
         SystemTime::now(),
         incoming,
-    );
+    )
+    .prediction;
     let hit: Vec<Signal> = status
         .filesystems
         .iter()

@@ -150,20 +150,7 @@ pub struct Judgement {
 /// The verdict per signal: thresholds crossed now, the trend the `history`
 /// shows, what the `incoming` pulls will add to the filesystem they land on,
 /// and whether the kubelet's image GC would make room, freeing only what
-/// deleted images do not share. The verdicts alone: see [`judge`].
-pub fn predict(
-    filesystems: &[Filesystem],
-    images: &[Image],
-    layers: &[Layer],
-    kubelet: &KubeletConfig,
-    history: &History,
-    now: SystemTime,
-    incoming: &Incoming<'_>,
-) -> BTreeMap<Signal, Prediction> {
-    judge(filesystems, images, layers, kubelet, history, now, incoming).prediction
-}
-
-/// The verdicts of [`predict`], and the census of the image GC whose pass
+/// deleted images do not share; with the census of the image GC whose pass
 /// they assume (so that the screen's GC line and the verdicts agree).
 pub fn judge(
     filesystems: &[Filesystem],
