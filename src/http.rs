@@ -66,6 +66,9 @@ pub struct Snapshot {
     pub ready: bool,
     /// The inventory the what-if questions are answered from.
     pub node: Option<Arc<Scanned>>,
+    /// The layer audit as JSON (`/api/v1/audit`); empty until its first
+    /// pass is done.
+    pub audit_json: Bytes,
 }
 
 /// Why a [`Snapshot`] could not be rendered.
@@ -99,6 +102,7 @@ impl Snapshot {
                 status: status.clone(),
                 kubelet: kubelet.clone(),
             })),
+            audit_json: Bytes::new(),
         })
     }
 }
@@ -293,6 +297,7 @@ fn router(snapshots: Snapshots, limits: &Limits) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/status", get(status_json))
+        .route("/api/v1/audit", get(audit_json))
         .with_state(snapshots)
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         // Added after the 1 KiB limit, which so does not cover it: the
@@ -345,6 +350,16 @@ async fn status_json(State(snapshots): State<Snapshots>) -> Response {
     }
     let content_type = [(header::CONTENT_TYPE, "application/json")];
     (content_type, snap.status_json.clone()).into_response()
+}
+
+async fn audit_json(State(snapshots): State<Snapshots>) -> Response {
+    let snap = current(&snapshots);
+    if snap.audit_json.is_empty() {
+        let why = "not ready: the first layer audit pass is still running (or the audit is off)\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    (content_type, snap.audit_json.clone()).into_response()
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::audit::{AuditSummary, KINDS};
 use crate::model::{
     Container, Filesystem, Image, Pull, ReadFrom, RuntimeState, ScanSummary, Signal, Status,
     ThresholdsOrigin, Volume,
@@ -115,6 +116,19 @@ struct ImageLabels {
     image: String,
 }
 
+/// An image's series of one kind of waste.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ImageWasteLabels {
+    #[prometheus(flatten)]
+    image: ImageLabels,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ContainerLabels {
     runtime: String,
@@ -152,6 +166,9 @@ pub fn encode(status: &Status, totals: &ScanTotals, top_n: usize) -> Result<Stri
     containers(&mut registry, &status.containers, top_n);
     volumes(&mut registry, &status.volumes, top_n);
     pulls(&mut registry, &status.pulls, top_n);
+    if let Some(summary) = &status.audit {
+        audit(&mut registry, summary, top_n);
+    }
     verdicts(&mut registry, status);
     scans(&mut registry, status, totals);
     registry.register(
@@ -291,6 +308,75 @@ fn images(registry: &mut Registry, images: &[Image], top_n: usize) {
         "Disk bytes of the content-store blobs (compressed layers) an image references",
         Some(Unit::Bytes),
         column(2),
+    );
+}
+
+/// The layer audit: the `top_n` most wasteful images by kind (the rest
+/// summed as `other`), the node's totals by kind, and how far it got.
+fn audit(registry: &mut Registry, summary: &AuditSummary, top_n: usize) {
+    let other = ImageLabels {
+        runtime: String::new(),
+        containerd_namespace: String::new(),
+        image: OTHER.to_string(),
+    };
+    let by_kind =
+        |m: &BTreeMap<String, u64>| KINDS.map(|k| m.get(k.as_str()).copied().unwrap_or(0));
+    let rows = fold_top(
+        &summary.per_image,
+        top_n,
+        |i| i.wasted_bytes,
+        |i| ImageLabels {
+            runtime: i.runtime.as_str().to_string(),
+            containerd_namespace: i.namespace.clone(),
+            image: i.image.clone(),
+        },
+        other,
+        |i| by_kind(&i.by_kind),
+    );
+    let samples = rows.iter().flat_map(|(labels, values)| {
+        KINDS.iter().zip(values).map(|(kind, v)| {
+            let labels = ImageWasteLabels {
+                image: labels.clone(),
+                kind: kind.as_str().to_string(),
+            };
+            (labels, gauge(*v))
+        })
+    });
+    register_gauges(
+        registry,
+        "image_wasted",
+        "Bytes an image ships that its final filesystem does not need, by kind (docs/audit.md)",
+        Some(Unit::Bytes),
+        samples,
+    );
+    let node = KINDS
+        .iter()
+        .zip(by_kind(&summary.by_kind))
+        .map(|(kind, v)| {
+            let labels = KindLabels {
+                kind: kind.as_str().to_string(),
+            };
+            (labels, gauge(v))
+        });
+    register_gauges(
+        registry,
+        "wasted",
+        "The node's wasted image bytes by kind, a layer shared by images counted once",
+        Some(Unit::Bytes),
+        node,
+    );
+    let states = [("audited", summary.images), ("pending", summary.pending)].map(|(state, n)| {
+        let labels = StateLabels {
+            state: state.to_string(),
+        };
+        (labels, gauge(n))
+    });
+    register_gauges(
+        registry,
+        "audit_images",
+        "Images the layer audit has covered, and those it has not yet",
+        None,
+        states,
     );
 }
 
@@ -762,6 +848,7 @@ mod tests {
                 min_age: std::time::Duration::from_secs(120),
                 ..Default::default()
             }),
+            audit: Some(audit_summary()),
             prediction: BTreeMap::from([
                 (Signal::Imagefs, prediction(true, Some(0))),
                 (Signal::Nodefs, prediction(false, None)),
@@ -816,6 +903,67 @@ mod tests {
 
     /// The value of the sample line that starts with `series` (name and
     /// labels exactly as encoded), if there is one.
+    fn audit_summary() -> AuditSummary {
+        let image = |name: &str, hidden: u64, cache: u64| crate::audit::ImageWaste {
+            runtime: RuntimeKind::Docker,
+            namespace: String::new(),
+            image: name.into(),
+            by_kind: BTreeMap::from([("hidden".into(), hidden), ("cache".into(), cache)]),
+            wasted_bytes: hidden + cache,
+        };
+        AuditSummary {
+            images: 3,
+            pending: 1,
+            wasted_bytes: 700,
+            by_kind: BTreeMap::from([("hidden".into(), 600), ("cache".into(), 100)]),
+            per_image: vec![
+                image("a:1", 500, 0),
+                image("b:1", 0, 100),
+                image("c:1", 100, 0),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_audit_folds_images_past_top_n_and_keeps_every_kind() {
+        let text = encode(&status(), &ScanTotals::default(), 1).unwrap();
+        let got = samples(&text, "headroom_image_wasted_bytes");
+        assert_eq!(
+            got.len(),
+            2 * 5,
+            "a:1 and other, each of the five kinds: {got:?}"
+        );
+        let a =
+            r#"{node="node-1",runtime="docker",containerd_namespace="",image="a:1",kind="hidden"}"#;
+        let other =
+            r#"{node="node-1",runtime="",containerd_namespace="",image="other",kind="cache"}"#;
+        assert!(
+            got.contains(&(a, 500)) && got.contains(&(other, 100)),
+            "{got:?}"
+        );
+        let node = samples(&text, "headroom_wasted_bytes");
+        assert!(
+            node.contains(&(r#"{node="node-1",kind="hidden"}"#, 600)),
+            "{node:?}"
+        );
+        assert!(
+            node.contains(&(r#"{node="node-1",kind="duplicate"}"#, 0)),
+            "{node:?}"
+        );
+        let states = samples(&text, "headroom_audit_images");
+        assert_eq!(
+            states,
+            vec![
+                (r#"{node="node-1",state="audited"}"#, 3),
+                (r#"{node="node-1",state="pending"}"#, 1)
+            ]
+        );
+        let mut none = status();
+        none.audit = None;
+        let text = encode(&none, &ScanTotals::default(), 1).unwrap();
+        assert!(!text.contains("wasted"), "no audit, no series");
+    }
+
     fn sample(text: &str, series: &str) -> Option<String> {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(String::from))

@@ -69,6 +69,10 @@ pub struct Status {
     pub image_gc: Option<GcCensus>,
     /// Per signal: whether pressure is predicted, and why.
     pub prediction: BTreeMap<Signal, Prediction>,
+    /// The layer audit's figures (`headroom audit`): the agent's, once its
+    /// first audit pass is done; `None` in a one-shot scan's document.
+    #[serde(default)]
+    pub audit: Option<crate::audit::AuditSummary>,
     /// Which runtimes were found, and why the others were not.
     pub runtimes: Vec<RuntimeState>,
     /// Metadata that could not be read; the rest of the document stands.

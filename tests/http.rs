@@ -97,6 +97,7 @@ fn ready_snapshot() -> Snapshot {
         ),
         ready: true,
         node: None,
+        audit_json: Bytes::new(),
     }
 }
 
@@ -105,7 +106,7 @@ async fn before_the_first_scan_only_health_answers() {
     let s = start(Limits::default()).await;
     let health = get(s.addr, "/healthz").await;
     assert_eq!((health.status, health.body.as_slice()), (200, &b"ok\n"[..]));
-    for path in ["/readyz", "/api/v1/status", "/metrics"] {
+    for path in ["/readyz", "/api/v1/status", "/metrics", "/api/v1/audit"] {
         let r = get(s.addr, path).await;
         assert_eq!(r.status, 503, "{path}: {r:?}");
         assert!(String::from_utf8_lossy(&r.body).contains("not ready"));
@@ -132,6 +133,19 @@ async fn a_ready_snapshot_turns_readyz_green_and_is_served_verbatim() {
     let content_type = format!("content-type: {METRICS_CONTENT_TYPE}\r\n");
     assert!(metrics.headers.contains(&content_type), "{metrics:?}");
     assert_eq!(metrics.body, snap.metrics);
+
+    // The audit is served once its first pass is in, whatever the scans.
+    assert_eq!(get(s.addr, "/api/v1/audit").await.status, 503);
+    let audited = Snapshot {
+        audit_json: Bytes::from_static(b"{\"schema\":1,\"complete\":false}\n"),
+        ..snap.clone()
+    };
+    s.snapshots.send(Arc::new(audited.clone())).unwrap();
+    let audit = get(s.addr, "/api/v1/audit").await;
+    assert_eq!(
+        (audit.status, &audit.body),
+        (200, &audited.audit_json.to_vec())
+    );
 
     // A later not-ready snapshot (the agent lost its runtime, say) turns it red.
     s.snapshots.send(Arc::new(Snapshot::default())).unwrap();

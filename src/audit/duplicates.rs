@@ -1,6 +1,11 @@
 //! Node-wide duplicates: the same big file in layers that are not shared,
 //! what one shared copy (a common base layer) would save.
 //!
+//! Only layers of one store can be shared (a runtime's, in one containerd
+//! namespace), so copies are compared store by store: the same image
+//! pulled into Docker and into containerd is two stores' business, not a
+//! duplicate a rebuild could remove.
+//!
 //! Only the final filesystems' files of at least
 //! [`super::stack::MIN_DUPLICATE_BYTES`] take part, so the candidates stay
 //! few on any node; of those, only files whose size another layer's file
@@ -62,8 +67,12 @@ pub struct Found {
     pub stopped: bool,
 }
 
-/// A copy as found: the stacks showing it, and its sizes.
-struct Seen {
+/// The store a layer belongs to: its runtime and containerd namespace.
+type Store<'a> = (RuntimeKind, &'a str);
+
+/// A copy as found: its store, the stacks showing it, and its sizes.
+struct Seen<'a> {
+    store: Store<'a>,
     images: Vec<usize>,
     size: u64,
     disk: u64,
@@ -77,6 +86,7 @@ pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &
         for c in &audit.candidates {
             let key = (stack.layers[c.layer].as_path(), &c.path[..]);
             let seen = copies.entry(key).or_insert(Seen {
+                store: (stack.runtime, stack.namespace.as_str()),
                 images: Vec::new(),
                 size: c.size,
                 disk: c.disk,
@@ -88,11 +98,14 @@ pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &
         per_image: vec![Amount::default(); audited.len()],
         ..Found::default()
     };
-    let mut by_hash: HashMap<[u8; 32], Vec<(&Path, &[u8])>> = HashMap::new();
+    let mut by_hash: HashMap<(Store, [u8; 32]), Vec<(&Path, &[u8])>> = HashMap::new();
     for group in same_size(&copies) {
         for key in group {
             match hash(key, hashes, pace) {
-                Ok(Some(digest)) => by_hash.entry(digest).or_default().push(key),
+                Ok(Some(digest)) => by_hash
+                    .entry((copies[&key].store, digest))
+                    .or_default()
+                    .push(key),
                 Ok(None) => {
                     found.stopped = true;
                     break;
@@ -110,7 +123,7 @@ pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &
     let live: HashSet<(&Path, &[u8])> = copies.keys().copied().collect();
     hashes.retain(|(dir, path), _| live.contains(&(dir.as_path(), &path[..])));
     let mut groups = Vec::new();
-    for (digest, keys) in by_hash {
+    for ((_, digest), keys) in by_hash {
         let layers: BTreeSet<&Path> = keys.iter().map(|k| k.0).collect();
         if layers.len() < 2 {
             continue;
@@ -128,11 +141,16 @@ pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &
 }
 
 /// The copies worth hashing: those sharing their size with a copy in
-/// another layer.
-fn same_size<'a>(copies: &BTreeMap<(&'a Path, &'a [u8]), Seen>) -> Vec<Vec<(&'a Path, &'a [u8])>> {
-    let mut by_size: BTreeMap<u64, Vec<(&Path, &[u8])>> = BTreeMap::new();
+/// another layer of their store.
+fn same_size<'a>(
+    copies: &BTreeMap<(&'a Path, &'a [u8]), Seen<'a>>,
+) -> Vec<Vec<(&'a Path, &'a [u8])>> {
+    let mut by_size: BTreeMap<(Store, u64), Vec<(&Path, &[u8])>> = BTreeMap::new();
     for (key, seen) in copies {
-        by_size.entry(seen.size).or_default().push(*key);
+        by_size
+            .entry((seen.store, seen.size))
+            .or_default()
+            .push(*key);
     }
     by_size
         .into_values()
@@ -163,7 +181,7 @@ fn group(
     digest: &[u8; 32],
     keys: &[(&Path, &[u8])],
     layers: &BTreeSet<&Path>,
-    copies: &BTreeMap<(&Path, &[u8]), Seen>,
+    copies: &BTreeMap<(&Path, &[u8]), Seen<'_>>,
     audited: &[(&ImageStack, &StackAudit)],
     found: &mut Found,
 ) -> DuplicateGroup {

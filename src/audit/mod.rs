@@ -371,12 +371,18 @@ impl Auditor {
             .collect();
         self.stacks.retain(|top, _| live.contains(top.as_path()));
         let mut problems = Vec::new();
-        let mut stopped = false;
+        let (mut stopped, mut begun) = (false, 0);
         for s in stacks {
             let Some(top) = s.layers.last() else { continue };
-            if stopped || self.stacks.contains_key(top) {
+            if self.stacks.contains_key(top) {
                 continue;
             }
+            // A pass audits at least one stack, whatever its budget.
+            stopped = stopped || (begun > 0 && pace.spent());
+            if stopped {
+                continue;
+            }
+            begun += 1;
             match stack::audit(&s.layers, pace) {
                 Ok(Some(audit)) => {
                     self.stacks.insert(top.clone(), Arc::new(audit));

@@ -2,7 +2,9 @@
 //! measured on the auditing thread's own CPU clock. [`Pace::tick`] is called
 //! between small units of work and sleeps whenever the thread has used more
 //! than its share since the pass began; it also says when to stop (the
-//! agent shutting down).
+//! agent shutting down). A pass has a CPU budget too: once it is spent, no
+//! new stack is begun (the one under way is finished, so a stack bigger
+//! than the budget still gets done), and the next pass goes on from there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,6 +23,8 @@ pub struct Pace {
     /// The share of one core, in (0, 1]; `None`: as fast as it goes.
     share: Option<f64>,
     stop: Option<Arc<AtomicBool>>,
+    /// CPU time after which the pass begins no new stack.
+    budget: Option<Duration>,
     wall: Instant,
     cpu: Duration,
     ticks: u32,
@@ -32,19 +36,32 @@ impl Pace {
         Pace {
             share: None,
             stop: None,
+            budget: None,
             wall: Instant::now(),
             cpu: thread_cpu(),
             ticks: 0,
         }
     }
 
-    /// At most `share` of one core (clamped to (0, 1]), stopping once `stop` turns true.
-    pub fn share(share: f64, stop: Arc<AtomicBool>) -> Pace {
+    /// At most `share` of one core (clamped to (0, 1]) and `budget` of
+    /// CPU time before the pass begins no new stack, stopping once `stop`
+    /// turns true.
+    pub fn share(share: f64, budget: Duration, stop: Arc<AtomicBool>) -> Pace {
         Pace {
             share: Some(share.clamp(0.01, 1.0)),
             stop: Some(stop),
+            budget: Some(budget),
             ..Pace::unlimited()
         }
+    }
+
+    /// Whether the pass has spent its CPU budget (or is stopped): begin no
+    /// new stack.
+    pub fn spent(&self) -> bool {
+        self.stopped()
+            || self
+                .budget
+                .is_some_and(|b| thread_cpu().saturating_sub(self.cpu) >= b)
     }
 
     /// Whether to go on; sleeps first when the budget is spent.
@@ -93,7 +110,7 @@ mod tests {
     #[test]
     fn a_share_holds_the_thread_near_it_and_a_stop_ends_it() {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut pace = Pace::share(0.25, Arc::clone(&stop));
+        let mut pace = Pace::share(0.25, Duration::from_secs(60), Arc::clone(&stop));
         let started = Instant::now();
         let cpu = thread_cpu();
         let mut x = 0u64;

@@ -174,11 +174,32 @@ fn a_stopped_pace_leaves_images_pending_and_a_later_pass_finishes_them() {
     let stacks = node(dir.path());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut auditor = Auditor::default();
-    let report = auditor.audit("n", &stacks, &mut Pace::share(1.0, stop));
+    let mut pace = Pace::share(1.0, std::time::Duration::from_secs(60), stop);
+    let report = auditor.audit("n", &stacks, &mut pace);
     assert!(!report.complete);
     assert_eq!(report.images.len() + report.pending.len(), 2);
     let report = auditor.audit("n", &stacks, &mut Pace::unlimited());
     assert!(report.complete && report.pending.is_empty());
+}
+
+#[test]
+fn a_spent_pass_finishes_its_stack_and_leaves_the_next_to_the_next_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let stacks = node(dir.path());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut auditor = Auditor::default();
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        let mut pace = Pace::share(1.0, std::time::Duration::ZERO, std::sync::Arc::clone(&stop));
+        let report = auditor.audit("n", &stacks, &mut pace);
+        if report.complete {
+            assert_eq!(report.images.len(), 2);
+            break;
+        }
+        assert_eq!(report.images.len(), passes, "one stack a pass");
+    }
+    assert_eq!(passes, 2);
 }
 
 #[test]
@@ -197,5 +218,31 @@ fn deep_trees_are_cut_at_the_depth_cap_and_reported() {
         report.problems[0].message.contains("deeper than"),
         "{:?}",
         report.problems
+    );
+}
+
+#[test]
+fn copies_in_another_runtimes_store_are_not_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stacks = node(dir.path());
+    // Image b pulled into containerd as well: its own snapshot of the layer.
+    let l2 = dir.path().join("l2");
+    let snapshot = dir.path().join("snapshot");
+    fs::create_dir_all(snapshot.join("o")).unwrap();
+    fs::copy(l2.join("o/copy"), snapshot.join("o/copy")).unwrap();
+    let mut b = image("b", &[&snapshot]);
+    (b.runtime, b.namespace) = (RuntimeKind::Containerd, "k8s.io".into());
+    stacks.push(b);
+    let report = Auditor::default().audit("n", &stacks, &mut Pace::unlimited());
+    let theirs = report
+        .images
+        .iter()
+        .find(|i| i.image.runtime == RuntimeKind::Containerd)
+        .unwrap();
+    assert_eq!(theirs.waste.duplicate, Amount::default());
+    assert_eq!(
+        report.node_totals.duplicate.bytes,
+        2 << 20,
+        "Docker's pair only"
     );
 }

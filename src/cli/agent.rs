@@ -1,16 +1,21 @@
 //! `headroom agent`: the daemon. The scan runs on its own low-priority
 //! thread and publishes a rendered snapshot after every pass; the HTTP
 //! handlers only copy the latest one, so a scrape never waits for a scan.
+//! The layer audit runs on another low-priority thread, paced to its CPU
+//! share, on the images each scan found; its latest report joins the
+//! snapshots.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use headroom::agent::scanner::{Pass, ScanSettings, Scanner};
 use headroom::agent::shutdown::{Reason, Shutdown};
 use headroom::agent::{events, priority};
+use headroom::audit::{self, AuditSummary, Auditor, ImageStack, Pace};
 use headroom::config::Config;
 use headroom::http::{self, Snapshot};
 use headroom::metrics::ScanTotals;
@@ -77,7 +82,12 @@ async fn serve(config: &Config) -> anyhow::Result<Stopped> {
 
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
     let wake = Arc::new(Notify::new());
-    let scanner = spawn_scanner(config, &shutdown, publish, Arc::clone(&wake))?;
+    let publish = Arc::new(publish);
+    let audit = Audit::new(config, &publish);
+    let scanner = spawn_scanner(config, &shutdown, &publish, Arc::clone(&wake), &audit)?;
+    if let Some(share) = audit.share {
+        spawn_auditor(&audit, share, &shutdown)?;
+    }
     let followers: Vec<_> = runtime::ALL
         .into_iter()
         .filter_map(|kind| Some((kind, kind.runtime().events(&config.layout)?)))
@@ -149,13 +159,15 @@ fn stop_on_signals(shutdown: &Shutdown) -> anyhow::Result<()> {
 fn spawn_scanner(
     config: &Config,
     shutdown: &Shutdown,
-    publish: watch::Sender<Arc<Snapshot>>,
+    publish: &Arc<watch::Sender<Arc<Snapshot>>>,
     wake: Arc<Notify>,
+    audit: &Audit,
 ) -> anyhow::Result<JoinHandle<()>> {
     let settings = scan_settings(config, shutdown);
     let scanner = Scanner::new(config.layout.clone(), settings, Handle::current());
     let top_n = config.agent.top_n;
     let shutdown = shutdown.clone();
+    let (publish, audit) = (Arc::clone(publish), audit.clone());
     std::thread::Builder::new()
         .name("scanner".into())
         .spawn(move || {
@@ -171,16 +183,164 @@ fn spawn_scanner(
                     // Ready once a pass measured everything within its deadline.
                     ready |= !status.scan.errors_by_kind.contains_key(&ErrorKind::Deadline);
                     log_scan(status, ready);
+                    audit.offer(status);
                 }
+                let audited = audit.latest();
+                let with_audit;
+                let status = match &audited {
+                    Some(a) => {
+                        with_audit = Status {
+                            audit: Some(a.summary.clone()),
+                            ..status.clone()
+                        };
+                        &with_audit
+                    }
+                    None => status,
+                };
                 match Snapshot::from_status(status, kubelet, &totals, top_n) {
                     Ok(snapshot) => {
-                        publish.send_replace(Arc::new(Snapshot { ready, ..snapshot }));
+                        let audit_json = audited.map(|a| a.json.clone()).unwrap_or_default();
+                        publish.send_replace(Arc::new(Snapshot {
+                            ready,
+                            audit_json,
+                            ..snapshot
+                        }));
                     }
                     Err(e) => tracing::error!(error = %e, "cannot render the status; serving the previous one"),
                 }
             });
         })
         .context("starting the scanner thread")
+}
+
+/// CPU time one audit pass may use before it begins no new image's
+/// layers (it finishes the one under way); the next pass goes on.
+const AUDIT_PASS_CPU: Duration = Duration::from_secs(5);
+
+/// The latest audit: its summary for the status document, its report as JSON.
+#[derive(Debug)]
+struct Audited {
+    summary: AuditSummary,
+    json: Bytes,
+}
+
+/// What the scanner and the auditor share: the images the scans found
+/// (the auditor's work) and the latest audit (the publisher's).
+#[derive(Debug, Clone)]
+struct Audit {
+    /// The share of one core the auditor may use; `None`: no audit.
+    share: Option<f64>,
+    work: watch::Sender<Option<(String, Arc<Vec<ImageStack>>)>>,
+    latest: Arc<Mutex<Option<Arc<Audited>>>>,
+    publish: Arc<watch::Sender<Arc<Snapshot>>>,
+}
+
+impl Audit {
+    fn new(config: &Config, publish: &Arc<watch::Sender<Arc<Snapshot>>>) -> Audit {
+        let percent = config.agent.audit_cpu_percent;
+        Audit {
+            share: (percent > 0).then(|| percent as f64 / 100.0),
+            work: watch::channel(None).0,
+            latest: Arc::default(),
+            publish: Arc::clone(publish),
+        }
+    }
+
+    /// Hands the auditor the images of `status` when they changed.
+    fn offer(&self, status: &Status) {
+        if self.share.is_none() {
+            return;
+        }
+        let stacks = audit::stacks(status);
+        self.work.send_if_modified(|work| {
+            let same = work.as_ref().is_some_and(|(_, s)| **s == stacks);
+            if !same {
+                *work = Some((status.node.clone(), Arc::new(stacks)));
+            }
+            !same
+        });
+    }
+
+    fn latest(&self) -> Option<Arc<Audited>> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps `report` as the latest and serves it at once (the status
+    /// document's summary follows with the scanner's next publication).
+    fn keep(&self, report: &audit::AuditReport) {
+        let mut json = match serde_json::to_vec_pretty(report) {
+            Ok(json) => json,
+            Err(e) => {
+                return tracing::error!(error = %e, "cannot render the audit; serving the previous one")
+            }
+        };
+        json.push(b'\n');
+        let audited = Arc::new(Audited {
+            summary: report.summary(),
+            json: Bytes::from(json),
+        });
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&audited));
+        self.publish.send_modify(|snap| {
+            *snap = Arc::new(Snapshot {
+                audit_json: audited.json.clone(),
+                ..(**snap).clone()
+            });
+        });
+    }
+}
+
+/// Starts the auditor thread: at the lowest priority, within `share` of a
+/// core, it audits the images each scan hands it, pass after pass while
+/// some are left, until `shutdown`. It only reads, so the process may end
+/// without waiting for it.
+fn spawn_auditor(audit: &Audit, share: f64, shutdown: &Shutdown) -> anyhow::Result<()> {
+    let (audit, shutdown) = (audit.clone(), shutdown.clone());
+    let mut work = audit.work.subscribe();
+    let runtime = Handle::current();
+    std::thread::Builder::new()
+        .name("auditor".into())
+        .spawn(move || {
+            for failure in priority::lower_current_thread() {
+                tracing::warn!(%failure, "auditing at normal priority");
+            }
+            let mut auditor = Auditor::default();
+            loop {
+                let changed = runtime.block_on(async {
+                    tokio::select! {
+                        _ = shutdown.stopped() => false,
+                        changed = work.changed() => changed.is_ok(),
+                    }
+                });
+                if !changed {
+                    return;
+                }
+                let Some((node, stacks)) = work.borrow_and_update().clone() else {
+                    continue;
+                };
+                loop {
+                    let mut pace = Pace::share(share, AUDIT_PASS_CPU, shutdown.walk_cancel());
+                    let report = auditor.audit(&node, &stacks, &mut pace);
+                    if shutdown.reason().is_some() {
+                        return;
+                    }
+                    audit.keep(&report);
+                    tracing::info!(
+                        images = report.images.len(),
+                        pending = report.pending.len(),
+                        wasted_bytes = report.node_totals.wasted_bytes,
+                        "audit pass done"
+                    );
+                    if report.pending.is_empty() || work.has_changed().unwrap_or(true) {
+                        break;
+                    }
+                }
+            }
+        })
+        .context("starting the auditor thread")?;
+    Ok(())
 }
 
 /// A scan that walked something is worth a line; the rereads a pull in

@@ -51,6 +51,7 @@ pub fn render(out: &mut impl Write, status: &Status, view: &View) -> io::Result<
     containers(out, status, view)?;
     empty_dirs(out, status, view)?;
     image_gc(out, status, view.width)?;
+    audit(out, status, view.width)?;
     runtimes(out, status, view.width)?;
     problems(out, status, view.width)
 }
@@ -417,6 +418,44 @@ fn image_gc(out: &mut impl Write, s: &Status, width: usize) -> io::Result<()> {
     };
     writeln!(out)?;
     paragraph(out, &text, width, ("", HANGING), &[(BOLD, "image GC")])
+}
+
+/// The layer audit's line: the node's wasted bytes by kind, or why there
+/// are none to show.
+fn audit(out: &mut impl Write, s: &Status, width: usize) -> io::Result<()> {
+    paragraph(
+        out,
+        &audit_line(s),
+        width,
+        ("", HANGING),
+        &[(BOLD, "audit")],
+    )
+}
+
+fn audit_line(s: &Status) -> String {
+    let Some(a) = &s.audit else {
+        return "audit: not in this document (the agent audits the layers at its low priority); \
+                run `headroom audit`"
+            .into();
+    };
+    let kind = |k: &str| human_bytes(a.by_kind.get(k).copied().unwrap_or(0));
+    let pending = match a.pending {
+        0 => String::new(),
+        n => format!(", {n} more not audited yet"),
+    };
+    format!(
+        "audit: {} of the images' bytes are wasted ({} hidden by later layers, {} overwritten, \
+         {} re-shipped unchanged, {} caches, {} duplicated) in {} {}{pending}; `headroom audit` \
+         says where",
+        human_bytes(a.wasted_bytes),
+        kind("hidden"),
+        kind("overwritten"),
+        kind("metadata_only"),
+        kind("cache"),
+        kind("duplicate"),
+        a.images,
+        plural(a.images, "image", "images"),
+    )
 }
 
 /// The census' sentence, and what pruning every unused image by hand would

@@ -244,6 +244,7 @@ pub fn build(
             .fold(0, |a, b| a.saturating_add(*b)),
         reclaimable_by_runtime: attributed.reclaimable.clone(),
         image_gc: judged.image_gc,
+        audit: None,
         prediction: judged.prediction,
         runtimes: discovered.runtimes.clone(),
         problems,
