@@ -22,6 +22,12 @@ pub const K8S_NS: &str = "k8s.io";
 /// The file of base's second layer (index 1) that app2 deletes, and its size.
 pub const APP2_DELETES: (&str, u64) = ("data/mid.bin", 123_457);
 
+/// base's sparse file (layer 1): `truncate -s` of this many bytes.
+pub const SPARSE: (&str, u64) = ("data/sparse.img", 5 << 20);
+
+/// app1's two blobs (its layer 2).
+pub const APP1_BLOBS: [(&str, u64); 2] = [("app/blob1", 3_000_000), ("app/blob2", 1_234_567)];
+
 /// Fixture image names, in build order (`base` first).
 pub const IMAGE_NAMES: [&str; 3] = ["base", "app1", "app2"];
 
@@ -225,7 +231,7 @@ fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
     fs::write(data.join("empty"), "")?;
     oracle::run(
         "truncate",
-        &["-s", "5M", path_str(&data.join("sparse.img"))?],
+        &["-s", &SPARSE.1.to_string(), path_str(&root.join(SPARSE.0))?],
     )?;
     noise(&data.join("hl1"), 7_000, 5)?;
     fs::hard_link(data.join("hl1"), data.join("hl2"))?;
@@ -247,8 +253,9 @@ fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
     let root = unpack(&work, &image("base"), "a1")?;
     let app = root.join("app");
     fs::create_dir(&app)?;
-    noise(&app.join("blob1"), 3_000_000, 6)?;
-    noise(&app.join("blob2"), 1_234_567, 7)?;
+    for ((path, len), seed) in APP1_BLOBS.into_iter().zip(6..) {
+        noise(&root.join(path), len as usize, seed)?;
+    }
     symlink("/etc/passwd", app.join("passwd-link"))?;
     symlink("../../../../etc", app.join("escape"))?;
     umoci(&[

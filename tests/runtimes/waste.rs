@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::images::{self, push_oci, APP2_DELETES};
+use crate::images::{self, push_oci, APP1_BLOBS, APP2_DELETES, SPARSE};
 use crate::oracle::{self, path_str};
 use crate::pulls;
 use crate::services::Registry;
@@ -127,35 +127,61 @@ pub struct Wasteful {
     pub copies: Vec<Copy>,
 }
 
-/// The fixture's own images (`images.rs`): only app2 wastes, the base
-/// file it deletes.
-pub fn fixture_images(w: &World) -> Vec<Wasteful> {
-    images::IMAGE_NAMES
+/// The fixture's own images (`images.rs`): app2 hides the base file it
+/// deletes; every visible file of at least 1 MiB is a duplicate (see
+/// [`base_duplicates`]).
+pub fn fixture_images(w: &World) -> Result<Vec<Wasteful>> {
+    let base = base_duplicates()?;
+    Ok(images::IMAGE_NAMES
         .iter()
-        .map(|&name| Wasteful {
-            name,
-            reference: w.fixtures.image(name).to_owned(),
-            copies: if name == "app2" {
-                vec![Copy::new(Kind::Hidden, 1, APP2_DELETES)]
-            } else {
-                Vec::new()
-            },
+        .map(|&name| {
+            let mut copies = base.clone();
+            match name {
+                "app1" => copies.extend(APP1_BLOBS.map(|b| Copy::new(Kind::Duplicate, ON_BASE, b))),
+                "app2" => copies.push(Copy::new(Kind::Hidden, 1, APP2_DELETES)),
+                _ => {}
+            }
+            Wasteful {
+                name,
+                reference: w.fixtures.image(name).to_owned(),
+                copies,
+            }
         })
-        .collect()
+        .collect())
+}
+
+/// The visible files of at least 1 MiB of base's two layers (busybox and
+/// the sparse file), as duplicates of every image built on base. Headroom
+/// counts an image's file as a duplicate when an identical copy lies in a
+/// layer the image lacks, and a layer is (runtime, namespace, chain ID):
+/// every image here is in both Docker and containerd, so each of its big
+/// visible files has a copy in the other runtime's layer (two files on
+/// disk, `du` counts both). No image on such a node shows 0 duplicates.
+fn base_duplicates() -> Result<Vec<Copy>> {
+    let busybox = fs::metadata(images::busybox()?)?.len();
+    Ok(vec![
+        Copy::new(Kind::Duplicate, 0, ("bin/busybox", busybox)),
+        Copy::new(Kind::Duplicate, 1, SPARSE),
+    ])
 }
 
 /// Builds the waste images and pushes them to the loopback registry as
 /// `hr/waste-<name>:1` (not pulled anywhere).
 pub fn build(w: &World) -> Result<Vec<Wasteful>> {
     let b = Build::new(w)?;
+    let base = base_duplicates()?;
+    let on_base = |mut copies: Vec<Copy>| {
+        copies.extend(base.iter().cloned());
+        copies
+    };
     let made = [
-        ("deleted", deleted(&b)?),
-        ("chowned", chowned(&b)?),
-        ("overwritten", overwritten(&b)?),
-        ("aptcache", aptcache(&b)?),
+        ("deleted", on_base(deleted(&b)?)),
+        ("chowned", on_base(chowned(&b)?)),
+        ("overwritten", on_base(overwritten(&b)?)),
+        ("aptcache", on_base(aptcache(&b)?)),
         ("dup-a", dup(&b, "dup-a", "a\n")?),
         ("dup-b", dup(&b, "dup-b", "bee\n")?),
-        ("clean", clean(&b)?),
+        ("clean", on_base(clean(&b)?)),
     ];
     let registry = pulls::registry_of(w)?;
     let mut built = Vec::new();
@@ -276,7 +302,14 @@ fn overwritten(b: &Build) -> Result<Vec<Copy>> {
     fs::write(dir.join("new.txt"), "recreated\n")?;
     pulls::add_layer(&b.image("overwritten"), &files)?;
     fs::remove_dir_all(&files)?;
-    let mut copies = vec![Copy::new(Kind::Overwritten, ON_BASE, REPLACED)];
+    let mut copies = vec![
+        Copy::new(Kind::Overwritten, ON_BASE, REPLACED),
+        Copy::new(
+            Kind::Duplicate,
+            ON_BASE + 1,
+            (REPLACED.0, REPLACEMENT_BYTES),
+        ),
+    ];
     copies.extend(OPAQUED.map(|f| Copy::new(Kind::Hidden, ON_BASE, f)));
     Ok(copies)
 }
@@ -303,8 +336,8 @@ fn dup(b: &Build, name: &str, own: &str) -> Result<Vec<Copy>> {
     Ok(vec![Copy::new(Kind::Duplicate, 0, MODEL)])
 }
 
-/// base + an app that wastes nothing (every file under 1 MiB, none deleted,
-/// replaced or cached).
+/// base + an app that wastes nothing of its own (every file under 1 MiB,
+/// none deleted, replaced or cached): only base's duplicates.
 fn clean(b: &Build) -> Result<Vec<Copy>> {
     b.layer("base", "clean", |root| {
         write_noise(root, ("app/lib.so", 600_000), 600)?;
