@@ -19,6 +19,15 @@ use crate::services::{Registry, Services};
 /// The containerd namespace the CRI plugin (and so the kubelet) uses.
 pub const K8S_NS: &str = "k8s.io";
 
+/// The file of base's second layer (index 1) that app2 deletes, and its size.
+pub const APP2_DELETES: (&str, u64) = ("data/mid.bin", 123_457);
+
+/// base's sparse file (layer 1): `truncate -s` of this many bytes.
+pub const SPARSE: (&str, u64) = ("data/sparse.img", 5 << 20);
+
+/// app1's two blobs (its layer 2).
+pub const APP1_BLOBS: [(&str, u64); 2] = [("app/blob1", 3_000_000), ("app/blob2", 1_234_567)];
+
 /// Fixture image names, in build order (`base` first).
 pub const IMAGE_NAMES: [&str; 3] = ["base", "app1", "app2"];
 
@@ -117,12 +126,7 @@ pub fn build(s: &Services) -> Result<Fixtures> {
     let images = build_images(s)?;
     let reference = |name: &str| reference_of(&images, name).to_owned();
     for (_, r) in &images {
-        oracle::ctr(
-            &s.containerd_sock,
-            K8S_NS,
-            &["images", "pull", "--plain-http", r],
-        )?;
-        oracle::run("docker", &["-H", &s.docker_host(), "pull", "-q", r])?;
+        pull_into_both(&s.containerd_sock, &s.docker_host(), r)?;
     }
     let docker = vec![
         run_docker(
@@ -162,6 +166,21 @@ pub fn build(s: &Services) -> Result<Fixtures> {
         pod_logs,
         empty_dir,
     })
+}
+
+/// Pulls `reference` from the plain registry into containerd (namespace
+/// `k8s.io`, at `containerd_sock`) and into dockerd (at `docker_host`).
+pub(crate) fn pull_into_both(
+    containerd_sock: &Path,
+    docker_host: &str,
+    reference: &str,
+) -> Result<()> {
+    oracle::ctr(
+        containerd_sock,
+        K8S_NS,
+        &["images", "pull", "--plain-http", reference],
+    )?;
+    oracle::run("docker", &["-H", docker_host, "pull", "-q", reference]).map(drop)
 }
 
 /// Writes an emptyDir volume for pod `uid` as the kubelet lays it out, with
@@ -207,12 +226,12 @@ fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
     fs::create_dir(&data)?;
     noise(&data.join("odd.bin"), 10_000, 1)?;
     noise(&data.join("page.bin"), 4096, 2)?;
-    noise(&data.join("mid.bin"), 123_457, 3)?;
+    noise(&root.join(APP2_DELETES.0), APP2_DELETES.1 as usize, 3)?;
     noise(&data.join("one"), 1, 4)?;
     fs::write(data.join("empty"), "")?;
     oracle::run(
         "truncate",
-        &["-s", "5M", path_str(&data.join("sparse.img"))?],
+        &["-s", &SPARSE.1.to_string(), path_str(&root.join(SPARSE.0))?],
     )?;
     noise(&data.join("hl1"), 7_000, 5)?;
     fs::hard_link(data.join("hl1"), data.join("hl2"))?;
@@ -234,8 +253,9 @@ fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
     let root = unpack(&work, &image("base"), "a1")?;
     let app = root.join("app");
     fs::create_dir(&app)?;
-    noise(&app.join("blob1"), 3_000_000, 6)?;
-    noise(&app.join("blob2"), 1_234_567, 7)?;
+    for ((path, len), seed) in APP1_BLOBS.into_iter().zip(6..) {
+        noise(&root.join(path), len as usize, seed)?;
+    }
     symlink("/etc/passwd", app.join("passwd-link"))?;
     symlink("../../../../etc", app.join("escape"))?;
     umoci(&[
@@ -247,7 +267,7 @@ fn build_images(s: &Services) -> Result<Vec<(String, String)>> {
 
     // app2: deletes a base file (whiteout) and adds a hard link pair.
     let root = unpack(&work, &image("base"), "a2")?;
-    fs::remove_file(root.join("data/mid.bin"))?;
+    fs::remove_file(root.join(APP2_DELETES.0))?;
     let srv = root.join("srv");
     fs::create_dir(&srv)?;
     noise(&srv.join("h1"), 777_777, 8)?;
@@ -298,19 +318,33 @@ pub fn push_oci(image: &str, reference: &str, registry: Registry<'_>) -> Result<
     oracle::run("skopeo", &args).map(drop)
 }
 
-fn umoci(args: &[&str]) -> Result<String> {
+/// `umoci ARGS…`.
+pub(crate) fn umoci(args: &[&str]) -> Result<String> {
     oracle::run("umoci", args)
 }
 
 /// `umoci unpack --rootless` of `image` into `work/bundle`; returns its rootfs.
-fn unpack(work: &Path, image: &str, bundle: &str) -> Result<PathBuf> {
+pub(crate) fn unpack(work: &Path, image: &str, bundle: &str) -> Result<PathBuf> {
+    unpack_with(work, image, bundle, &["--rootless"])
+}
+
+/// `umoci unpack` as root (no `--rootless`): the files keep their owners,
+/// so a `chown` in the rootfs is repacked as a change of owner.
+pub(crate) fn unpack_as_root(work: &Path, image: &str, bundle: &str) -> Result<PathBuf> {
+    unpack_with(work, image, bundle, &[])
+}
+
+fn unpack_with(work: &Path, image: &str, bundle: &str, flags: &[&str]) -> Result<PathBuf> {
     let dir = work.join(bundle);
-    umoci(&["unpack", "--rootless", "--image", image, path_str(&dir)?])?;
+    let mut args = vec!["unpack"];
+    args.extend_from_slice(flags);
+    args.extend(["--image", image, path_str(&dir)?]);
+    umoci(&args)?;
     Ok(dir.join("rootfs"))
 }
 
 /// The busybox binary (busybox-static installs a static one).
-fn busybox() -> Result<PathBuf> {
+pub(crate) fn busybox() -> Result<PathBuf> {
     Ok(PathBuf::from(
         oracle::run("sh", &["-c", "command -v busybox"])?.trim(),
     ))
@@ -318,7 +352,7 @@ fn busybox() -> Result<PathBuf> {
 
 /// Writes `len` incompressible bytes (xorshift64) so layer blobs are as big
 /// as the files in them.
-fn noise(path: &Path, len: usize, seed: u64) -> Result<()> {
+pub(crate) fn noise(path: &Path, len: usize, seed: u64) -> Result<()> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut buf = Vec::with_capacity(len + 8);
     while buf.len() < len {

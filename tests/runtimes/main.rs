@@ -12,6 +12,7 @@
 //! every integration test does (`tests/support`).
 
 mod agent;
+mod audit;
 mod check_pull;
 mod checks;
 mod churn;
@@ -43,6 +44,7 @@ mod smallnode;
 mod subject;
 #[path = "../support/mod.rs"]
 mod support;
+mod waste;
 mod web;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -73,6 +75,7 @@ const TOOLS: &[&str] = &[
     "busybox",
     "du",
     "df",
+    "sha256sum",
     "find",
     "truncate",
     "mkfs.ext4",
@@ -252,6 +255,10 @@ const AGENT_TRIALS: &[(&str, Body)] = &[
     (
         "paging_path_fires_before_the_disk_crosses_the_line",
         paging::fires_before_the_line,
+    ),
+    (
+        "audit_finds_each_kind_of_waste",
+        audit::finds_each_kind_of_waste,
     ),
     // Its three nodes are its own: it takes no lock.
     (

@@ -42,8 +42,7 @@ pub fn in_flight_pull_is_listed(w: &World) -> Result<()> {
     let proxy = Throttle::start(&registry, RATE)?;
     let reference = format!("{}/{REPOSITORY}:1", proxy.addr);
     let sock = w.containerd_sock.as_path();
-    let before = image_names(w)?;
-    let undo = Undo { w, before };
+    let undo = Undo::new(w, Vec::new())?;
     let mut cmd = Command::new("ctr");
     cmd.args(["-a", path_str(sock)?, "-n", K8S_NS]).args([
         "images",
@@ -223,7 +222,7 @@ fn random_file(path: &Path, bytes: u64) -> Result<()> {
 /// Appends `files` (its entries, by name) as a layer of the OCI `image`,
 /// tar streamed into umoci (which gzips it), so no layer is held on disk
 /// or in memory uncompressed.
-fn add_layer(image: &str, files: &Path) -> Result<()> {
+pub(crate) fn add_layer(image: &str, files: &Path) -> Result<()> {
     let mut names = std::fs::read_dir(files)?
         .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
         .collect::<Result<Vec<String>>>()?;
@@ -258,16 +257,42 @@ fn image_names(w: &World) -> Result<BTreeSet<String>> {
     Ok(out.lines().map(str::to_owned).collect())
 }
 
-/// Removes the names the pull added (its tag and CRI's `sha256:` name),
-/// synchronously so the space is freed, also when the trial fails.
-struct Undo<'a> {
+/// Removes the Docker images `docker` names, then the containerd names
+/// added since it was made (a pulled tag and CRI's `sha256:` name),
+/// synchronously so the space is freed, and waits until the agent lists
+/// none of them; also when the trial fails.
+pub(crate) struct Undo<'a> {
     w: &'a World,
     before: BTreeSet<String>,
+    docker: Vec<String>,
 }
 
 impl Undo<'_> {
+    /// Notes the containerd names there are now; `docker`: the Docker
+    /// references to remove too.
+    pub(crate) fn new(w: &World, docker: Vec<String>) -> Result<Undo<'_>> {
+        Ok(Undo {
+            w,
+            before: image_names(w)?,
+            docker,
+        })
+    }
+
     fn run(&self) -> Result<()> {
-        let added: Vec<String> = image_names(self.w)?
+        let present = self
+            .w
+            .docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?;
+        let mut docker: Vec<&str> = self
+            .docker
+            .iter()
+            .map(String::as_str)
+            .filter(|r| present.lines().any(|l| l == *r))
+            .collect();
+        if !docker.is_empty() {
+            docker.insert(0, "rmi");
+            self.w.docker(&docker)?;
+        }
+        let mut added: Vec<String> = image_names(self.w)?
             .difference(&self.before)
             .cloned()
             .collect();
@@ -276,6 +301,7 @@ impl Undo<'_> {
             args.extend(added.iter().map(String::as_str));
             oracle::ctr(&self.w.containerd_sock, K8S_NS, &args)?;
         }
+        added.extend(self.docker.iter().cloned());
         // The agent must see the node as the other trials expect it.
         let live = self.w.live()?;
         poll(Duration::from_secs(15), || {
@@ -285,7 +311,7 @@ impl Undo<'_> {
                 .iter()
                 .any(|i| i.refs.iter().any(|r| added.contains(r)));
             if left || !s.pulls.is_empty() {
-                bail!("the agent still lists the pulled image or a pull")
+                bail!("the agent still lists a removed image or a pull")
             }
             Ok(())
         })
@@ -295,7 +321,7 @@ impl Undo<'_> {
 impl Drop for Undo<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.run() {
-            eprintln!("runtimes: cannot undo the pull trial: {e:#}");
+            eprintln!("runtimes: cannot remove the images a trial pulled: {e:#}");
         }
     }
 }
