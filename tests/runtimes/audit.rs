@@ -445,87 +445,90 @@ fn node_totals(c: &mut Checks, doc: &Audit, pulled: &[Pulled]) {
 
 /// dup-a and dup-b share no layer but hold the same 30 MB file: each
 /// image's duplicate is it (checked with the kinds), and the node lists it
-/// once with a copy in each of the 4 layers holding it. Docker and
-/// containerd each unpack their own copy (two files on disk, `du` counts
-/// both), so a runtime's copy counts as one: 4 copies, 3 × 30 MB saved.
+/// once per store (Docker's, containerd's `k8s.io`: only layers of one
+/// store can be shared), with a copy in each of the store's 2 layers
+/// holding it: 30 MB saved in each.
 fn model_duplicate(c: &mut Checks, doc: &Audit, pulled: &[Pulled]) -> Result<()> {
-    let holders: Vec<&Pulled> = pulled
-        .iter()
-        .filter(|p| p.image.copies.iter().any(|c| c.path == waste::MODEL.0))
-        .collect();
-    let file = |p: &Pulled| p.dirs.first().map(|d| d.join(waste::MODEL.0));
-    let first = holders
-        .first()
-        .and_then(|p| file(p))
-        .context("no image holds model.bin")?;
-    let sha = sha256sum(&[first.as_path()])?
-        .into_values()
-        .next()
-        .context("sha256sum printed nothing")?;
-    let Some(entry) = doc.duplicates.iter().find(|d| d.sha256 == sha) else {
-        bail!(
-            "duplicates[] has no entry of sha256 {sha} ({})",
-            first.display()
+    for (runtime, _) in RUNTIMES {
+        let holders: Vec<&Pulled> = pulled
+            .iter()
+            .filter(|p| p.runtime == runtime)
+            .filter(|p| p.image.copies.iter().any(|c| c.path == waste::MODEL.0))
+            .collect();
+        let files: Vec<PathBuf> = holders
+            .iter()
+            .filter_map(|p| p.dirs.first().map(|d| d.join(waste::MODEL.0)))
+            .collect();
+        let first = files.first().context("no image holds model.bin")?;
+        let sha = sha256sum(&[first.as_path()])?
+            .into_values()
+            .next()
+            .context("sha256sum printed nothing")?;
+        let want: BTreeSet<(String, String)> = holders
+            .iter()
+            .filter_map(|p| p.dirs.first())
+            .map(|d| (d.display().to_string(), format!("/{}", waste::MODEL.0)))
+            .collect();
+        let entry = doc.duplicates.iter().find(|d| {
+            d.sha256 == sha
+                && d.copies
+                    .iter()
+                    .any(|c| want.contains(&(c.layer_dir.clone(), c.path.clone())))
+        });
+        let Some(entry) = entry else {
+            bail!("duplicates[] has no entry of sha256 {sha} in {runtime:?}'s layers");
+        };
+        let what = |field: &str| format!("model.bin in {runtime:?}: {field}");
+        c.eq(&what("bytes"), "as written", waste::MODEL.1, entry.bytes);
+        let copies = holders.len() as u64;
+        c.eq(
+            &what("saving_bytes"),
+            "(the store's layers holding it - 1) x size",
+            (copies - 1) * waste::MODEL.1,
+            entry.saving_bytes,
         );
-    };
-    c.eq(
-        "model.bin: bytes",
-        "as written",
-        waste::MODEL.1,
-        entry.bytes,
-    );
-    let copies = holders.len() as u64;
-    c.eq(
-        "model.bin: saving_bytes",
-        "(layers holding it - 1) x size",
-        (copies - 1) * waste::MODEL.1,
-        entry.saving_bytes,
-    );
-    let want: BTreeSet<(String, String)> = holders
-        .iter()
-        .filter_map(|p| p.dirs.first())
-        .map(|d| (d.display().to_string(), format!("/{}", waste::MODEL.0)))
-        .collect();
-    c.eq(
-        "model.bin: copies (layer dir, path)",
-        "the first layer of dup-a and dup-b in each runtime",
-        want,
-        entry
+        let got = entry
             .copies
             .iter()
             .map(|c| (c.layer_dir.clone(), c.path.clone()))
-            .collect(),
-    );
+            .collect();
+        c.eq(
+            &what("copies (layer dir, path)"),
+            "the first layer of dup-a and dup-b",
+            want,
+            got,
+        );
+    }
     Ok(())
 }
 
 /// `node_totals.duplicate.bytes` against `sha256sum` of every visible file
 /// of at least 1 MiB of every image (the duplicate copies written): the
-/// sum over contents of (distinct layers holding it - 1) x size.
+/// sum over stores and contents of (distinct layers holding it - 1) x size.
 fn node_duplicates(c: &mut Checks, doc: &Audit, pulled: &[Pulled]) -> Result<()> {
-    let mut files: BTreeMap<PathBuf, u64> = BTreeMap::new();
+    let mut files: BTreeMap<PathBuf, (RuntimeKind, u64)> = BTreeMap::new();
     for p in pulled {
         for copy in p.image.copies.iter().filter(|c| c.kind == Kind::Duplicate) {
             let dir = p.dirs.get(copy.layer).context("no such layer")?;
-            files.insert(dir.join(&copy.path), copy.bytes);
+            files.insert(dir.join(&copy.path), (p.runtime, copy.bytes));
         }
     }
     let paths: Vec<&Path> = files.keys().map(PathBuf::as_path).collect();
     let sums = sha256sum(&paths)?;
-    let mut by_content: BTreeMap<(&String, u64), u64> = BTreeMap::new();
-    for (path, size) in &files {
+    let mut by_content: BTreeMap<(RuntimeKind, &String, u64), u64> = BTreeMap::new();
+    for (path, (runtime, size)) in &files {
         let sum = sums
             .get(path)
             .with_context(|| format!("no sha256sum of {}", path.display()))?;
-        *by_content.entry((sum, *size)).or_default() += 1;
+        *by_content.entry((*runtime, sum, *size)).or_default() += 1;
     }
     let saving: u64 = by_content
         .iter()
-        .map(|((_, size), layers)| (layers - 1) * size)
+        .map(|((_, _, size), layers)| (layers - 1) * size)
         .sum();
     c.eq(
         "node_totals.duplicate.bytes",
-        "sha256sum of the visible files >= 1 MiB: sum of (layers holding it - 1) x size",
+        "sha256sum of the visible files >= 1 MiB: sum per store of (layers holding it - 1) x size",
         saving,
         doc.node_totals.kinds.duplicate.bytes,
     );

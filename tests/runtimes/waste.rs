@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::images::{self, push_oci, APP1_BLOBS, APP2_DELETES, SPARSE};
+use crate::images::{self, push_oci, APP2_DELETES};
 use crate::oracle::{self, path_str};
 use crate::pulls;
 use crate::services::Registry;
@@ -128,18 +128,15 @@ pub struct Wasteful {
 }
 
 /// The fixture's own images (`images.rs`): app2 hides the base file it
-/// deletes; every visible file of at least 1 MiB is a duplicate (see
-/// [`base_duplicates`]).
+/// deletes; nothing else is wasted (their big files are in base's layers,
+/// which they share, or only in app1).
 pub fn fixture_images(w: &World) -> Result<Vec<Wasteful>> {
-    let base = base_duplicates()?;
     Ok(images::IMAGE_NAMES
         .iter()
         .map(|&name| {
-            let mut copies = base.clone();
-            match name {
-                "app1" => copies.extend(APP1_BLOBS.map(|b| Copy::new(Kind::Duplicate, ON_BASE, b))),
-                "app2" => copies.push(Copy::new(Kind::Hidden, 1, APP2_DELETES)),
-                _ => {}
+            let mut copies = Vec::new();
+            if name == "app2" {
+                copies.push(Copy::new(Kind::Hidden, 1, APP2_DELETES));
             }
             Wasteful {
                 name,
@@ -150,38 +147,18 @@ pub fn fixture_images(w: &World) -> Result<Vec<Wasteful>> {
         .collect())
 }
 
-/// The visible files of at least 1 MiB of base's two layers (busybox and
-/// the sparse file), as duplicates of every image built on base. Headroom
-/// counts an image's file as a duplicate when an identical copy lies in a
-/// layer the image lacks, and a layer is (runtime, namespace, chain ID):
-/// every image here is in both Docker and containerd, so each of its big
-/// visible files has a copy in the other runtime's layer (two files on
-/// disk, `du` counts both). No image on such a node shows 0 duplicates.
-fn base_duplicates() -> Result<Vec<Copy>> {
-    let busybox = fs::metadata(images::busybox()?)?.len();
-    Ok(vec![
-        Copy::new(Kind::Duplicate, 0, ("bin/busybox", busybox)),
-        Copy::new(Kind::Duplicate, 1, SPARSE),
-    ])
-}
-
 /// Builds the waste images and pushes them to the loopback registry as
 /// `hr/waste-<name>:1` (not pulled anywhere).
 pub fn build(w: &World) -> Result<Vec<Wasteful>> {
     let b = Build::new(w)?;
-    let base = base_duplicates()?;
-    let on_base = |mut copies: Vec<Copy>| {
-        copies.extend(base.iter().cloned());
-        copies
-    };
     let made = [
-        ("deleted", on_base(deleted(&b)?)),
-        ("chowned", on_base(chowned(&b)?)),
-        ("overwritten", on_base(overwritten(&b)?)),
-        ("aptcache", on_base(aptcache(&b)?)),
+        ("deleted", deleted(&b)?),
+        ("chowned", chowned(&b)?),
+        ("overwritten", overwritten(&b)?),
+        ("aptcache", aptcache(&b)?),
         ("dup-a", dup(&b, "dup-a", "a\n")?),
         ("dup-b", dup(&b, "dup-b", "bee\n")?),
-        ("clean", on_base(clean(&b)?)),
+        ("clean", clean(&b)?),
     ];
     let registry = pulls::registry_of(w)?;
     let mut built = Vec::new();
@@ -302,14 +279,7 @@ fn overwritten(b: &Build) -> Result<Vec<Copy>> {
     fs::write(dir.join("new.txt"), "recreated\n")?;
     pulls::add_layer(&b.image("overwritten"), &files)?;
     fs::remove_dir_all(&files)?;
-    let mut copies = vec![
-        Copy::new(Kind::Overwritten, ON_BASE, REPLACED),
-        Copy::new(
-            Kind::Duplicate,
-            ON_BASE + 1,
-            (REPLACED.0, REPLACEMENT_BYTES),
-        ),
-    ];
+    let mut copies = vec![Copy::new(Kind::Overwritten, ON_BASE, REPLACED)];
     copies.extend(OPAQUED.map(|f| Copy::new(Kind::Hidden, ON_BASE, f)));
     Ok(copies)
 }
