@@ -1,9 +1,13 @@
-//! The client side of `/api/v1/status`: how `headroom status` asks the
-//! local agent before scanning the node itself.
+//! The client side of `/api/v1/status` and `/api/v1/audit`: how `headroom
+//! status` and `headroom audit` ask the local agent before reading the node
+//! themselves.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
+
+use crate::audit::AuditReport;
 use crate::model::Status;
 
 /// The largest status document accepted (a node with thousands of images
@@ -21,7 +25,7 @@ pub enum ClientError {
         /// What went wrong.
         source: Box<ureq::Error>,
     },
-    /// It answered with something that is not a status document.
+    /// It answered with something that is not the document asked for.
     #[error("the agent at {address} sent a document that does not parse: {source}")]
     Document {
         /// The agent's address.
@@ -34,6 +38,20 @@ pub enum ClientError {
 /// Fetches the agent's current status document, waiting at most `timeout`
 /// in all. Plain HTTP: the agent is on this node.
 pub fn fetch_status(address: SocketAddr, timeout: Duration) -> Result<Status, ClientError> {
+    fetch(address, "/api/v1/status", timeout)
+}
+
+/// Fetches the agent's current audit, waiting at most `timeout` in all.
+pub fn fetch_audit(address: SocketAddr, timeout: Duration) -> Result<AuditReport, ClientError> {
+    fetch(address, "/api/v1/audit", timeout)
+}
+
+/// Fetches the JSON document at `path` from the agent at `address`.
+fn fetch<T: DeserializeOwned>(
+    address: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, ClientError> {
     let request_error = |e: ureq::Error| ClientError::Request {
         address,
         source: Box::new(e),
@@ -44,7 +62,7 @@ pub fn fetch_status(address: SocketAddr, timeout: Duration) -> Result<Status, Cl
         .build()
         .into();
     let mut response = agent
-        .get(format!("http://{address}/api/v1/status"))
+        .get(format!("http://{address}{path}"))
         .call()
         .map_err(request_error)?;
     let body = response

@@ -96,6 +96,9 @@ pub struct AgentSettings {
     /// `walk_threads`: threads of one walk, 0 for one per core, at most
     /// [`crate::walk::MAX_THREADS`].
     pub walk_threads: usize,
+    /// `audit_cpu_percent`: the share of one core the layer audit may use,
+    /// 0 (no audit) to 100.
+    pub audit_cpu_percent: usize,
 }
 
 /// Settings of `headroom status` as a client of the agent.
@@ -175,11 +178,20 @@ pub enum Face {
     Du,
     /// `headroom check-pull`, the verdict on a pull before it starts.
     CheckPull,
+    /// `headroom audit`, where the images' bytes are wasted; a client of
+    /// the agent as `status` is.
+    Audit,
 }
 
 impl Face {
     /// Every face, in the order `--help` lists them.
-    pub const ALL: [Face; 4] = [Face::Agent, Face::Status, Face::Du, Face::CheckPull];
+    pub const ALL: [Face; 5] = [
+        Face::Agent,
+        Face::Status,
+        Face::Du,
+        Face::CheckPull,
+        Face::Audit,
+    ];
 
     /// The subcommand's name.
     pub fn name(self) -> &'static str {
@@ -188,6 +200,7 @@ impl Face {
             Face::Status => "status",
             Face::Du => "du",
             Face::CheckPull => "check-pull",
+            Face::Audit => "audit",
         }
     }
 
@@ -196,7 +209,7 @@ impl Face {
     pub fn default_log_level(self) -> &'static str {
         match self {
             Face::Agent => "info",
-            Face::Status | Face::Du | Face::CheckPull => "warn",
+            Face::Status | Face::Du | Face::CheckPull | Face::Audit => "warn",
         }
     }
 
@@ -215,6 +228,7 @@ impl Default for AgentSettings {
             max_concurrent_walks: 2,
             resync_interval: Duration::from_secs(300),
             top_n: 20,
+            audit_cpu_percent: 25,
             walk_threads: 0,
         }
     }
@@ -374,7 +388,7 @@ fn config_flag() -> Arg {
 fn flags(face: Face) -> Vec<Arg> {
     registry(face)
         .into_iter()
-        .filter(|k| k.key.face.is_none_or(|f| f == face))
+        .filter(|k| k.key.faces.is_empty() || k.key.faces.contains(&face))
         .map(Known::flag)
         .collect()
 }
@@ -387,27 +401,39 @@ fn registry(face: Face) -> Vec<Known> {
     resolver.known
 }
 
-/// One key: its name in the file and the face that takes its flag (`None`:
-/// every face).
+/// One key: its name in the file and the faces that take its flag (none
+/// named: every face).
 #[derive(Debug, Clone, Copy)]
 struct Key {
     name: &'static str,
-    face: Option<Face>,
+    faces: &'static [Face],
     help: &'static str,
 }
 
 const fn every(name: &'static str, help: &'static str) -> Key {
     Key {
         name,
-        face: None,
+        faces: &[],
         help,
     }
 }
 
 const fn only(face: Face, name: &'static str, help: &'static str) -> Key {
+    let faces: &'static [Face] = match face {
+        Face::Agent => &[Face::Agent],
+        Face::Status => &[Face::Status],
+        Face::Du => &[Face::Du],
+        Face::CheckPull => &[Face::CheckPull],
+        Face::Audit => &[Face::Audit],
+    };
+    Key { name, faces, help }
+}
+
+/// A key of the agent's clients: `status` and `audit`.
+const fn client(name: &'static str, help: &'static str) -> Key {
     Key {
         name,
-        face: Some(face),
+        faces: &[Face::Status, Face::Audit],
         help,
     }
 }
@@ -598,24 +624,32 @@ fn resolve_agent(r: &mut Resolver<'_>, d: AgentSettings) -> AgentSettings {
             d.walk_threads,
             |v| within(v, 0, crate::walk::MAX_THREADS),
         ),
+        audit_cpu_percent: r.get(
+            only(
+                Agent,
+                "audit_cpu_percent",
+                "Share of one core the layer audit may use (0: no audit)",
+            ),
+            d.audit_cpu_percent,
+            |v| within(v, 0, 100),
+        ),
     }
 }
 
 fn resolve_status(r: &mut Resolver<'_>, d: StatusSettings) -> StatusSettings {
-    use Face::Status;
     StatusSettings {
         agent_address: r.get(
-            only(Status, "agent_address", "Where the local agent answers"),
+            client("agent_address", "Where the local agent answers"),
             d.agent_address,
             any,
         ),
         agent_timeout: r.get(
-            only(Status, "agent_timeout", "How long to wait for the agent"),
+            client("agent_timeout", "How long to wait for the agent"),
             d.agent_timeout,
             more_than_zero,
         ),
         local: r.get(
-            only(Status, "local", "Scan here; do not ask the agent"),
+            client("local", "Read this node here; do not ask the agent"),
             d.local,
             any,
         ),
@@ -1215,6 +1249,9 @@ mod tests {
             }),
             s("top_n", "1000", "1000", |c| c.agent.top_n = 1000),
             s("walk_threads", "3", "3", |c| c.agent.walk_threads = 3),
+            s("audit_cpu_percent", "0", "0", |c| {
+                c.agent.audit_cpu_percent = 0
+            }),
             s("agent_address", "[::1]:9", "\"[::1]:9\"", |c| {
                 c.status.agent_address = "[::1]:9".parse().unwrap()
             }),
@@ -1247,7 +1284,7 @@ mod tests {
     fn face_of(key: &str) -> Face {
         let known = registry(Face::Agent);
         let k = known.iter().find(|k| k.key.name == key).unwrap();
-        k.key.face.unwrap_or(Face::Agent)
+        k.key.faces.first().copied().unwrap_or(Face::Agent)
     }
 
     #[test]

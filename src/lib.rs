@@ -8,6 +8,7 @@
 //! serde form is the status document).
 
 pub mod agent;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod digest;

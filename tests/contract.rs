@@ -1465,6 +1465,22 @@ fn the_exit_codes_are_what_docs_exit_codes_md_says() {
         args(&["du", &gone.display().to_string()]),
     ));
     cases.push(("du", 3, "no path", args(&["du"])));
+    let audit = |extra: &[&str]| {
+        [
+            args(&["audit", "--local", "--json"]),
+            args(extra),
+            no_node.clone(),
+        ]
+        .concat()
+    };
+    cases.push(("audit", 0, "the node's images", audit(&[])));
+    cases.push((
+        "audit",
+        4,
+        "an image the node lacks",
+        audit(&["nosuch/image:1"]),
+    ));
+    cases.push(("audit", 3, "a usage error", audit(&["--top", "many"])));
 
     let mut failures = Vec::new();
     let mut produced = BTreeSet::new();

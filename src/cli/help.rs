@@ -15,7 +15,7 @@ struct FaceHelp {
 }
 
 /// Every face's help, in [`Face::ALL`]'s order.
-const FACES: [FaceHelp; 4] = [
+const FACES: [FaceHelp; 5] = [
     FaceHelp {
         face: Face::Agent,
         output: "Serves /metrics (OpenMetrics), /healthz, /readyz and /api/v1/status (the \
@@ -117,6 +117,18 @@ const FACES: [FaceHelp; 4] = [
                 "with --fleet: no node would reach pressure, but one did not answer \
                  (unknown, never ok)",
             ),
+        ],
+    },
+    FaceHelp {
+        face: Face::Audit,
+        output: "Prints the node's wasted bytes by kind, one row per image (most wasted \
+                 first), each image's biggest wasted paths and the biggest duplicated \
+                 files; with --json, the audit document (docs/audit.md). It asks the local \
+                 agent first; when none answers it audits this node and says so on stderr.",
+        codes: &[
+            (0, "audited (images not audited yet are listed as pending)"),
+            (3, "error: usage or configuration"),
+            (4, "an IMAGE named matches no image on the node"),
         ],
     },
 ];

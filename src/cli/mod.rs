@@ -3,6 +3,7 @@
 use anyhow::Context;
 
 pub mod agent;
+pub mod audit;
 pub mod check_pull;
 pub mod du;
 mod fit;

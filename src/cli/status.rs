@@ -102,7 +102,7 @@ pub(super) fn scan_here(config: &Config) -> anyhow::Result<Scanned> {
 }
 
 /// A spinner on stderr when it is a terminal; hidden otherwise.
-fn spinner() -> ProgressBar {
+pub(super) fn spinner() -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
