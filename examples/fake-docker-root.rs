@@ -5,13 +5,15 @@
 //! ```text
 //! cargo run --release --example fake-docker-root -- ROOT [--layer-files N]
 //!     [--writable-files N] [--containers N] [--extra-files N --pending DIR]
-//!     [--manifest FILE] [--seed S]
+//!     [--manifest FILE] [--seed S] [--wasteful N]
 //! ```
 //!
 //! What it writes is [`headroom::runtime::docker::fixture::synthetic`]'s
 //! store: twelve images sharing base layers, `--containers` kubelet-run
-//! containers, and with `--extra-files` one more image whose metadata waits
-//! in `--pending` to be moved in. `--manifest` receives what was written, as
+//! containers, `--wasteful` more images with waste planted in them (as
+//! root: whiteouts, opaque directories, chowned copies; see `Planted`),
+//! and with `--extra-files` one more image whose metadata waits in
+//! `--pending` to be moved in. `--manifest` receives what was written, as
 //! JSON, for a caller to check a reader against.
 
 use std::fs;
@@ -50,6 +52,9 @@ struct Args {
     /// What the file trees are drawn from.
     #[arg(long, default_value_t = Synthetic::default().seed)]
     seed: u64,
+    /// How many images with planted waste to add (needs root).
+    #[arg(long, default_value_t = 0)]
+    wasteful: usize,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         containers: args.containers,
         extra,
         seed: args.seed,
+        wasteful: args.wasteful,
     };
     let manifest = match synthetic(&args.root, &shape) {
         Ok(manifest) => manifest,
