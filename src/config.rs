@@ -1120,16 +1120,10 @@ mod tests {
 
     use super::*;
 
-    /// `headroom` with the three faces and their configuration flags.
+    /// `headroom` with every face and their configuration flags.
     fn command() -> clap::Command {
-        let face = |f: Face| clap::Command::new(f.name());
-        with_flags(
-            clap::Command::new("headroom")
-                .subcommand(face(Face::Agent))
-                .subcommand(face(Face::Status))
-                .subcommand(face(Face::Du))
-                .subcommand(face(Face::CheckPull)),
-        )
+        let faces = Face::ALL.map(|f| clap::Command::new(f.name()));
+        with_flags(clap::Command::new("headroom").subcommands(faces))
     }
 
     /// One test's world: its own config file, never /etc/headroom.
@@ -1720,7 +1714,9 @@ mod tests {
             "{status}"
         );
         assert!(
-            status.contains("--local Scan here; do not ask the agent [env: HEADROOM_LOCAL]"),
+            status.contains(
+                "--local Read this node here; do not ask the agent [env: HEADROOM_LOCAL]"
+            ),
             "{status}"
         );
     }

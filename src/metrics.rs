@@ -950,7 +950,8 @@ mod tests {
             node.contains(&(r#"{node="node-1",kind="duplicate"}"#, 0)),
             "{node:?}"
         );
-        let states = samples(&text, "headroom_audit_images");
+        let mut states = samples(&text, "headroom_audit_images");
+        states.sort();
         assert_eq!(
             states,
             vec![

@@ -70,6 +70,9 @@ pub struct Found {
 /// The store a layer belongs to: its runtime and containerd namespace.
 type Store<'a> = (RuntimeKind, &'a str);
 
+/// A copy: its layer's directory and its path there.
+type Key<'a> = (&'a Path, &'a [u8]);
+
 /// A copy as found: its store, the stacks showing it, and its sizes.
 struct Seen<'a> {
     store: Store<'a>,
@@ -81,7 +84,7 @@ struct Seen<'a> {
 /// Finds the duplicates among the candidates of `audited` (each image
 /// with its stack's audit), hashing with `hashes` as a cache.
 pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &mut Pace) -> Found {
-    let mut copies: BTreeMap<(&Path, &[u8]), Seen> = BTreeMap::new();
+    let mut copies: BTreeMap<Key, Seen> = BTreeMap::new();
     for (i, (stack, audit)) in audited.iter().enumerate() {
         for c in &audit.candidates {
             let key = (stack.layers[c.layer].as_path(), &c.path[..]);
@@ -98,7 +101,7 @@ pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &
         per_image: vec![Amount::default(); audited.len()],
         ..Found::default()
     };
-    let mut by_hash: HashMap<(Store, [u8; 32]), Vec<(&Path, &[u8])>> = HashMap::new();
+    let mut by_hash: HashMap<(Store, [u8; 32]), Vec<Key>> = HashMap::new();
     for group in same_size(&copies) {
         for key in group {
             match hash(key, hashes, pace) {
@@ -120,7 +123,7 @@ pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &
             }
         }
     }
-    let live: HashSet<(&Path, &[u8])> = copies.keys().copied().collect();
+    let live: HashSet<Key> = copies.keys().copied().collect();
     hashes.retain(|(dir, path), _| live.contains(&(dir.as_path(), &path[..])));
     let mut groups = Vec::new();
     for ((_, digest), keys) in by_hash {
@@ -142,10 +145,8 @@ pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &
 
 /// The copies worth hashing: those sharing their size with a copy in
 /// another layer of their store.
-fn same_size<'a>(
-    copies: &BTreeMap<(&'a Path, &'a [u8]), Seen<'a>>,
-) -> Vec<Vec<(&'a Path, &'a [u8])>> {
-    let mut by_size: BTreeMap<(Store, u64), Vec<(&Path, &[u8])>> = BTreeMap::new();
+fn same_size<'a>(copies: &BTreeMap<Key<'a>, Seen<'a>>) -> Vec<Vec<Key<'a>>> {
+    let mut by_size: BTreeMap<(Store, u64), Vec<Key>> = BTreeMap::new();
     for (key, seen) in copies {
         by_size
             .entry((seen.store, seen.size))
@@ -159,11 +160,7 @@ fn same_size<'a>(
 }
 
 /// The hash of a copy, from the cache or read now.
-fn hash(
-    key: (&Path, &[u8]),
-    hashes: &mut Hashes,
-    pace: &mut Pace,
-) -> std::io::Result<Option<[u8; 32]>> {
+fn hash(key: Key, hashes: &mut Hashes, pace: &mut Pace) -> std::io::Result<Option<[u8; 32]>> {
     let cache_key = (key.0.to_path_buf(), Box::<[u8]>::from(key.1));
     if let Some(digest) = hashes.get(&cache_key) {
         return Ok(Some(*digest));
@@ -179,9 +176,9 @@ fn hash(
 /// for every image showing a copy while lacking one of the layers.
 fn group(
     digest: &[u8; 32],
-    keys: &[(&Path, &[u8])],
+    keys: &[Key],
     layers: &BTreeSet<&Path>,
-    copies: &BTreeMap<(&Path, &[u8]), Seen<'_>>,
+    copies: &BTreeMap<Key, Seen<'_>>,
     audited: &[(&ImageStack, &StackAudit)],
     found: &mut Found,
 ) -> DuplicateGroup {

@@ -372,7 +372,19 @@ impl Auditor {
         self.stacks.retain(|top, _| live.contains(top.as_path()));
         let mut problems = Vec::new();
         let (mut stopped, mut begun) = (false, 0);
-        for s in stacks {
+        // Sorted by their layers, stacks sharing layers come together, and
+        // the merger lists each layer once.
+        let mut new: Vec<&ImageStack> = stacks
+            .iter()
+            .filter(|s| {
+                s.layers
+                    .last()
+                    .is_some_and(|top| !self.stacks.contains_key(top))
+            })
+            .collect();
+        new.sort_by(|a, b| a.layers.cmp(&b.layers));
+        let mut merger = stack::Merger::default();
+        for s in new {
             let Some(top) = s.layers.last() else { continue };
             if self.stacks.contains_key(top) {
                 continue;
@@ -383,7 +395,7 @@ impl Auditor {
                 continue;
             }
             begun += 1;
-            match stack::audit(&s.layers, pace) {
+            match merger.audit(&s.layers, pace) {
                 Ok(Some(audit)) => {
                     self.stacks.insert(top.clone(), Arc::new(audit));
                 }

@@ -1,13 +1,14 @@
-//! Audits one image's stack of layers: lays the layers over each other as
+//! Audits images' stacks of layers: lays the layers over each other as
 //! overlayfs does, base first, and counts what each layer hides or
 //! replaces of the ones below, then what the final filesystem still holds
 //! of caches, and which of its big files are worth comparing node-wide.
 //!
-//! Memory is the final filesystem's regular files (path and a few numbers
-//! each) of the one stack being audited, not the node's.
+//! Memory is the regular files (path and a few numbers each) of the stack
+//! being audited, and what its layers changed, not the node's.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
 
 use super::content;
 use super::leftovers::{self, CacheKind};
@@ -78,50 +79,142 @@ pub struct StackAudit {
     pub unlisted: Vec<(PathBuf, Unlisted)>,
 }
 
-/// The audit of one stack in progress.
-struct Merge<'a> {
-    layers: &'a [PathBuf],
-    files: BTreeMap<Box<[u8]>, Visible>,
-    /// Multiply-linked inodes already counted, per kind.
-    counted: HashSet<(WasteKind, (u64, u64))>,
-    out: StackAudit,
-    /// Problems met reading files of the layer being added.
+/// A change to the filesystem built so far, as it is undone.
+#[derive(Debug)]
+enum Undo {
+    /// `path` was set; it held `before`.
+    Set(Box<[u8]>, Option<Visible>),
+    /// `path` was removed; it held the value.
+    Removed(Box<[u8]>, Visible),
+    /// A multiply-linked inode was counted as a kind.
+    Counted((WasteKind, (u64, u64))),
+}
+
+/// One layer laid over the ones below, with what it changed.
+#[derive(Debug)]
+struct Applied {
+    dir: PathBuf,
+    undo: Vec<Undo>,
+    waste: BTreeMap<WasteKind, Amount>,
+    /// Its biggest wasted paths.
+    notes: Vec<WastedPath>,
+    bytes: u64,
+    unlisted: Unlisted,
+    /// Problems met reading its files.
     unread: Unlisted,
 }
 
-/// Audits the stack `layers` (directories, base first). `None` when the
-/// pace stopped it; an error names a layer that could not be opened at all.
-pub fn audit(
-    layers: &[PathBuf],
-    pace: &mut Pace,
-) -> Result<Option<StackAudit>, (PathBuf, std::io::Error)> {
-    let mut merge = Merge {
-        layers,
-        files: BTreeMap::new(),
-        counted: HashSet::new(),
-        out: StackAudit::default(),
-        unread: Unlisted::default(),
-    };
-    for (k, dir) in layers.iter().enumerate() {
-        merge.out.by_layer.push(BTreeMap::new());
-        let mut going = true;
-        let unlisted = list::list(dir, |e| {
-            going = pace.tick() && merge.add(k, e, pace);
-            going
-        })
-        .map_err(|e| (dir.clone(), e))?;
-        if !going {
-            return Ok(None);
-        }
-        let unread = std::mem::take(&mut merge.unread);
-        for u in [unlisted, unread].into_iter().filter(|u| u.count > 0) {
-            merge.out.unlisted.push((dir.clone(), u));
-        }
-    }
-    Ok(Some(merge.finish()))
+/// Lays stacks of layers over each other, keeping the layers it laid last:
+/// the next stack sharing them only takes off the layers it does not share
+/// and lays its own. Given the stacks sorted by their layers, every layer
+/// is listed once (a base layer once for all the images built on it), and
+/// memory is the filesystem of the stack at hand and what its layers
+/// changed in it.
+#[derive(Debug, Default)]
+pub struct Merger {
+    files: BTreeMap<Box<[u8]>, Visible>,
+    /// Multiply-linked inodes already counted, per kind.
+    counted: HashSet<(WasteKind, (u64, u64))>,
+    path: Vec<Applied>,
 }
 
-impl Merge<'_> {
+impl Merger {
+    /// Audits the stack `layers` (directories, base first). `None` when the
+    /// pace stopped it; an error names a layer that could not be opened.
+    pub fn audit(
+        &mut self,
+        layers: &[PathBuf],
+        pace: &mut Pace,
+    ) -> Result<Option<StackAudit>, (PathBuf, std::io::Error)> {
+        let shared = self
+            .path
+            .iter()
+            .zip(layers)
+            .take_while(|(a, d)| a.dir == **d)
+            .count();
+        while self.path.len() > shared {
+            self.pop();
+        }
+        for dir in &layers[shared..] {
+            match self.push(dir, pace) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                Err(e) => return Err((dir.clone(), e)),
+            }
+        }
+        Ok(Some(self.finish()))
+    }
+
+    /// Lays the layer `dir` over the path; false (and nothing laid) when
+    /// the pace stopped it.
+    fn push(&mut self, dir: &Path, pace: &mut Pace) -> std::io::Result<bool> {
+        self.path.push(Applied {
+            dir: dir.to_path_buf(),
+            undo: Vec::new(),
+            waste: BTreeMap::new(),
+            notes: Vec::new(),
+            bytes: 0,
+            unlisted: Unlisted::default(),
+            unread: Unlisted::default(),
+        });
+        let k = self.path.len() - 1;
+        let mut going = true;
+        let listed = list::list(dir, |e| {
+            going = pace.tick() && self.add(k, e, pace);
+            going
+        });
+        match listed {
+            Ok(unlisted) if going => {
+                let top = &mut self.path[k];
+                top.unlisted = unlisted;
+                sort_top(&mut top.notes);
+                Ok(true)
+            }
+            Ok(_) => {
+                self.pop();
+                Ok(false)
+            }
+            Err(e) => {
+                self.pop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the top layer off, undoing what it changed.
+    fn pop(&mut self) {
+        let Some(top) = self.path.pop() else { return };
+        for undo in top.undo.into_iter().rev() {
+            match undo {
+                Undo::Set(path, Some(before)) | Undo::Removed(path, before) => {
+                    self.files.insert(path, before);
+                }
+                Undo::Set(path, None) => {
+                    self.files.remove(&path);
+                }
+                Undo::Counted(key) => {
+                    self.counted.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn top(&mut self) -> &mut Applied {
+        let k = self.path.len() - 1;
+        &mut self.path[k]
+    }
+
+    fn set(&mut self, path: &[u8], v: Visible) {
+        let before = self.files.insert(path.into(), v);
+        self.top().undo.push(Undo::Set(path.into(), before));
+    }
+
+    fn remove(&mut self, path: &[u8]) -> Option<Visible> {
+        let (path, v) = self.files.remove_entry(path)?;
+        self.top().undo.push(Undo::Removed(path, v));
+        Some(v)
+    }
+
     /// Lays entry `e` of layer `k` over the filesystem so far; false when
     /// the pace stopped a comparison.
     fn add(&mut self, k: usize, e: &Entry, pace: &mut Pace) -> bool {
@@ -148,14 +241,14 @@ impl Merge<'_> {
     }
 
     fn add_file(&mut self, k: usize, e: &Entry, pace: &mut Pace) -> bool {
-        self.out.bytes = self.out.bytes.saturating_add(e.size);
+        let top = self.top();
+        top.bytes = top.bytes.saturating_add(e.size);
         if let Some(lower) = self.files.get(e.path).filter(|v| v.layer < k).copied() {
             let kind = match self.same_content(&lower, k, e, pace) {
                 Some(true) => WasteKind::MetadataOnly,
                 Some(false) => WasteKind::Overwritten,
                 None => return false,
             };
-            self.files.remove(e.path);
             self.count(kind, e.path, &lower);
         }
         self.hide_below(k, e.path);
@@ -166,7 +259,7 @@ impl Merge<'_> {
             inode: e.inode,
             nlink: e.nlink,
         };
-        self.files.insert(e.path.into(), visible);
+        self.set(e.path, visible);
         true
     }
 
@@ -183,13 +276,13 @@ impl Merge<'_> {
         if lower.size != e.size {
             return Some(false);
         }
-        let (a, b) = (&self.layers[lower.layer], &self.layers[k]);
+        let (a, b) = (&self.path[lower.layer].dir, &self.path[k].dir);
         match content::same((a, e.path), (b, e.path), pace) {
             Ok(same) => same,
             Err(err) => {
-                self.unread.add(b, e.path, || {
-                    format!("comparing with {}: {err}", a.display())
-                });
+                let why = format!("comparing with {}: {err}", a.display());
+                let b = b.clone();
+                self.top().unread.add(&b, e.path, || why);
                 Some(false)
             }
         }
@@ -198,7 +291,7 @@ impl Merge<'_> {
     /// A lower file at `path` replaced by what layer `k` puts there.
     fn replace(&mut self, k: usize, path: &[u8], kind: WasteKind) {
         if let Some(lower) = self.files.get(path).filter(|v| v.layer < k).copied() {
-            self.files.remove(path);
+            self.remove(path);
             self.count(kind, path, &lower);
         }
     }
@@ -211,10 +304,7 @@ impl Merge<'_> {
         hi.push(b'/' + 1);
         let hidden: Vec<Box<[u8]>> = self
             .files
-            .range::<[u8], _>((
-                std::ops::Bound::Included(&lo[..]),
-                std::ops::Bound::Excluded(&hi[..]),
-            ))
+            .range::<[u8], _>((Bound::Included(&lo[..]), Bound::Excluded(&hi[..])))
             .filter(|(_, v)| v.layer < k)
             .map(|(p, _)| p.clone())
             .collect();
@@ -228,72 +318,81 @@ impl Merge<'_> {
             bytes: 0,
         };
         for p in hidden {
-            if let Some(lower) = self.files.remove(&p) {
+            if let Some(lower) = self.remove(&p) {
                 total.layer = total.layer.min(lower.layer);
-                total.bytes =
-                    total
-                        .bytes
-                        .saturating_add(self.add_amount(WasteKind::Hidden, k, &lower));
+                total.bytes = total
+                    .bytes
+                    .saturating_add(self.add_amount(WasteKind::Hidden, &lower));
             }
         }
-        self.note(total);
+        note(&mut self.top().notes, total);
     }
 
-    /// Counts `lower` (at `path`) as `kind` of waste caused by the layer
-    /// being added, and names it.
+    /// Counts `lower` (at `path`, taken off by now or about to be
+    /// replaced) as `kind` of waste caused by the top layer, and names it.
     fn count(&mut self, kind: WasteKind, path: &[u8], lower: &Visible) {
-        let k = self.out.by_layer.len() - 1;
-        let bytes = self.add_amount(kind, k, lower);
-        self.note(WastedPath {
+        let bytes = self.add_amount(kind, lower);
+        let named = WastedPath {
             path: path.to_vec(),
             kind,
             layer: lower.layer,
             bytes,
-        });
+        };
+        note(&mut self.top().notes, named);
     }
 
-    /// Adds `lower` to `kind` of layer `k`'s waste, a multiply-linked inode
-    /// once; the bytes added.
-    fn add_amount(&mut self, kind: WasteKind, k: usize, lower: &Visible) -> u64 {
-        if lower.nlink > 1 && !self.counted.insert((kind, lower.inode)) {
-            return 0;
+    /// Adds `lower` to `kind` of the top layer's waste, a multiply-linked
+    /// inode once; the bytes added.
+    fn add_amount(&mut self, kind: WasteKind, lower: &Visible) -> u64 {
+        if lower.nlink > 1 {
+            if !self.counted.insert((kind, lower.inode)) {
+                return 0;
+            }
+            self.top().undo.push(Undo::Counted((kind, lower.inode)));
         }
-        self.out.by_layer[k]
+        self.top()
+            .waste
             .entry(kind)
             .or_default()
             .add(lower.size, lower.disk);
         lower.size
     }
 
-    /// Keeps `path` among the biggest wasted paths.
-    fn note(&mut self, path: WastedPath) {
-        if path.bytes == 0 {
-            return;
-        }
-        let top = &mut self.out.top_paths;
-        top.push(path);
-        if top.len() >= TOP_PATHS * 4 {
-            sort_top(top);
-        }
-    }
-
-    /// The final filesystem: its caches, files and candidates.
-    fn finish(mut self) -> StackAudit {
+    /// The stack's audit: what its layers changed, and its final
+    /// filesystem's caches, files and candidates.
+    fn finish(&self) -> StackAudit {
+        let mut out = StackAudit {
+            by_layer: self.path.iter().map(|a| a.waste.clone()).collect(),
+            bytes: self
+                .path
+                .iter()
+                .map(|a| a.bytes)
+                .fold(0, u64::saturating_add),
+            top_paths: self
+                .path
+                .iter()
+                .flat_map(|a| a.notes.iter().cloned())
+                .collect(),
+            unlisted: (self.path.iter())
+                .flat_map(|a| [&a.unlisted, &a.unread].map(|u| (a.dir.clone(), u.clone())))
+                .filter(|(_, u)| u.count > 0)
+                .collect(),
+            ..StackAudit::default()
+        };
         let mut counted = HashSet::new();
         let mut cache_dirs: BTreeMap<(&[u8], CacheKind, usize), u64> = BTreeMap::new();
         for (path, v) in &self.files {
-            self.out.files += 1;
+            out.files += 1;
             let first = v.nlink <= 1 || counted.insert(v.inode);
             if let Some((kind, dir)) = leftovers::classify(path).filter(|_| first) {
-                self.out
-                    .caches
+                out.caches
                     .entry((kind, v.layer))
                     .or_default()
                     .add(v.size, v.disk);
                 *cache_dirs.entry((dir, kind, v.layer)).or_default() += v.size;
             }
             if v.size >= MIN_DUPLICATE_BYTES && first {
-                self.out.candidates.push(Candidate {
+                out.candidates.push(Candidate {
                     layer: v.layer,
                     path: path.clone(),
                     size: v.size,
@@ -301,20 +400,28 @@ impl Merge<'_> {
                 });
             }
         }
-        let named: Vec<WastedPath> = cache_dirs
-            .into_iter()
-            .map(|((dir, kind, layer), bytes)| WastedPath {
+        for ((dir, kind, layer), bytes) in cache_dirs {
+            let named = WastedPath {
                 path: dir.to_vec(),
                 kind: WasteKind::Cache(kind),
                 layer,
                 bytes,
-            })
-            .collect();
-        for path in named {
-            self.note(path);
+            };
+            note(&mut out.top_paths, named);
         }
-        sort_top(&mut self.out.top_paths);
-        self.out
+        sort_top(&mut out.top_paths);
+        out
+    }
+}
+
+/// Keeps `path` among the biggest wasted paths of `top`.
+fn note(top: &mut Vec<WastedPath>, path: WastedPath) {
+    if path.bytes == 0 {
+        return;
+    }
+    top.push(path);
+    if top.len() >= TOP_PATHS * 4 {
+        sort_top(top);
     }
 }
 

@@ -246,3 +246,44 @@ fn copies_in_another_runtimes_store_are_not_duplicates() {
         "Docker's pair only"
     );
 }
+
+#[test]
+fn stacks_audited_together_match_each_audited_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stacks = node(dir.path());
+    let (l0, l1) = (dir.path().join("l0"), dir.path().join("l1"));
+    // Siblings on l0 and on l1 undo each other's changes between them.
+    let (s1, s2) = (dir.path().join("s1"), dir.path().join("s2"));
+    write(&s1, "d/x", b"replaced on a sibling");
+    write(&s2, "a/keep", b"0123456789");
+    write(&s2, "t/g", b"t is a directory again");
+    stacks.push(image("s1", &[&l0, &s1]));
+    stacks.push(image("s2", &[&l0, &l1, &s2]));
+    let together = Auditor::default().audit("n", &stacks, &mut Pace::unlimited());
+    for s in &stacks {
+        let alone = Auditor::default().audit("n", std::slice::from_ref(s), &mut Pace::unlimited());
+        let mut alone = alone.images[0].clone();
+        let mut with = together
+            .images
+            .iter()
+            .find(|i| i.image.id == s.id)
+            .unwrap()
+            .clone();
+        for i in [&mut alone, &mut with] {
+            i.waste.wasted_bytes -= i.waste.duplicate.bytes;
+            i.waste.duplicate = Amount::default();
+        }
+        assert_eq!(with, alone, "{}", s.id);
+    }
+    let s2 = together
+        .images
+        .iter()
+        .find(|i| i.image.id == "sha256:s2")
+        .unwrap();
+    let t = "a file where a directory was".len() as u64;
+    assert_eq!(
+        s2.waste.overwritten.bytes,
+        10 + 5 + t,
+        "a/keep twice, t by a directory"
+    );
+}
