@@ -67,7 +67,6 @@ const PATIENCE: Duration = Duration::from_secs(20);
 fn main() {
     let promtool = [Need::tool("promtool")];
     let amtool = [Need::tool("amtool")];
-    let prometheus = [Need::tool("prometheus")];
     support::main(vec![
         trial!(rules_pass_promtool_check).needs(&promtool),
         trial!(node_mixin_rules_are_valid).needs(&promtool),
@@ -78,7 +77,9 @@ fn main() {
         trial!(the_example_alertmanager_config_pages_at_once).needs(&amtool),
         trial!(the_prometheusrule_is_generated_from_the_rules_file),
         trial!(the_dashboard_has_what_grafana_needs),
-        trial!(alerts_and_panels_work_against_a_live_agent_and_prometheus).needs(&prometheus),
+        // Root: the store's wasteful image has whiteouts and trusted xattrs.
+        trial!(alerts_and_panels_work_against_a_live_agent_and_prometheus)
+            .needs(&[Need::tool("prometheus"), Need::root()]),
     ]);
 }
 
@@ -468,10 +469,12 @@ fn exported_names(text: &str) -> BTreeSet<String> {
 fn start_agent(dir: &Path, port: u16) -> Killed {
     let docker = dir.join("docker");
     use headroom::runtime::docker::fixture::{synthetic, Synthetic};
+    // One image with planted waste, for the audit's panel.
     let shape = Synthetic {
         layer_files: 40,
         writable_files: 10,
         containers: 3,
+        wasteful: 1,
         ..Default::default()
     };
     synthetic(&docker, &shape).unwrap();

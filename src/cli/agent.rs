@@ -81,9 +81,9 @@ async fn serve(config: &Config) -> anyhow::Result<Stopped> {
     tracing::info!(address = %config.agent.listen, "serving /metrics, /healthz, /readyz and /api/v1/status");
 
     let (publish, snapshots) = watch::channel(Arc::new(Snapshot::default()));
-    let wake = Arc::new(Notify::new());
     let publish = Arc::new(publish);
-    let audit = Audit::new(config, &publish);
+    let wake = Arc::new(Notify::new());
+    let audit = Audit::new(config, &publish, &wake);
     let scanner = spawn_scanner(config, &shutdown, &publish, Arc::clone(&wake), &audit)?;
     if let Some(share) = audit.share {
         spawn_auditor(&audit, share, &shutdown)?;
@@ -233,16 +233,23 @@ struct Audit {
     work: watch::Sender<Option<(String, Arc<Vec<ImageStack>>)>>,
     latest: Arc<Mutex<Option<Arc<Audited>>>>,
     publish: Arc<watch::Sender<Arc<Snapshot>>>,
+    /// Wakes the scanner, whose next document then carries the new summary.
+    wake: Arc<Notify>,
 }
 
 impl Audit {
-    fn new(config: &Config, publish: &Arc<watch::Sender<Arc<Snapshot>>>) -> Audit {
+    fn new(
+        config: &Config,
+        publish: &Arc<watch::Sender<Arc<Snapshot>>>,
+        wake: &Arc<Notify>,
+    ) -> Audit {
         let percent = config.agent.audit_cpu_percent;
         Audit {
             share: (percent > 0).then(|| percent as f64 / 100.0),
             work: watch::channel(None).0,
             latest: Arc::default(),
             publish: Arc::clone(publish),
+            wake: Arc::clone(wake),
         }
     }
 
@@ -268,8 +275,9 @@ impl Audit {
             .clone()
     }
 
-    /// Keeps `report` as the latest and serves it at once (the status
-    /// document's summary follows with the scanner's next publication).
+    /// Keeps `report` as the latest and serves it at once; wakes the
+    /// scanner, whose next document (a reread: only new paths are
+    /// measured) carries its summary and metrics.
     fn keep(&self, report: &audit::AuditReport) {
         let mut json = match serde_json::to_vec_pretty(report) {
             Ok(json) => json,
@@ -289,6 +297,7 @@ impl Audit {
                 ..(**snap).clone()
             });
         });
+        self.wake.notify_one();
     }
 }
 
