@@ -587,18 +587,20 @@ impl Acc {
     }
 }
 
-/// The few inode fields the walker needs.
+/// The few inode fields the walker (and the layer audit's lister) needs.
 #[derive(Debug, Clone, Copy)]
-struct Meta {
-    dev: u64,
-    ino: u64,
+pub(crate) struct Meta {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
     /// The root of a mount (`STATX_ATTR_MOUNT_ROOT`); false where the
     /// kernel cannot tell.
     mount_root: bool,
-    nlink: u64,
-    blocks: u64,
-    size: u64,
-    kind: FileType,
+    pub(crate) nlink: u64,
+    pub(crate) blocks: u64,
+    pub(crate) size: u64,
+    pub(crate) kind: FileType,
+    /// The device a device file stands for (an overlay whiteout is 0/0).
+    pub(crate) rdev: u64,
 }
 
 impl Meta {
@@ -622,7 +624,7 @@ struct Ident {
 
 /// `statx(dir, name, AT_SYMLINK_NOFOLLOW)`, or `fstatat` where the kernel or a
 /// seccomp profile lacks `statx`. An empty `name` stats `dir` itself.
-fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
+pub(crate) fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
     let mut flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
     if name.is_empty() {
         flags |= AtFlags::EMPTY_PATH;
@@ -643,6 +645,7 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
             blocks: st.stx_blocks,
             size: st.stx_size,
             kind: FileType::from_raw_mode(st.stx_mode.into()),
+            rdev: rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
         }),
         Err(Errno::NOSYS) => {
             let st = rustix::fs::statat(dir, name, flags - AtFlags::NO_AUTOMOUNT)?;
@@ -655,6 +658,7 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
                 blocks: u64::try_from(st.st_blocks).unwrap_or(0),
                 size: u64::try_from(st.st_size).unwrap_or(0),
                 kind: FileType::from_raw_mode(st.st_mode),
+                rdev: st.st_rdev,
             })
         }
         Err(e) => Err(e),
@@ -663,7 +667,10 @@ fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Meta, Errno> {
 
 /// Opens a directory without following a symlink and without ever blocking
 /// (should a FIFO have taken its place).
-fn open_dir(dir: BorrowedFd<'_>, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_dir(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg,
+) -> Result<OwnedFd, Errno> {
     rustix::fs::openat(
         dir,
         name,

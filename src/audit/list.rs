@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags, CWD};
+use rustix::fs::{FileType, RawDir, CWD};
 use rustix::io::Errno;
+
+use crate::walk::{self, open_dir};
 
 /// Directories deeper than this below a layer's root are not listed.
 pub const MAX_DEPTH: usize = 256;
@@ -242,46 +244,22 @@ fn opaque(fd: BorrowedFd<'_>) -> bool {
         })
 }
 
-/// `statx(dir, name, AT_SYMLINK_NOFOLLOW)` as an [`Entry`] without a path
-/// (a directory is never opaque here: [`list_dir`] tells when it opens it).
+/// The entry `name` of `dir` (`dir` itself when empty), without its path
+/// (a directory is never opaque here: it is told when it is opened).
 fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<Entry<'static>, Errno> {
-    let mut flags = AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT;
-    if name.is_empty() {
-        flags |= AtFlags::EMPTY_PATH;
-    }
-    let mask = StatxFlags::TYPE
-        | StatxFlags::NLINK
-        | StatxFlags::INO
-        | StatxFlags::SIZE
-        | StatxFlags::BLOCKS;
-    let st = rustix::fs::statx(dir, name, flags, mask)?;
-    let kind = match FileType::from_raw_mode(st.stx_mode.into()) {
+    let meta = walk::stat_at(dir, name)?;
+    let kind = match meta.kind {
         FileType::RegularFile => Kind::File,
         FileType::Directory => Kind::Dir { opaque: false },
-        FileType::CharacterDevice if st.stx_rdev_major == 0 && st.stx_rdev_minor == 0 => {
-            Kind::Whiteout
-        }
+        FileType::CharacterDevice if meta.rdev == 0 => Kind::Whiteout,
         _ => Kind::Other,
     };
     Ok(Entry {
         path: &[],
         kind,
-        size: st.stx_size,
-        disk: st.stx_blocks.saturating_mul(512),
-        inode: (
-            rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
-            st.stx_ino,
-        ),
-        nlink: u64::from(st.stx_nlink),
+        size: meta.size,
+        disk: meta.blocks.saturating_mul(512),
+        inode: (meta.dev, meta.ino),
+        nlink: meta.nlink,
     })
-}
-
-/// Opens a directory without following a symlink and without blocking.
-fn open_dir(dir: BorrowedFd<'_>, name: impl rustix::path::Arg) -> Result<OwnedFd, Errno> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-        Mode::empty(),
-    )
 }

@@ -90,17 +90,9 @@ fn matches(image: &audit::ImageIdentity, query: &str) -> bool {
         })
 }
 
-/// The agent's audit when one answers; otherwise an audit here, saying
-/// why on stderr (stdout stays the document alone).
+/// The agent's audit when one answers; otherwise an audit here.
 fn ask_agent_or_audit(config: &Config) -> anyhow::Result<AuditReport> {
-    let settings = &config.status;
-    match client::fetch_audit(settings.agent_address, settings.agent_timeout) {
-        Ok(report) => Ok(report),
-        Err(e) => {
-            eprintln!("headroom: {e}; auditing this node directly");
-            audit_here(config)
-        }
-    }
+    super::status::agent_or_here(config, client::fetch_audit, ("auditing", audit_here))
 }
 
 /// Reads the node (as `status --local`) and audits every image's layers.

@@ -1,8 +1,9 @@
 //! `headroom status`: the one screen on-call reads at 4 AM, or `--json`.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use headroom::client;
@@ -73,15 +74,26 @@ pub(super) fn screen_width() -> usize {
         .max(MIN_WIDTH)
 }
 
-/// The agent's document when one answers; otherwise a scan here, saying why
-/// on stderr (stdout stays the document alone).
+/// The agent's document when one answers; otherwise a scan here.
 fn ask_agent_or_scan(config: &Config) -> anyhow::Result<Status> {
+    let here = |config: &Config| scan_here(config).map(|scanned| scanned.status);
+    agent_or_here(config, client::fetch_status, ("scanning", here))
+}
+
+/// What `fetch` gets from the local agent when one answers; otherwise what
+/// `here` makes of this node, saying why on stderr (stdout stays the
+/// document alone) in words that begin with `doing`.
+pub(super) fn agent_or_here<T>(
+    config: &Config,
+    fetch: impl FnOnce(SocketAddr, Duration) -> Result<T, client::ClientError>,
+    (doing, here): (&str, impl FnOnce(&Config) -> anyhow::Result<T>),
+) -> anyhow::Result<T> {
     let settings = &config.status;
-    match client::fetch_status(settings.agent_address, settings.agent_timeout) {
-        Ok(status) => Ok(status),
+    match fetch(settings.agent_address, settings.agent_timeout) {
+        Ok(document) => Ok(document),
         Err(e) => {
-            eprintln!("headroom: {e}; scanning this node directly");
-            scan_here(config).map(|scanned| scanned.status)
+            eprintln!("headroom: {e}; {doing} this node directly");
+            here(config)
         }
     }
 }
