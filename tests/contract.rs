@@ -26,13 +26,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use headroom::agent::scanner::{ScanSettings, Scanner};
-use headroom::inventory;
 use headroom::layout::{discover, LayoutSettings, NodeLayout, PathOrigin, Setting};
 use headroom::metrics::{self, ScanTotals};
 use headroom::model::{Pull, ReadFrom, Status, SCHEMA};
 use headroom::model::{State, ThresholdsOrigin};
 use headroom::runtime::{ProblemKind, Reader, RuntimeKind};
 use headroom::walk::{ErrorKind, WalkOptions};
+use headroom::{audit, inventory};
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -387,6 +387,16 @@ fn scanned(node: &Node) -> Status {
     inventory::scan(&node.layout(), &erring_walk(), &|_| {}, runtime.handle()).status
 }
 
+/// `status` with the summary of the layer audit of its images, as the
+/// agent's documents carry it once its auditor has been through them.
+fn audited(mut status: Status) -> Status {
+    let stacks = audit::stacks(&status);
+    let report =
+        audit::Auditor::default().audit(&status.node, &stacks, &mut audit::Pace::unlimited());
+    status.audit = Some(report.summary());
+    status
+}
+
 /// The fixture node as the agent's first pass sees it (`source` `agent`).
 fn agent_pass(node: &Node) -> Status {
     let settings = ScanSettings {
@@ -715,6 +725,7 @@ fn values_in_code() -> BTreeMap<&'static str, BTreeSet<String>> {
         ("layers[].runtime", runtimes.clone()),
         ("pulls[].runtime", runtimes.clone()),
         ("runtimes[].runtime", runtimes.clone()),
+        ("audit.per_image[].runtime", runtimes.clone()),
         ("reclaimable_by_runtime.<runtime>", runtimes),
         ("containers[].runtime", containers),
         ("prediction.<signal>.state", states()),
@@ -748,7 +759,7 @@ fn the_status_document_is_what_docs_status_md_says() {
         maps: &maps,
         paths: BTreeMap::new(),
     };
-    for status in [scanned(&node), agent_pass(&node)] {
+    for status in [scanned(&node), audited(agent_pass(&node))] {
         fixture.add(&serde_json::to_value(&status).unwrap());
     }
     failures.extend(fixture.failures("the fixture node's documents", &doc, true));
@@ -1004,7 +1015,7 @@ fn metric_failures(
 #[test]
 fn the_metrics_are_what_docs_metrics_md_says() {
     let node = full_node();
-    let mut status = scanned(&node);
+    let mut status = audited(scanned(&node));
     status.pulls.push(Pull {
         reference: "registry.example/app@sha256:beef".into(),
         offset_bytes: 300,
@@ -1046,9 +1057,13 @@ fn the_metrics_are_what_docs_metrics_md_says() {
             ));
         }
     }
-    // `kind` is the walker's on scan errors and the problem's on problems.
+    // `kind` is the walker's on scan errors, the problem's on problems and
+    // the audit's on wasted bytes.
     let kinds = values.get("kind").cloned().unwrap_or_default();
-    let code_kinds: BTreeSet<String> = error_kinds().into_iter().chain(problem_kinds()).collect();
+    let waste_kinds = audit::KINDS.iter().map(|k| k.as_str().to_string());
+    let code_kinds: BTreeSet<String> = (error_kinds().into_iter().chain(problem_kinds()))
+        .chain(waste_kinds)
+        .collect();
     if kinds != code_kinds {
         failures.push(format!(
             "kind={kinds:?} but the walker and the problems have {code_kinds:?}"
