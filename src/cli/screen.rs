@@ -899,6 +899,23 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_line_gives_the_node_s_waste_by_kind_or_says_where_to_get_it() {
+        let mut s = fixture();
+        let line = audit_line(&s);
+        assert!(
+            line.starts_with("audit: 700 B of the images' bytes are wasted (600 B hidden"),
+            "{line}"
+        );
+        assert!(
+            line.contains("100 B caches") && line.contains("in 3 images, 1 more not audited yet"),
+            "{line}"
+        );
+        assert!(piped(&s).contains("audit: 700 B"));
+        s.audit = None;
+        assert!(audit_line(&s).contains("run `headroom audit`"));
+    }
+
+    #[test]
     fn no_line_is_wider_than_80_or_120_columns() {
         for s in [fixture(), long_names(), hostile_status()] {
             for width in [80, 120] {
