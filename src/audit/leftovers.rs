@@ -6,6 +6,8 @@
 //! matches a pattern when the pattern matches a directory above it, so
 //! everything below a cache directory is that cache.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 
 /// A kind of cache or leftover, by the tool that leaves it.
@@ -78,41 +80,70 @@ pub const PATTERNS: &[(CacheKind, &str)] = &[
     (CacheKind::Tmp, "var/tmp"),
 ];
 
+/// A pattern split into components: (kind, components, whether it may
+/// start at any depth).
+type Split = (CacheKind, Vec<&'static [u8]>, bool);
+
+/// [`PATTERNS`], split once.
+static SPLIT: LazyLock<Vec<Split>> = LazyLock::new(|| {
+    PATTERNS
+        .iter()
+        .map(|(kind, pattern)| {
+            let (anywhere, rest) = match pattern.strip_prefix("**/") {
+                Some(rest) => (true, rest),
+                None => (false, *pattern),
+            };
+            (
+                *kind,
+                rest.split('/').map(str::as_bytes).collect(),
+                anywhere,
+            )
+        })
+        .collect()
+});
+
 /// The kind of cache a file at `path` (relative to the image's root,
 /// `/`-separated) belongs to, if any, with the cache's directory (a
 /// leading part of `path`): the first pattern that matches a directory
 /// above the file.
 pub fn classify(path: &[u8]) -> Option<(CacheKind, &[u8])> {
+    let first = path.split(|&b| b == b'/').next()?;
+    // Most files are under no pattern's first directory: told without
+    // collecting the path's components.
+    let maybe = SPLIT.iter().any(|(_, parts, anywhere)| match anywhere {
+        true => path.split(|&b| b == b'/').any(|c| c == parts[0]),
+        false => parts[0] == b"*" || parts[0] == first,
+    });
+    if !maybe {
+        return None;
+    }
     let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
     // The file's own name never makes it a cache: only a directory above it.
     let dirs = parts.split_last().map_or(&[][..], |(_, dirs)| dirs);
-    PATTERNS.iter().find_map(|(kind, pattern)| {
-        let end = matches_above(pattern, dirs)?;
+    SPLIT.iter().find_map(|(kind, want, anywhere)| {
+        let end = matches_above(want, *anywhere, dirs)?;
         // The components' lengths plus the `/` between them.
         let len = dirs[..end].iter().map(|d| d.len() + 1).sum::<usize>() - 1;
         Some((*kind, &path[..len]))
     })
 }
 
-/// How many of `dirs` a match of `pattern` ends after, if it matches a
-/// leading run of them (or, for `**/`, a run starting anywhere).
-fn matches_above(pattern: &str, dirs: &[&[u8]]) -> Option<usize> {
-    match pattern.strip_prefix("**/") {
-        Some(rest) => (0..dirs.len())
-            .find(|&start| prefix_matches(rest, &dirs[start..]))
-            .map(|start| start + rest.split('/').count()),
-        None => prefix_matches(pattern, dirs).then(|| pattern.split('/').count()),
-    }
+/// How many of `dirs` a match of `want` ends after, if it matches a
+/// leading run of them (or, `anywhere`, a run starting at any depth).
+fn matches_above(want: &[&[u8]], anywhere: bool, dirs: &[&[u8]]) -> Option<usize> {
+    let starts = if anywhere {
+        dirs.len()
+    } else {
+        dirs.len().min(1)
+    };
+    (0..starts)
+        .find(|&start| prefix_matches(want, &dirs[start..]))
+        .map(|start| start + want.len())
 }
 
-/// Whether the components of `pattern` match the first components of `dirs`.
-fn prefix_matches(pattern: &str, dirs: &[&[u8]]) -> bool {
-    let want: Vec<&str> = pattern.split('/').collect();
-    want.len() <= dirs.len()
-        && want
-            .iter()
-            .zip(dirs)
-            .all(|(w, d)| *w == "*" || w.as_bytes() == *d)
+/// Whether the components `want` match the first components of `dirs`.
+fn prefix_matches(want: &[&[u8]], dirs: &[&[u8]]) -> bool {
+    want.len() <= dirs.len() && want.iter().zip(dirs).all(|(w, d)| *w == b"*" || w == d)
 }
 
 #[cfg(test)]

@@ -299,13 +299,15 @@ impl Merger {
     /// The lower files below the directory `path`, hidden by layer `k`
     /// (an opaque directory, a whiteout, or a file in the directory's place).
     fn hide_below(&mut self, k: usize, path: &[u8]) {
-        let (mut lo, mut hi) = (path.to_vec(), path.to_vec());
-        lo.push(b'/');
-        hi.push(b'/' + 1);
+        // Without allocating: called for every file laid. Names that
+        // extend `path` with a byte below `/` (`lib-x`, `lib.y`) sort
+        // between `path` and `path/…`, and are passed over.
+        let below = |p: &[u8]| p.get(path.len()) == Some(&b'/');
         let hidden: Vec<Box<[u8]>> = self
             .files
-            .range::<[u8], _>((Bound::Included(&lo[..]), Bound::Excluded(&hi[..])))
-            .filter(|(_, v)| v.layer < k)
+            .range::<[u8], _>((Bound::Excluded(path), Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(path))
+            .filter(|(p, v)| below(p) && v.layer < k)
             .map(|(p, _)| p.clone())
             .collect();
         if hidden.is_empty() {
