@@ -133,10 +133,12 @@ pub fn find(audited: &[(&ImageStack, &StackAudit)], hashes: &mut Hashes, pace: &
         }
         groups.push(group(&digest, &keys, &layers, &copies, audited, &mut found));
     }
+    // The first copy's layer tells apart the stores' groups of one content.
+    let first = |g: &DuplicateGroup| g.copies.first().map(|c| c.layer_dir.clone());
     groups.sort_by(|a, b| {
-        b.saving_bytes
-            .cmp(&a.saving_bytes)
+        (b.saving_bytes.cmp(&a.saving_bytes))
             .then_with(|| a.sha256.cmp(&b.sha256))
+            .then_with(|| first(a).cmp(&first(b)))
     });
     groups.truncate(TOP_GROUPS);
     found.groups = groups;

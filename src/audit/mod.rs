@@ -438,11 +438,17 @@ fn report(
         .zip(&found.per_image)
         .map(|((s, a), dup)| image_audit(s, a, dup))
         .collect();
+    // The same image in two stores: told apart by runtime and namespace.
+    let identity = |i: &ImageAudit| {
+        (
+            i.image.id.clone(),
+            i.image.runtime,
+            i.image.namespace.clone(),
+        )
+    };
     images.sort_by(|a, b| {
-        b.waste
-            .wasted_bytes
-            .cmp(&a.waste.wasted_bytes)
-            .then_with(|| a.image.id.cmp(&b.image.id))
+        (b.waste.wasted_bytes.cmp(&a.waste.wasted_bytes))
+            .then_with(|| identity(a).cmp(&identity(b)))
     });
     let done: std::collections::HashSet<&str> =
         audited.iter().map(|(s, _)| s.id.as_str()).collect();

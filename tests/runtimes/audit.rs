@@ -3,11 +3,15 @@
 //! runtimes, and every figure of the audit is checked against what was
 //! written (sizes, counts) and against GNU `du -B1` of the wasted copies in
 //! the layer dirs on disk; the node's duplicates against `sha256sum` of the
-//! big files of every layer; one image against dive's method.
+//! big files of every layer; one image against dive's method. An agent on
+//! the shipped defaults then audits the same node, paced, to the same
+//! document.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use headroom::model::Status;
@@ -19,7 +23,7 @@ use crate::images::K8S_NS;
 use crate::oracle::{self, path_str};
 use crate::subject::{self, Run};
 use crate::waste::{self, Copy, Kind, Wasteful};
-use crate::{pulls, World};
+use crate::{agent, pulls, web, World};
 
 /// The runtimes each image is pulled into, with the namespace it is in.
 const RUNTIMES: [(RuntimeKind, &str); 2] =
@@ -149,7 +153,54 @@ pub fn finds_each_kind_of_waste(w: &World) -> Result<()> {
         Ok(doc) => judge(&mut c, w, &doc, &run, &pulled),
         Err(e) => c.error("the audit document", e.into()),
     }
+    if let Err(e) = agent_agrees(&mut c, w, &run.stdout) {
+        c.error("the agent's audit", e);
+    }
     c.finish(&format!("{}\n{}", run.command, run.describe()))
+}
+
+/// How long the agent may take to audit the node at its CPU share.
+const AGENT_AUDITS_WITHIN: Duration = Duration::from_secs(180);
+
+/// An agent on the shipped defaults (its CPU share, its pass budget), once
+/// its audit is complete, serves at `/api/v1/audit` the document `audit
+/// --local` printed (`local`), but for when it was made; and its status
+/// document's `audit` carries the same node totals.
+fn agent_agrees(c: &mut Checks, w: &World, local: &str) -> Result<()> {
+    let local: serde_json::Value = serde_json::from_str(local)?;
+    let (_agent, addr) = agent::short_lived(w, "audit-agent", agent::Paths::of_world(w))?;
+    let served: serde_json::Value = agent::poll(AGENT_AUDITS_WITHIN, || {
+        let reply = web::get(&addr, "/api/v1/audit")?;
+        if reply.code != 200 {
+            bail!("GET /api/v1/audit: HTTP {}", reply.code);
+        }
+        let doc: serde_json::Value = serde_json::from_str(&reply.body)?;
+        if doc["complete"] != true {
+            bail!("not complete yet: {} pending", doc["pending"]);
+        }
+        Ok(doc)
+    })?;
+    for key in ["images", "pending", "node_totals", "duplicates", "problems"] {
+        let same = served[key] == local[key];
+        c.eq(
+            &format!("the agent's `{key}`"),
+            "audit --local's",
+            true,
+            same,
+        );
+    }
+    let summary = agent::poll(AGENT_AUDITS_WITHIN, || {
+        agent::status(&addr)?
+            .audit
+            .context("no audit in the agent's status yet")
+    })?;
+    c.eq(
+        "the agent's status: audit.wasted_bytes",
+        "audit --local's node_totals",
+        local["node_totals"]["wasted_bytes"].as_u64(),
+        Some(summary.wasted_bytes),
+    );
+    Ok(())
 }
 
 /// Every comparison of the document `doc` (printed by `run`).
