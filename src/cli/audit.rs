@@ -171,19 +171,22 @@ fn render(
             writeln!(out, "{}", super::fit::shorten(&line, width))?;
         }
     }
+    if !report.duplicates.is_empty() {
+        writeln!(out, "\n{BOLD}DUPLICATES{BOLD:#} (one file in layers no image shares: size, copies, path, images)")?;
+    }
     for d in report.duplicates.iter().take(top) {
-        let copies: Vec<String> = d
+        let path = d.copies.first().map_or("", |c| c.path.as_str());
+        let mut images: Vec<&str> = d
             .copies
             .iter()
-            .map(|c| format!("{} in {}", c.path, c.images.join(", ")))
+            .flat_map(|c| c.images.iter().map(String::as_str))
             .collect();
-        let line = format!(
-            "duplicate {} ×{}: {}",
-            human_bytes(d.bytes),
-            d.copies.len(),
-            copies.join("; ")
-        );
-        writeln!(out, "{}", super::fit::shorten(&printable(&line), width))?;
+        images.dedup();
+        let (size, copies) = (human_bytes(d.bytes), d.copies.len());
+        let head = format!("  {size:>10}  ×{copies:<3} {}  ", printable(path));
+        let room = width.saturating_sub(super::fit::width(&head));
+        let images = printable(&images.join(", ")).into_owned();
+        writeln!(out, "{head}{}", super::fit::shorten(&images, room))?;
     }
     for p in report.problems.iter().take(5) {
         writeln!(
