@@ -354,10 +354,43 @@ pub struct ImageWaste {
 }
 
 /// Audits stacks, keeping each stack's audit for as long as an image uses it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Auditor {
     stacks: HashMap<PathBuf, Arc<StackAudit>>,
     hashes: duplicates::Hashes,
+    /// Whether `trusted.overlay.opaque` can be read (it takes CAP_SYS_ADMIN).
+    sees_opaque: bool,
+}
+
+impl Default for Auditor {
+    /// An auditor that has audited nothing, and knows whether this process
+    /// can see opaque directories.
+    fn default() -> Self {
+        Auditor {
+            stacks: HashMap::new(),
+            hashes: duplicates::Hashes::default(),
+            sees_opaque: reads_trusted_xattrs(),
+        }
+    }
+}
+
+/// `CAP_SYS_ADMIN`'s bit in the capability sets.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process holds CAP_SYS_ADMIN, without which the kernel hides
+/// `trusted.*` attributes (it reads them as absent, not as refused).
+fn reads_trusted_xattrs() -> bool {
+    procfs::process::Process::myself()
+        .and_then(|me| me.status())
+        .is_ok_and(|status| status.capeff & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// The problem an audit without CAP_SYS_ADMIN has, once per runtime audited.
+fn blind_to_opaque(runtime: RuntimeKind) -> Problem {
+    let why = "opaque directories (trusted.overlay.opaque) cannot be seen without \
+               CAP_SYS_ADMIN: the lower layers' files under one count as visible, not \
+               hidden (whiteouts of single files are seen); docs/audit.md";
+    Reader::Runtime(runtime).problem(ProblemKind::Unreadable, "trusted.overlay.opaque", why)
 }
 
 impl Auditor {
@@ -411,6 +444,9 @@ impl Auditor {
         problems.extend(found.unread.iter().map(|(runtime, dir, path, why)| {
             layer_problem(*runtime, dir, &format!("reading /{path}: {why}"))
         }));
+        if !self.sees_opaque {
+            problems.extend(audited.iter().map(|(s, _)| blind_to_opaque(s.runtime)));
+        }
         report(node, stacks, &audited, found, problems, stopped)
     }
 }
@@ -548,6 +584,17 @@ fn node_totals(audited: &[(&ImageStack, &StackAudit)], found: &duplicates::Found
     }
     waste.duplicate = found.saving;
     waste.total()
+}
+
+#[cfg(test)]
+impl Auditor {
+    /// An auditor that sees opaque directories or not, whatever this process can.
+    fn seeing_opaque(sees_opaque: bool) -> Auditor {
+        Auditor {
+            sees_opaque,
+            ..Auditor::default()
+        }
+    }
 }
 
 #[cfg(test)]

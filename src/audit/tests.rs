@@ -287,3 +287,14 @@ fn stacks_audited_together_match_each_audited_alone() {
         "a/keep twice, t by a directory"
     );
 }
+
+#[test]
+fn without_cap_sys_admin_the_report_says_opaque_directories_are_not_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let stacks = node(dir.path());
+    let report = Auditor::seeing_opaque(false).audit("n", &stacks, &mut Pace::unlimited());
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].message.contains("CAP_SYS_ADMIN"));
+    let report = Auditor::seeing_opaque(true).audit("n", &stacks, &mut Pace::unlimited());
+    assert!(report.problems.is_empty());
+}
