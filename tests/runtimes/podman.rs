@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use headroom::model::{Image, Layer, Status};
 use headroom::runtime::RuntimeKind;
 
@@ -22,8 +22,8 @@ use crate::images::APP2_DELETES;
 use crate::layers::compare_with_du;
 use crate::oracle::{self, path_str};
 use crate::podman_store::{
-    self, chain, records, Paths, PodmanContainer, PodmanImage, Store, StoreImage, StoreLayer,
-    TarSlack, IMAGES_JSON, LAYERS_JSON, RUN_FLAGS,
+    chain, records, Paths, PodmanContainer, PodmanImage, Store, StoreImage, StoreLayer, SystemDf,
+    TarSlack, TreeLayer, CONTAINERS_JSON, IMAGES_JSON, LAYERS_JSON, RUN_FLAGS,
 };
 use crate::subject::{self, Run};
 use crate::World;
@@ -35,25 +35,54 @@ const WRITER: &str = "hr-podman-writer";
 /// What it writes into its writable layer.
 const WRITES: u64 = 20 << 20;
 
+/// One layer of an image as Podman lists it.
+struct Placed {
+    /// Its line of `podman image tree` (the c/storage layer ID's first 12
+    /// digits, its size).
+    tree: TreeLayer,
+    /// Its chain ID, from the image's diff IDs (`podman image inspect`):
+    /// Headroom keys layers by chain ID (c/storage's own layer IDs are a
+    /// digest of the parent's ID, `+` and the diff ID).
+    chain: String,
+}
+
 /// Podman's view of the store, asked once.
 struct Seen {
     images: Vec<PodmanImage>,
     containers: Vec<PodmanContainer>,
-    /// `podman image tree` of each image, by image ID.
-    trees: BTreeMap<String, Vec<podman_store::TreeLayer>>,
-    df: podman_store::SystemDf,
+    /// Each image's layers, base first, by image ID.
+    trees: BTreeMap<String, Vec<Placed>>,
+    df: SystemDf,
     /// The store's records.
     layers: Vec<StoreLayer>,
     store_images: Vec<StoreImage>,
 }
 
 impl Seen {
-    /// How many images' trees hold layer `hex`.
-    fn trees_holding(&self, hex: &str) -> usize {
+    /// How many images hold the layer of chain ID `chain`.
+    fn images_holding(&self, chain: &str) -> usize {
         self.trees
             .values()
-            .filter(|t| t.iter().any(|x| x.is(hex)))
+            .filter(|t| t.iter().any(|x| x.chain == chain))
             .count()
+    }
+
+    /// The layer of chain ID `chain`: its tree line and its c/storage ID
+    /// (the `layers.json` record whose ID the tree's 12 digits begin).
+    fn layer(&self, chain: &str) -> Result<(&TreeLayer, &StoreLayer)> {
+        let tree = &self
+            .trees
+            .values()
+            .flatten()
+            .find(|x| x.chain == chain)
+            .with_context(|| format!("no image Podman lists holds layer {chain}"))?
+            .tree;
+        let record = self
+            .layers
+            .iter()
+            .find(|r| tree.is(&r.id))
+            .with_context(|| format!("layers.json has no layer {}", tree.short_id))?;
+        Ok((tree, record))
     }
 }
 
@@ -113,7 +142,7 @@ fn see(store: &Store) -> Result<Seen> {
     let images = store.images()?;
     let trees = images
         .iter()
-        .map(|i| Ok((i.id.clone(), store.tree(&i.id)?)))
+        .map(|i| Ok((i.id.clone(), placed(store, &i.id)?)))
         .collect::<Result<_>>()?;
     Ok(Seen {
         containers: store.containers()?,
@@ -123,6 +152,25 @@ fn see(store: &Store) -> Result<Seen> {
         images,
         trees,
     })
+}
+
+/// The layers of `image`: `podman image tree`'s lines with the chain IDs
+/// of `podman image inspect`'s diff IDs.
+fn placed(store: &Store, image: &str) -> Result<Vec<Placed>> {
+    let tree = store.tree(image)?;
+    let chains = oracle::chain_ids(&store.diff_ids(image)?);
+    if chains.len() != tree.len() {
+        bail!(
+            "image {image}: `podman image tree` lists {} layers, `podman image inspect` {}",
+            tree.len(),
+            chains.len()
+        );
+    }
+    Ok(tree
+        .into_iter()
+        .zip(chains)
+        .map(|(tree, chain)| Placed { tree, chain })
+        .collect())
 }
 
 /// `headroom FACE --local --json --containers-storage-conf CONF` with the
@@ -187,16 +235,12 @@ fn inventory(c: &mut Checks, store: &Store, seen: &Seen, status: &Status) -> Res
                 format!("image {} should be named {name}: {:?}", image.id, reported.refs)
             });
         }
-        let tree = seen.trees.get(&image.id).map_or(&[][..], Vec::as_slice);
+        let placed = seen.trees.get(&image.id).map_or(&[][..], Vec::as_slice);
         c.eq(
-            &format!("layers of image {} (12 digits, base first)", image.id),
-            &format!("podman image tree {}", image.id),
-            tree.iter().map(|l| l.short_id.clone()).collect::<Vec<_>>(),
-            reported
-                .layers
-                .iter()
-                .map(|l| l.trim_start_matches("sha256:").chars().take(12).collect())
-                .collect(),
+            &format!("layers of image {} (chain IDs, base first)", image.id),
+            &format!("podman image inspect {} (RootFS.Layers)", image.id),
+            placed.iter().map(|l| l.chain.clone()).collect::<Vec<_>>(),
+            reported.layers.clone(),
         );
     }
     for row in &seen.df.images {
@@ -208,21 +252,25 @@ fn inventory(c: &mut Checks, store: &Store, seen: &Seen, status: &Status) -> Res
             || format!("`podman system df -v` image {} is not reported", row.short_id),
         );
     }
-    let container_layers: Vec<String> =
-        records::<serde_json::Value>(&store.paths.file(podman_store::CONTAINERS_JSON))?
-            .iter()
-            .filter_map(|x| x["layer"].as_str().map(str::to_owned))
-            .collect();
+    let container_layers = records::<serde_json::Value>(&store.paths.file(CONTAINERS_JSON))?
+        .iter()
+        .filter(|x| x["layer"].is_string())
+        .count();
+    c.eq(
+        "how many image layers",
+        "layers.json less the containers' layers (containers.json)",
+        seen.layers.len() - container_layers,
+        crio_layers(status).len(),
+    );
     c.eq(
         "image layers",
-        "layers.json but the containers' layers",
-        ids(seen
-            .layers
-            .iter()
-            .filter(|l| !container_layers.contains(&l.id))
-            .map(|l| format!("sha256:{}", l.id))
-            .collect()),
-        ids(crio_layers(status).iter().map(|l| l.id.clone()).collect()),
+        "podman image inspect of each image (chain IDs)",
+        seen.trees
+            .values()
+            .flatten()
+            .map(|l| l.chain.clone())
+            .collect::<BTreeSet<_>>(),
+        crio_layers(status).iter().map(|l| l.id.clone()).collect(),
     );
     containers_listed(c, seen, status);
     Ok(())
@@ -265,45 +313,38 @@ fn containers_listed(c: &mut Checks, seen: &Seen, status: &Status) {
 /// (Podman's figure, a tar stream's length) within the tar slack of it.
 fn layer_bytes(c: &mut Checks, store: &Store, seen: &Seen, status: &Status) -> Result<()> {
     for l in crio_layers(status) {
-        let hex = l.id.trim_start_matches("sha256:");
-        let dir = store.paths.diff_dir(hex);
+        let (tree, record) = seen.layer(&l.id)?;
+        let dir = store.paths.diff_dir(&record.id);
         c.eq(
-            &format!("path of layer {hex}"),
-            "<graphroot>/overlay/<id>/diff",
+            &format!("path of layer {}", l.id),
+            "<graphroot>/overlay/<c/storage ID>/diff",
             dir.display().to_string(),
             l.path.clone(),
         );
-        compare_with_du(c, &format!("layer {hex}"), l);
-        let Some(diff_size) = seen.layers.iter().find(|r| r.id == hex).and_then(|r| r.diff_size)
-        else {
-            c.that(false, || format!("layers.json has no diff-size for {hex}"));
-            continue;
-        };
+        compare_with_du(c, &format!("layer {}", l.id), l);
         let slack = TarSlack::of(&dir)?;
-        c.that(slack.admits(diff_size, l.apparent_bytes), || {
-            format!(
-                "layer {hex}: diff-size {diff_size} (layers.json) should be a tar stream of \
-                 apparent_bytes {} ({slack:?})",
-                l.apparent_bytes
-            )
-        });
-        // `podman image tree` prints diff-size, humanized.
-        let tree_size = seen.trees.values().flatten().find(|x| x.is(hex));
-        match tree_size.map(|x| x.size) {
-            Some(size) => c.near(
-                &format!("layer {hex}: Podman's Size"),
-                "podman image tree",
-                size.bytes,
-                l.apparent_bytes as f64,
-                size.tolerance + slack.widest(),
-            ),
-            None => c.that(false, || format!("no `podman image tree` lists layer {hex}")),
+        match record.diff_size {
+            Some(diff_size) => c.that(slack.admits(diff_size, l.apparent_bytes), || {
+                format!(
+                    "layer {}: diff-size {diff_size} (layers.json) should be a tar stream of \
+                     apparent_bytes {} ({slack:?})",
+                    l.id, l.apparent_bytes
+                )
+            }),
+            None => c.that(false, || format!("layers.json has no diff-size for {}", l.id)),
         }
-        let images = seen.trees_holding(hex);
+        // `podman image tree` prints diff-size, humanized.
+        c.near(
+            &format!("layer {}: Podman's Size", l.id),
+            "podman image tree",
+            tree.size.bytes,
+            l.apparent_bytes as f64,
+            tree.size.tolerance + slack.widest(),
+        );
         c.eq(
-            &format!("layer {hex}: images"),
-            "podman image tree of each image",
-            images as u64,
+            &format!("layer {}: images", l.id),
+            "podman image inspect of each image",
+            seen.images_holding(&l.id) as u64,
             l.images,
         );
     }
@@ -336,18 +377,18 @@ fn image_bytes(c: &mut Checks, seen: &Seen, status: &Status) -> Result<()> {
             image.size,
         );
         let mut parts = Parts::default();
-        for l in &layers {
-            parts.add(seen, status, &l.id)?;
+        for l in seen.trees.get(&image.id).into_iter().flatten() {
+            parts.add(seen, status, &l.chain)?;
         }
         c.eq(
             &format!("image {}: unique_disk_bytes", image.id),
-            "du -B1 of its layers in no other image's tree",
+            "du -B1 of its layers in no other image (podman image inspect)",
             parts.unique_disk,
             reported.unique_disk_bytes,
         );
         c.eq(
             &format!("image {}: shared_disk_bytes", image.id),
-            "du -B1 of its layers in another image's tree",
+            "du -B1 of its layers in another image (podman image inspect)",
             parts.shared_disk,
             reported.shared_disk_bytes,
         );
@@ -367,15 +408,14 @@ struct Parts {
 }
 
 impl Parts {
-    fn add(&mut self, seen: &Seen, status: &Status, hex: &str) -> Result<()> {
-        let id = format!("sha256:{hex}");
+    fn add(&mut self, seen: &Seen, status: &Status, chain: &str) -> Result<()> {
         let layer = crio_layers(status)
             .into_iter()
-            .find(|l| l.id == id)
-            .with_context(|| format!("layer {hex} is not reported"))?;
+            .find(|l| l.id == chain)
+            .with_context(|| format!("layer {chain} is not reported"))?;
         let slack = TarSlack::of(Path::new(&layer.path))?;
         let disk = oracle::du(Path::new(&layer.path))?.disk;
-        if seen.trees_holding(hex) > 1 {
+        if seen.images_holding(chain) > 1 {
             self.shared_disk += disk;
             self.shared_slack = self.shared_slack.add(slack);
         } else {

@@ -163,6 +163,13 @@ impl Store {
         parse_tree(&self.podman(&["image", "tree", image])?)
     }
 
+    /// The image's diff IDs, base first (`podman image inspect`'s
+    /// `RootFS.Layers`).
+    pub fn diff_ids(&self, image: &str) -> Result<Vec<String>> {
+        let format = "{{json .RootFS.Layers}}";
+        parse_json(&self.podman(&["image", "inspect", "--format", format, image])?)
+    }
+
     /// `podman system df -v`.
     pub fn system_df(&self) -> Result<SystemDf> {
         parse_system_df(&self.podman(&["system", "df", "-v"])?)
