@@ -106,11 +106,23 @@ pub fn store_matches_podman_and_du(w: &World) -> Result<()> {
     );
     for (what, result) in [
         ("the inventory", inventory(&mut c, &store, &seen, &status)),
-        ("the layers' bytes", layer_bytes(&mut c, &store, &seen, &status)),
+        (
+            "the layers' bytes",
+            layer_bytes(&mut c, &store, &seen, &status),
+        ),
         ("the images' bytes", image_bytes(&mut c, &seen, &status)),
-        ("the writable layer", writable(&mut c, &store, &seen, &status)),
-        ("a corrupt images.json", corrupt(&mut c, w, &store, &status, IMAGES_JSON)),
-        ("a corrupt layers.json", corrupt(&mut c, w, &store, &status, LAYERS_JSON)),
+        (
+            "the writable layer",
+            writable(&mut c, &store, &seen, &status),
+        ),
+        (
+            "a corrupt images.json",
+            corrupt(&mut c, w, &store, &status, IMAGES_JSON),
+        ),
+        (
+            "a corrupt layers.json",
+            corrupt(&mut c, w, &store, &status, LAYERS_JSON),
+        ),
         ("the audit", audit(&mut c, w, &store, &status)),
     ] {
         if let Err(e) = result {
@@ -198,10 +210,7 @@ fn problems_under(status: &Status, root: &Path) -> Vec<String> {
 
 fn crio_image<'a>(status: &'a Status, id: &str) -> Option<&'a Image> {
     let id = format!("sha256:{id}");
-    status
-        .images
-        .iter()
-        .find(|i| crio(i.runtime) && i.id == id)
+    status.images.iter().find(|i| crio(i.runtime) && i.id == id)
 }
 
 fn crio_layers(status: &Status) -> Vec<&Layer> {
@@ -218,7 +227,11 @@ fn inventory(c: &mut Checks, store: &Store, seen: &Seen, status: &Status) -> Res
     c.eq(
         "Podman's image IDs",
         "podman images --format json",
-        ids(seen.images.iter().map(|i| format!("sha256:{}", i.id)).collect()),
+        ids(seen
+            .images
+            .iter()
+            .map(|i| format!("sha256:{}", i.id))
+            .collect()),
         ids(status
             .images
             .iter()
@@ -232,7 +245,10 @@ fn inventory(c: &mut Checks, store: &Store, seen: &Seen, status: &Status) -> Res
         };
         for name in image.names.iter().flatten() {
             c.that(reported.refs.contains(name), || {
-                format!("image {} should be named {name}: {:?}", image.id, reported.refs)
+                format!(
+                    "image {} should be named {name}: {:?}",
+                    image.id, reported.refs
+                )
             });
         }
         let placed = seen.trees.get(&image.id).map_or(&[][..], Vec::as_slice);
@@ -249,7 +265,12 @@ fn inventory(c: &mut Checks, store: &Store, seen: &Seen, status: &Status) -> Res
                 .images
                 .iter()
                 .any(|i| crio(i.runtime) && i.id.starts_with(&format!("sha256:{}", row.short_id))),
-            || format!("`podman system df -v` image {} is not reported", row.short_id),
+            || {
+                format!(
+                    "`podman system df -v` image {} is not reported",
+                    row.short_id
+                )
+            },
         );
     }
     let container_layers = records::<serde_json::Value>(&store.paths.file(CONTAINERS_JSON))?
@@ -289,7 +310,10 @@ fn containers_listed(c: &mut Checks, seen: &Seen, status: &Status) {
             .iter()
             .map(|x| (x.id.clone(), x.names.first().cloned().unwrap_or_default()))
             .collect::<BTreeSet<_>>(),
-        reported.iter().map(|x| (x.id.clone(), x.name.clone())).collect(),
+        reported
+            .iter()
+            .map(|x| (x.id.clone(), x.name.clone()))
+            .collect(),
     );
     for x in &seen.containers {
         if let Some(r) = reported.iter().find(|r| r.id == x.id) {
@@ -303,7 +327,9 @@ fn containers_listed(c: &mut Checks, seen: &Seen, status: &Status) {
     }
     for (short, name) in &seen.df.containers {
         c.that(
-            reported.iter().any(|r| r.id.starts_with(short) && &r.name == name),
+            reported
+                .iter()
+                .any(|r| r.id.starts_with(short) && &r.name == name),
             || format!("`podman system df -v` container {short} {name} is not reported"),
         );
     }
@@ -331,7 +357,9 @@ fn layer_bytes(c: &mut Checks, store: &Store, seen: &Seen, status: &Status) -> R
                     l.id, l.apparent_bytes
                 )
             }),
-            None => c.that(false, || format!("layers.json has no diff-size for {}", l.id)),
+            None => c.that(false, || {
+                format!("layers.json has no diff-size for {}", l.id)
+            }),
         }
         // `podman image tree` prints diff-size, humanized.
         c.near(
@@ -451,8 +479,18 @@ fn podman_df(
         });
     };
     for (what, podman, headroom, slack) in [
-        ("SHARED", row.shared, reported.shared_apparent_bytes, parts.shared_slack),
-        ("UNIQUE", row.unique, reported.unique_apparent_bytes, parts.unique_slack),
+        (
+            "SHARED",
+            row.shared,
+            reported.shared_apparent_bytes,
+            parts.shared_slack,
+        ),
+        (
+            "UNIQUE",
+            row.unique,
+            reported.unique_apparent_bytes,
+            parts.unique_slack,
+        ),
     ] {
         c.near(
             &format!("image {}: {what} SIZE", image.id),
@@ -531,9 +569,15 @@ fn corrupt(c: &mut Checks, w: &World, store: &Store, good: &Status, rel: &str) -
     });
     let status = run.status()?;
     let source = file.display().to_string();
-    c.that(status.problems.iter().any(|p| p.source.ends_with(&source)), || {
-        format!("{rel} corrupt: a problem's source should be {source}: {:?}", status.problems)
-    });
+    c.that(
+        status.problems.iter().any(|p| p.source.ends_with(&source)),
+        || {
+            format!(
+                "{rel} corrupt: a problem's source should be {source}: {:?}",
+                status.problems
+            )
+        },
+    );
     let kept = |of: &Status| -> Vec<String> {
         let mut ids: Vec<String> = match rel {
             IMAGES_JSON => crio_layers(of).iter().map(|l| l.id.clone()).collect(),
@@ -567,8 +611,13 @@ fn corrupt(c: &mut Checks, w: &World, store: &Store, good: &Status, rel: &str) -
 fn audit(c: &mut Checks, w: &World, store: &Store, status: &Status) -> Result<()> {
     let run = headroom(w, &store.paths, &["audit"])?;
     c.eq("audit: exit code", "a node audited", 0, run.code);
-    let doc: Audit = serde_json::from_str(&run.stdout)
-        .with_context(|| format!("`{}` printed no audit document\n{}", run.command, run.describe()))?;
+    let doc: Audit = serde_json::from_str(&run.stdout).with_context(|| {
+        format!(
+            "`{}` printed no audit document\n{}",
+            run.command,
+            run.describe()
+        )
+    })?;
     for name in crate::images::IMAGE_NAMES {
         let reference = w.fixtures.image(name);
         let Some(audited) = doc

@@ -185,7 +185,10 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        for args in [&["rm", "-af", "-t", "0"][..], &["system", "reset", "-f"][..]] {
+        for args in [
+            &["rm", "-af", "-t", "0"][..],
+            &["system", "reset", "-f"][..],
+        ] {
             if let Err(e) = self.podman(args) {
                 eprintln!("podman trial: teardown: {e:#}");
             }
