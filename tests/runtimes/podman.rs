@@ -134,7 +134,7 @@ pub fn store_matches_podman_and_du(w: &World) -> Result<()> {
 
 /// Whether `kind` is the containers-storage runtime.
 fn crio(kind: RuntimeKind) -> bool {
-    kind.as_str() == "crio"
+    kind == RuntimeKind::Crio
 }
 
 /// Pulls the fixture images into the store and runs the writer on app1
