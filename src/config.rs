@@ -527,6 +527,22 @@ fn resolve_layout(r: &mut Resolver<'_>, d: NodeLayout) -> (NodeLayout, LayoutSet
             ),
             d.containerd_root,
         ),
+        containers_storage_conf: path(
+            every(
+                "containers_storage_conf",
+                "containers-storage's storage.conf (CRI-O, Podman): graph root, run root, driver, additional image stores",
+            ),
+            d.containers_storage_conf,
+        ),
+        // Its default (or unset): crio --root, else storage.conf's graphroot.
+        containers_storage_root: path(
+            every(
+                "containers_storage_root",
+                "containers-storage's graph root; crio --root, else storage.conf's graphroot, unless set",
+            ),
+            PathBuf::from(crate::runtime::crio::DEFAULT_GRAPH_ROOT),
+        )
+        .filter(|s| s.path != Path::new(crate::runtime::crio::DEFAULT_GRAPH_ROOT)),
         kubelet_root: path(
             every(
                 "kubelet_root",
@@ -1210,6 +1226,12 @@ mod tests {
             }),
             s("containerd_root", "/c", "\"/c\"", |c| {
                 c.layout.containerd_root = "/c".into()
+            }),
+            s("containers_storage_conf", "/s.conf", "\"/s.conf\"", |c| {
+                c.layout.containers_storage_conf = "/s.conf".into()
+            }),
+            s("containers_storage_root", "/s", "\"/s\"", |c| {
+                c.layout.containers_storage_root = Some("/s".into())
             }),
             s("containerd_timeout", "750ms", "\"750ms\"", |c| {
                 c.layout.containerd_timeout = Duration::from_millis(750)

@@ -594,7 +594,7 @@ mod tests {
         let c: Container = serde_json::from_value(docker).unwrap();
         assert_eq!(c.runtime, Some(RuntimeKind::Docker));
         let mut unknown = logs_alone;
-        unknown["runtime"] = "crio".into();
+        unknown["runtime"] = "rkt".into();
         assert!(serde_json::from_value::<Container>(unknown).is_err());
     }
 

@@ -72,6 +72,8 @@ impl Node {
             kubelet_root: self.path("kubelet"),
             kubelet_config: self.path("kubelet/config.yaml"),
             pod_logs: self.path("pods"),
+            containers_storage_conf: self.path("no-crio/storage.conf"),
+            containers_storage_root: Some(self.path("no-crio/storage")),
             ..NodeLayout::default()
         }
     }

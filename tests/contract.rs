@@ -120,10 +120,14 @@ fn missing<'a>(left: &'a BTreeSet<String>, right: &BTreeSet<String>) -> Vec<&'a 
 /// Every runtime name, as JSON and labels spell it. The match stops the
 /// build when a runtime is added without this list.
 fn runtime_kinds() -> BTreeSet<String> {
-    let all = [RuntimeKind::Docker, RuntimeKind::Containerd];
+    let all = [
+        RuntimeKind::Docker,
+        RuntimeKind::Containerd,
+        RuntimeKind::Crio,
+    ];
     for kind in all {
         match kind {
-            RuntimeKind::Docker | RuntimeKind::Containerd => {}
+            RuntimeKind::Docker | RuntimeKind::Containerd | RuntimeKind::Crio => {}
         }
         assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
     }
@@ -250,6 +254,9 @@ impl Node {
             containerd_address: set("containerd.sock", "--containerd-address"),
             containerd_root: set("containerd", "--containerd-root"),
             pod_logs: set("pods", "--pod-logs"),
+            // No containers-storage here: never the host's.
+            containers_storage_conf: set("storage.conf", "--containers-storage-conf"),
+            containers_storage_root: set("containers-storage", "--containers-storage-root"),
             ..LayoutSettings::default()
         };
         let found = discover(self.dir.path());
@@ -267,6 +274,8 @@ impl Node {
             flag("kubelet-root", &layout.kubelet_root),
             flag("kubelet-config", kubelet_config),
             flag("pod-logs", &layout.pod_logs),
+            flag("containers-storage-conf", &layout.containers_storage_conf),
+            flag("containers-storage-root", &self.path("containers-storage")),
             ["--containerd-timeout".into(), "1s".into()],
         ]
         .concat()

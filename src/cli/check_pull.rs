@@ -37,7 +37,7 @@ pub struct CheckPullArgs {
     /// The platform picked from a multi-platform image [default: this node's linux/<arch>].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
-    /// The image store the pull goes to [default: containerd when it holds images, else docker].
+    /// The image store the pull goes to [default: the kubelet's: containerd when it holds images, else crio when it does, else docker].
     #[arg(long, value_enum)]
     runtime: Option<Store>,
     /// The containerd namespace the pull goes to (the kubelet's is k8s.io).
@@ -57,6 +57,7 @@ impl CheckPullArgs {
         self.runtime.map(|store| match store {
             Store::Containerd => RuntimeKind::Containerd,
             Store::Docker => RuntimeKind::Docker,
+            Store::Crio => RuntimeKind::Crio,
         })
     }
 }
@@ -68,6 +69,8 @@ enum Store {
     Containerd,
     /// Docker (overlay2).
     Docker,
+    /// containers-storage (CRI-O, Podman).
+    Crio,
 }
 
 /// The image resolved in its registry, with what it was resolved with.

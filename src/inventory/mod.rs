@@ -479,6 +479,11 @@ fn layout_report(layout: &NodeLayout, kubelet: &KubeletConfig) -> LayoutReport {
             Some(&d.containerd_root),
         ),
         (
+            "containers_storage_conf",
+            Some(&layout.containers_storage_conf),
+            Some(&d.containers_storage_conf),
+        ),
+        (
             "kubelet_root",
             Some(&layout.kubelet_root),
             Some(&d.kubelet_root),
@@ -493,6 +498,11 @@ fn layout_report(layout: &NodeLayout, kubelet: &KubeletConfig) -> LayoutReport {
     keys.push((
         "kubelet_config_dir",
         layout.kubelet_config_dir.as_deref(),
+        None,
+    ));
+    keys.push((
+        "containers_storage_root",
+        layout.containers_storage_root.as_deref(),
         None,
     ));
     let paths = keys
@@ -646,6 +656,8 @@ mod tests {
             kubelet_root: dir.path().join("kubelet"),
             kubelet_config: path.clone(),
             pod_logs: dir.path().join("pods"),
+            containers_storage_conf: dir.path().join("storage.conf"),
+            containers_storage_root: Some(dir.path().join("containers-storage")),
             ..NodeLayout::default()
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -695,7 +707,9 @@ mod tests {
             .collect();
         // Not resolved against a node: set paths count as settings.
         assert_eq!(keys[0], ("docker_root", PathOrigin::Setting));
-        assert_eq!(keys[6], ("kubelet_config_dir", PathOrigin::Setting));
+        assert_eq!(keys[3], ("containers_storage_conf", PathOrigin::Setting));
+        assert_eq!(keys[7], ("kubelet_config_dir", PathOrigin::Setting));
+        assert_eq!(keys[8], ("containers_storage_root", PathOrigin::Setting));
     }
 
     #[test]

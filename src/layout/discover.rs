@@ -17,6 +17,9 @@ use crate::small_file;
 /// The most bytes of a daemon's config file read.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// CRI-O's config file when its command line names none.
+const DEFAULT_CRIO_CONFIG: &str = "/etc/crio/crio.conf";
+
 /// The kubelet config read when nothing names one (kubeadm's).
 const DEFAULT_KUBELET_CONFIG: &str = "/var/lib/kubelet/config.yaml";
 
@@ -55,6 +58,9 @@ pub struct Found {
     pub containerd_address: Option<Located>,
     /// containerd's root.
     pub containerd_root: Option<Located>,
+    /// containers-storage's graph root as CRI-O is told it (`crio --root`,
+    /// `crio.conf`'s `[crio] root`).
+    pub containers_storage_root: Option<Located>,
     /// The kubelet's root directory.
     pub kubelet_root: Option<Located>,
     /// The kubelet's `--config` file.
@@ -152,6 +158,7 @@ pub fn discover(root: &Path) -> Found {
     let saw_kubelet = kubelet(root, &procs, &mut found);
     let saw_containerd = containerd(root, &procs, &mut found);
     docker(root, &procs, &mut found);
+    crio(root, &procs, &mut found);
     if let Some(k) = KNOWN
         .iter()
         .find(|k| under(root, Path::new(k.marker)).exists())
@@ -375,6 +382,46 @@ fn docker(root: &Path, procs: &[Proc], found: &mut Found) {
         Ok(raw) => {
             if let Some(dir) = raw.data_root.or(raw.graph).filter(|d| !d.is_empty()) {
                 found.docker_root = Located::new(dir, format!("docker config {config} data-root"));
+            }
+        }
+        Err(e) => found
+            .problems
+            .push(malformed(reader, Path::new(config), &e)),
+    }
+}
+
+/// The graph root CRI-O gives containers-storage: its `--root`, else its
+/// config's `[crio] root` (both beat `storage.conf`'s `graphroot`). Only
+/// when its process is seen: Podman alone reads `storage.conf`.
+fn crio(root: &Path, procs: &[Proc], found: &mut Found) {
+    #[derive(serde::Deserialize)]
+    struct Crio {
+        root: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        crio: Option<Crio>,
+    }
+    let Some(p) = procs.iter().find(|p| p.program() == "crio") else {
+        return;
+    };
+    let flags = Flags::parse(&p.args());
+    let from = format!("crio (pid {})", p.pid);
+    if let Some(dir) = flags.last(&["root", "r"]).filter(|d| !d.is_empty()) {
+        found.containers_storage_root = Located::new(dir, format!("{from} --root"));
+        return;
+    }
+    let config = flags.last(&["config", "c"]).unwrap_or(DEFAULT_CRIO_CONFIG);
+    let reader = Reader::Runtime(RuntimeKind::Crio);
+    let Some(text) = read_config(root, Path::new(config), reader, found) else {
+        return;
+    };
+    match toml::from_str::<Raw>(&text) {
+        Ok(raw) => {
+            let dir = raw.crio.and_then(|c| c.root).filter(|d| !d.is_empty());
+            if let Some(dir) = dir {
+                let from = format!("crio config {config} [crio] root");
+                found.containers_storage_root = Located::new(dir, from);
             }
         }
         Err(e) => found

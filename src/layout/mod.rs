@@ -40,6 +40,12 @@ pub struct NodeLayout {
     pub containerd_root: PathBuf,
     /// How long to wait for containerd before reporting it unreachable.
     pub containerd_timeout: Duration,
+    /// containers-storage's `storage.conf` (CRI-O's and Podman's store:
+    /// its graph root, run root, driver and additional image stores).
+    pub containers_storage_conf: PathBuf,
+    /// containers-storage's graph root when set or found (`crio --root`);
+    /// `None`: `storage.conf`'s `graphroot`, else its default.
+    pub containers_storage_root: Option<PathBuf>,
     /// The kubelet's root directory; its filesystem is the nodefs signal.
     pub kubelet_root: PathBuf,
     /// The kubelet's config file (eviction and image GC thresholds).
@@ -67,6 +73,8 @@ impl Default for NodeLayout {
             containerd_address: PathBuf::from("/run/containerd/containerd.sock"),
             containerd_root: PathBuf::from("/var/lib/containerd"),
             containerd_timeout: Duration::from_secs(5),
+            containers_storage_conf: PathBuf::from("/etc/containers/storage.conf"),
+            containers_storage_root: None,
             kubelet_root: PathBuf::from("/var/lib/kubelet"),
             kubelet_config: PathBuf::from("/var/lib/kubelet/config.yaml"),
             kubelet_reads_config: true,
@@ -122,6 +130,10 @@ pub struct LayoutSettings {
     pub containerd_address: Option<Setting>,
     /// `containerd_root`.
     pub containerd_root: Option<Setting>,
+    /// `containers_storage_conf`.
+    pub containers_storage_conf: Option<Setting>,
+    /// `containers_storage_root`.
+    pub containers_storage_root: Option<Setting>,
     /// `kubelet_root`.
     pub kubelet_root: Option<Setting>,
     /// `kubelet_config`.
@@ -169,6 +181,13 @@ impl NodeLayout {
                 d.containerd_root,
             ),
             containerd_timeout,
+            containers_storage_conf: pick(
+                "containers_storage_conf",
+                &settings.containers_storage_conf,
+                &None,
+                d.containers_storage_conf,
+            ),
+            containers_storage_root: None,
             kubelet_root: pick(
                 "kubelet_root",
                 &settings.kubelet_root,
@@ -191,6 +210,14 @@ impl NodeLayout {
         if let Some(dir) = &f.kubelet_config_dir {
             sources.insert("kubelet_config_dir".into(), dir.source());
         }
+        // No default of its own: storage.conf's graphroot stands in.
+        let storage_root = optional(
+            &settings.containers_storage_root,
+            &f.containers_storage_root,
+        );
+        if let Some((_, source)) = &storage_root {
+            sources.insert("containers_storage_root".into(), source.clone());
+        }
         // A kubelet seen without --config reads no base file, whatever
         // lies at the default path; a setting still names one to read.
         let reads_config = settings.kubelet_config.is_some() || f.kubelet_without_config.is_none();
@@ -203,6 +230,7 @@ impl NodeLayout {
         }
         NodeLayout {
             kubelet_reads_config: reads_config,
+            containers_storage_root: storage_root.map(|(path, _)| path),
             sources: if found.is_some() {
                 sources
             } else {
@@ -231,6 +259,14 @@ fn choose(set: &Option<Setting>, got: &Option<Located>, default: PathBuf) -> (Pa
                 from: "default".into(),
             },
         ),
+    }
+}
+
+/// Setting > found, with where the winner came from; `None` when neither has it.
+fn optional(set: &Option<Setting>, got: &Option<Located>) -> Option<(PathBuf, PathSource)> {
+    match (set, got) {
+        (None, None) => None,
+        _ => Some(choose(set, got, PathBuf::new())),
     }
 }
 

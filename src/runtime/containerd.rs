@@ -112,7 +112,7 @@ impl Runtime for Containerd {
         if holds_images {
             0
         } else {
-            2
+            3
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod bolt;
 pub mod containerd;
+pub mod crio;
 pub mod docker;
 
 use std::future::Future;
@@ -93,7 +94,11 @@ pub trait ChangeStream: Send {
 }
 
 /// Every runtime Headroom reads, in the order they are reported.
-pub const ALL: [RuntimeKind; 2] = [RuntimeKind::Docker, RuntimeKind::Containerd];
+pub const ALL: [RuntimeKind; 3] = [
+    RuntimeKind::Docker,
+    RuntimeKind::Containerd,
+    RuntimeKind::Crio,
+];
 
 /// What [`Runtime::discover`] found, with a note when the store had to be
 /// read another way than usual (containerd from its files).
@@ -129,6 +134,9 @@ pub enum RuntimeKind {
     /// containerd's only).
     #[default]
     Containerd,
+    /// containers-storage, CRI-O's and Podman's store (overlay driver),
+    /// read from its files.
+    Crio,
 }
 
 impl RuntimeKind {
@@ -137,6 +145,7 @@ impl RuntimeKind {
         match self {
             RuntimeKind::Docker => &docker::Docker,
             RuntimeKind::Containerd => &containerd::Containerd,
+            RuntimeKind::Crio => &crio::Crio,
         }
     }
 
@@ -145,6 +154,7 @@ impl RuntimeKind {
         match self {
             RuntimeKind::Docker => "docker",
             RuntimeKind::Containerd => "containerd",
+            RuntimeKind::Crio => "crio",
         }
     }
 }
@@ -477,6 +487,9 @@ pub enum ReadError {
         /// Why its files could not be read.
         files: containerd::FilesError,
     },
+    /// containers-storage's graph root is missing, foreign or unreadable.
+    #[error(transparent)]
+    Crio(#[from] crio::CrioError),
 }
 
 impl ReadError {
@@ -488,6 +501,8 @@ impl ReadError {
         let (kind, source) = match self {
             ReadError::Docker(e) if e.kind() == ProblemKind::Missing => return None,
             ReadError::Docker(e) => (e.kind(), location),
+            ReadError::Crio(e) if e.kind() == ProblemKind::Missing => return None,
+            ReadError::Crio(e) => (e.kind(), e.path()),
             ReadError::Containerd { unanswered, files } => match (&**unanswered, files) {
                 (ContainerdError::NoSocket { .. }, FilesError::NoRoot { .. }) => return None,
                 (_, FilesError::NoRoot { .. }) => (ProblemKind::Unanswered, location),
@@ -504,10 +519,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cri_runtime_is_containerd_with_images_else_docker_else_containerd() {
-        use RuntimeKind::{Containerd, Docker};
+    fn the_cri_runtime_is_containerd_with_images_else_crio_with_images_else_docker_else_containerd()
+    {
+        use RuntimeKind::{Containerd, Crio, Docker};
         type Read = &'static [(RuntimeKind, bool)];
-        let cases: [(Read, Option<RuntimeKind>); 6] = [
+        let cases: [(Read, Option<RuntimeKind>); 12] = [
             (&[], None),
             (&[(Containerd, false)], Some(Containerd)),
             (&[(Docker, false)], Some(Docker)),
@@ -515,6 +531,20 @@ mod tests {
             (&[(Docker, true), (Containerd, false)], Some(Docker)),
             (&[(Docker, false), (Containerd, false)], Some(Docker)),
             (&[(Docker, true), (Containerd, true)], Some(Containerd)),
+            // A CRI-O node: its store holds the kubelet's images.
+            (&[(Crio, true)], Some(Crio)),
+            (&[(Crio, false)], Some(Crio)),
+            (
+                &[(Docker, true), (Containerd, false), (Crio, true)],
+                Some(Crio),
+            ),
+            (&[(Containerd, false), (Crio, true)], Some(Crio)),
+            // Podman's store beside the kubelet's containerd or Docker.
+            (&[(Containerd, true), (Crio, true)], Some(Containerd)),
+            (
+                &[(Docker, false), (Containerd, false), (Crio, false)],
+                Some(Docker),
+            ),
         ];
         for (read, want) in cases {
             assert_eq!(cri_runtime(read.iter().copied()), want, "{read:?}");
@@ -540,7 +570,7 @@ mod tests {
             assert_eq!(name, reader.as_str());
             assert_eq!(serde_json::from_value::<Reader>(name).unwrap(), reader);
         }
-        assert!(serde_json::from_str::<Reader>("\"crio\"").is_err());
+        assert!(serde_json::from_str::<Reader>("\"rkt\"").is_err());
         let names: Vec<_> = ProblemKind::ALL
             .iter()
             .map(|k| serde_json::to_value(k).unwrap())

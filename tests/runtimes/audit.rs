@@ -35,16 +35,20 @@ const TOP_PATHS: usize = 10;
 
 /// A figure of the audit document.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-struct Figure {
-    files: u64,
-    bytes: u64,
-    disk_bytes: u64,
+pub struct Figure {
+    /// How many files.
+    pub files: u64,
+    /// Their apparent bytes.
+    pub bytes: u64,
+    /// Their allocated bytes.
+    pub disk_bytes: u64,
 }
 
 /// The figures by kind, of one image or of the node.
 #[derive(Debug, Deserialize)]
-struct Kinds {
-    hidden: Figure,
+pub struct Kinds {
+    /// Files a later layer deletes.
+    pub hidden: Figure,
     overwritten: Figure,
     metadata_only: Figure,
     caches: BTreeMap<String, Figure>,
@@ -66,10 +70,11 @@ impl Kinds {
 
 /// The audit document, the parts the trial reads.
 #[derive(Debug, Deserialize)]
-struct Audit {
+pub struct Audit {
     schema: u64,
     complete: bool,
-    images: Vec<Audited>,
+    /// Each image audited.
+    pub images: Vec<Audited>,
     node_totals: Totals,
     duplicates: Vec<Duplicate>,
     problems: Vec<serde_json::Value>,
@@ -77,14 +82,17 @@ struct Audit {
 
 /// One audited image.
 #[derive(Debug, Deserialize)]
-struct Audited {
-    runtime: RuntimeKind,
+pub struct Audited {
+    /// The runtime keeping it.
+    pub runtime: RuntimeKind,
     namespace: String,
-    refs: Vec<String>,
+    /// Its names.
+    pub refs: Vec<String>,
     layers: usize,
     wasted_bytes: u64,
+    /// Its figures by kind.
     #[serde(flatten)]
-    kinds: Kinds,
+    pub kinds: Kinds,
     top_paths: Vec<TopPath>,
 }
 

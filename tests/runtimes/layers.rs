@@ -103,7 +103,8 @@ pub fn match_du(w: &World) -> Result<()> {
     c.finish(&run.command)
 }
 
-fn compare_with_du(c: &mut Checks, what: &str, l: &Layer) {
+/// Records each of `l`'s figures that differs from `du -s` of its path.
+pub fn compare_with_du(c: &mut Checks, what: &str, l: &Layer) {
     let du = match oracle::du(Path::new(&l.path)) {
         Ok(du) => du,
         Err(e) => return c.error(what, e),

@@ -33,6 +33,8 @@ mod mounts;
 mod mutations;
 mod oracle;
 mod paging;
+mod podman;
+mod podman_store;
 mod prometheus;
 mod pulls;
 mod reclaim;
@@ -91,6 +93,8 @@ const TOOLS: &[&str] = &[
     "curl",
     // The screen is captured in a real terminal.
     "tmux",
+    // A containers-storage store (CRI-O's and Podman's) made by Podman.
+    "podman",
 ];
 
 /// A trial body: inspects the fixture node and fails with the evidence.
@@ -171,6 +175,10 @@ const TRIALS: &[(&str, Body)] = &[
     (
         "check_pull_private_registry_errors",
         compressibility::private_registry_errors,
+    ),
+    (
+        "podman_store_matches_podman_and_du",
+        podman::store_matches_podman_and_du,
     ),
 ];
 

@@ -596,7 +596,7 @@ pub fn mount_loop_ext4(dir: &Path, name: &str, size: &str) -> Result<()> {
 
 /// Unmounts every mount point under `dir` (from /proc/self/mounts), deepest
 /// first, lazily when busy; returns those that stay mounted.
-fn unmount_under(dir: &Path) -> Vec<String> {
+pub fn unmount_under(dir: &Path) -> Vec<String> {
     let prefix = format!("{}/", dir.display());
     let mut points = mounts_under(&prefix);
     points.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));

@@ -147,6 +147,7 @@ fn install(tool: &str) -> Install {
         "htpasswd" => "apache2-utils",
         "kubectl" => "kubernetes-client",
         "tmux" => "tmux",
+        "podman" => "podman",
         "kubernetes-validate" => return Install::Pip("kubernetes-validate"),
         "rustup" => return Install::Manual("see https://rustup.rs"),
         other => panic!("tests/support: no package known for {other:?}; add it to install()"),

@@ -134,13 +134,13 @@ pub(super) fn hex_entries(dir: &Path) -> io::Result<Vec<String>> {
 }
 
 /// True when `path` is a directory itself (a symlink to one does not count).
-pub(super) fn is_real_dir(path: &Path) -> bool {
+pub(crate) fn is_real_dir(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
 /// Parses Go's RFC 3339 timestamps (`time.RFC3339Nano`), with `Z` or a
 /// numeric offset; `None` for anything else or before 1970.
-pub(super) fn parse_time(s: &str) -> Option<SystemTime> {
+pub(crate) fn parse_time(s: &str) -> Option<SystemTime> {
     let (local, offset_secs) = split_offset(s.trim())?;
     let utc_as_local = humantime::parse_rfc3339_weak(local).ok()?;
     let offset = Duration::from_secs(offset_secs.unsigned_abs());

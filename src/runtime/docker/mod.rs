@@ -16,6 +16,7 @@ mod images;
 mod layers;
 mod pulls;
 
+pub(crate) use self::files::{is_real_dir, parse_time};
 pub use self::pulls::tmp_dir;
 
 use std::collections::HashSet;
@@ -72,7 +73,7 @@ impl Runtime for Docker {
     /// The image store of cri-dockerd nodes, and of Docker 20.10 nodes
     /// whose own containerd answers but holds no images.
     fn cri_rank(&self, _holds_images: bool) -> u8 {
-        1
+        2
     }
 
     /// cri-dockerd shows the kubelet every Docker image.
@@ -228,7 +229,7 @@ fn other_driver(image: &Path) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::fixture::{self, diff_id, id as hex, pod_labels, ContainerSpec, DockerRoot};
     use super::*;
     use crate::runtime::{ContainerRecord, PodRef, Problem};
@@ -244,7 +245,7 @@ mod tests {
     }
 
     /// Chain IDs of `diff_ids` computed by Python's hashlib (the oracle).
-    fn python_chain_ids(diff_ids: &[String]) -> Vec<String> {
+    pub(crate) fn python_chain_ids(diff_ids: &[String]) -> Vec<String> {
         let script = "import hashlib, sys\nc = None\nfor d in sys.argv[1:]:\n    \
                       c = d if c is None else 'sha256:' + hashlib.sha256((c + ' ' + d).encode()).hexdigest()\n    \
                       print(c)";
