@@ -450,3 +450,36 @@ fn of_two_containerds_the_one_the_kubelet_talks_to() {
         "containerd (pid 400) --root"
     );
 }
+
+#[test]
+fn crio_gives_containers_storage_its_root_by_flag_or_config() {
+    let node = Node::new();
+    node.process(700, &["/usr/bin/crio", "--root", "/data/containers"]);
+    let (layout, _) = node.found();
+    assert_eq!(layout.containers_storage_root, Some(p("/data/containers")));
+    assert_eq!(
+        layout.sources["containers_storage_root"].from,
+        "crio (pid 700) --root"
+    );
+    assert_eq!(
+        layout.containers_storage_conf,
+        p("/etc/containers/storage.conf")
+    );
+
+    let node = Node::new();
+    node.process(701, &["/usr/bin/crio", "--config", "/etc/crio/mine.conf"])
+        .write("/etc/crio/mine.conf", "[crio]\nroot = \"/srv/cs\"\n");
+    let (layout, _) = node.found();
+    assert_eq!(layout.containers_storage_root, Some(p("/srv/cs")));
+    assert_eq!(
+        layout.sources["containers_storage_root"].origin,
+        PathOrigin::Discovered
+    );
+
+    // Podman alone: storage.conf's graphroot is the reader's to read.
+    let node = Node::new();
+    node.write("/etc/crio/crio.conf", "[crio]\nroot = \"/srv/cs\"\n");
+    let (layout, _) = node.found();
+    assert_eq!(layout.containers_storage_root, None);
+    assert!(!layout.sources.contains_key("containers_storage_root"));
+}
