@@ -94,7 +94,7 @@ fn skopeo_layers(registry: Registry<'_>, reference: &str) -> Result<Vec<(String,
 }
 
 /// The document's (digest, compressed_bytes) and `present` flags.
-fn planned(doc: &Value) -> (Vec<(String, u64)>, Vec<bool>) {
+pub fn planned(doc: &Value) -> (Vec<(String, u64)>, Vec<bool>) {
     let layers = doc["layers"].as_array().cloned().unwrap_or_default();
     let pairs = layers
         .iter()

@@ -124,6 +124,7 @@ pub fn store_matches_podman_and_du(w: &World) -> Result<()> {
             corrupt(&mut c, w, &store, &status, LAYERS_JSON),
         ),
         ("the audit", audit(&mut c, w, &store, &status)),
+        ("check-pull --runtime crio", check_pull(&mut c, w, &store)),
     ] {
         if let Err(e) = result {
             c.error(what, e);
@@ -603,6 +604,51 @@ fn corrupt(c: &mut Checks, w: &World, store: &Store, good: &Status, rel: &str) -
         kept(good),
         kept(&status),
     );
+    Ok(())
+}
+
+/// `check-pull --runtime crio` of an image the store holds: every layer is
+/// found present (keyed by chain ID, as containerd's), nothing to pull.
+fn check_pull(c: &mut Checks, w: &World, store: &Store) -> Result<()> {
+    let reference = w.fixtures.image("app1");
+    let conf = path_str(&store.paths.conf)?;
+    let args = [
+        "check-pull",
+        reference,
+        "--runtime",
+        "crio",
+        "--plain-http",
+        "--json",
+        "--containers-storage-conf",
+        conf,
+    ];
+    let run = subject::headroom(w, &subject::node_layout(w), &args)?;
+    let doc = crate::check_pull::document(&run)?;
+    c.that(REPORT_CODES.contains(&run.code), || {
+        format!("check-pull: exit code {} should be 0-2", run.code)
+    });
+    c.eq(
+        "check-pull: runtime",
+        "--runtime crio",
+        Some("crio"),
+        doc["runtime"].as_str(),
+    );
+    c.eq(
+        "check-pull: image_present",
+        "podman pulled it",
+        Some(true),
+        doc["image_present"].as_bool(),
+    );
+    c.eq(
+        "check-pull: total_bytes",
+        "nothing to pull",
+        Some(0),
+        doc["total_bytes"].as_u64(),
+    );
+    let (layers, present) = crate::check_pull::planned(&doc);
+    c.that(!layers.is_empty() && present.iter().all(|p| *p), || {
+        format!("check-pull: every layer of {reference} present: {present:?}")
+    });
     Ok(())
 }
 
