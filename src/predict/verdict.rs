@@ -36,9 +36,9 @@ use crate::model::{human_bytes, Prediction, Signal, State};
 pub const DEFAULT_HORIZON: Duration = Duration::from_secs(3600);
 /// How far ahead a pull of unknown size, at its current rate, is worth a warning.
 pub const UNSIZED_PULL_HORIZON: Duration = Duration::from_secs(600);
-/// What the reason calls a pull of unknown size: Docker's are the only ones (containerd
+/// What the reason calls a pull of unknown size: Docker's and containers-storage's (containerd
 /// pulls are sized from their ingests).
-const UNSIZED_PULL: &str = "a pull of unknown size (Docker)";
+const UNSIZED_PULL: &str = "a pull of unknown size (Docker's or containers-storage's)";
 
 /// One signal of a filesystem: bytes (`available`) or inodes (`inodesFree`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -840,7 +840,7 @@ mod tests {
         assert_eq!(v.seconds_until, Some(187));
         assert_eq!(
             v.reason,
-            "a pull of unknown size (Docker) is filling imagefs at 8.0 MB/s; at this rate the \
+            "a pull of unknown size (Docker's or containers-storage's) is filling imagefs at 8.0 MB/s; at this rate the \
              15% threshold is crossed in ~3 min"
         );
         // Never pressure, even seconds away; it speaks before image GC being due.
@@ -851,7 +851,7 @@ mod tests {
         assert_eq!((v.state, v.seconds_until), (State::Warning, Some(39)));
         assert_eq!(
             v.reason,
-            "a pull of unknown size (Docker) is filling imagefs at 8.0 MB/s; at this rate the \
+            "a pull of unknown size (Docker's or containers-storage's) is filling imagefs at 8.0 MB/s; at this rate the \
              15% threshold is crossed in ~39 s"
         );
     }
@@ -869,7 +869,7 @@ mod tests {
         assert_eq!(
             v.reason,
             "imagefs has 4.8 GB left above the 15% eviction threshold; a pull of unknown size \
-             (Docker) is filling it at 8.0 MB/s, crossed in ~10 min at that rate"
+             (Docker's or containers-storage's) is filling it at 8.0 MB/s, crossed in ~10 min at that rate"
         );
     }
 
