@@ -329,6 +329,10 @@ fn spawn_auditor(audit: &Audit, share: f64, shutdown: &Shutdown) -> anyhow::Resu
                 let Some((node, stacks)) = work.borrow_and_update().clone() else {
                     continue;
                 };
+                // Pass after pass while one gets further: an image whose
+                // layers cannot be read stays pending, and is tried again
+                // with the next images handed over, not in a loop.
+                let mut audited = None;
                 loop {
                     let mut pace = Pace::share(share, AUDIT_PASS_CPU, shutdown.walk_cancel());
                     let report = auditor.audit(&node, &stacks, &mut pace);
@@ -342,7 +346,9 @@ fn spawn_auditor(audit: &Audit, share: f64, shutdown: &Shutdown) -> anyhow::Resu
                         wasted_bytes = report.node_totals.wasted_bytes,
                         "audit pass done"
                     );
-                    if report.pending.is_empty() || work.has_changed().unwrap_or(true) {
+                    let further = audited.is_none_or(|n| report.images.len() > n);
+                    audited = Some(report.images.len());
+                    if report.pending.is_empty() || !further || work.has_changed().unwrap_or(true) {
                         break;
                     }
                 }
