@@ -23,6 +23,9 @@ pub enum Reason {
     /// The scanner thread returned or panicked on its own: the agent exits
     /// with an error so that it is restarted.
     ScannerEnded,
+    /// The layer auditor's thread ended on its own (a panic): the agent
+    /// exits with an error so that it is restarted.
+    AuditorEnded,
     /// The HTTP server gave up (accepting kept failing); the server's error
     /// is what the agent exits with.
     ServerFailed,

@@ -59,11 +59,14 @@ struct Stopped {
 }
 
 impl Stopped {
-    /// Success on a signal; the error when the server or the scanner failed.
+    /// Success on a signal; the error when the server, the scanner or the
+    /// auditor failed.
     fn exit_code(self) -> anyhow::Result<ExitCode> {
         self.served.context("serving HTTP")?;
-        if self.reason == Some(Reason::ScannerEnded) {
-            anyhow::bail!("the scanner stopped unexpectedly");
+        match self.reason {
+            Some(Reason::ScannerEnded) => anyhow::bail!("the scanner stopped unexpectedly"),
+            Some(Reason::AuditorEnded) => anyhow::bail!("the layer auditor stopped unexpectedly"),
+            _ => {}
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -126,6 +129,11 @@ fn announce(reason: Reason) {
         Reason::Interrupt => tracing::info!("SIGINT: shutting down"),
         Reason::ScannerEnded => {
             tracing::error!("the scanner stopped unexpectedly; exiting so the agent is restarted");
+        }
+        Reason::AuditorEnded => {
+            tracing::error!(
+                "the layer auditor stopped unexpectedly; exiting so the agent is restarted"
+            );
         }
         // Given only once the server has returned (this runs inside it);
         // its error is printed as the process exits.
@@ -303,8 +311,9 @@ impl Audit {
 
 /// Starts the auditor thread: at the lowest priority, within `share` of a
 /// core, it audits the images each scan hands it, pass after pass while
-/// some are left, until `shutdown`. It only reads, so the process may end
-/// without waiting for it.
+/// some are left, until `shutdown`; should it end otherwise (a panic), it
+/// triggers the shutdown so the agent is restarted. It only reads, so the
+/// process may end without waiting for it.
 fn spawn_auditor(audit: &Audit, share: f64, shutdown: &Shutdown) -> anyhow::Result<()> {
     let (audit, shutdown) = (audit.clone(), shutdown.clone());
     let mut work = audit.work.subscribe();
@@ -312,6 +321,9 @@ fn spawn_auditor(audit: &Audit, share: f64, shutdown: &Shutdown) -> anyhow::Resu
     std::thread::Builder::new()
         .name("auditor".into())
         .spawn(move || {
+            // Ending on its own is a panic: the agent is restarted. At the
+            // shutdown (its normal end) the trigger finds it stopping already.
+            let _stop = shutdown.trigger_on_drop(Reason::AuditorEnded);
             for failure in priority::lower_current_thread() {
                 tracing::warn!(%failure, "auditing at normal priority");
             }

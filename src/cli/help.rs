@@ -29,7 +29,8 @@ const FACES: [FaceHelp; 5] = [
             (
                 3,
                 "error: usage or configuration, the address could not be bound, or the \
-                 scanner stopped (so that systemd or the kubelet restarts it)",
+                 scanner or the layer auditor stopped (so that systemd or the kubelet \
+                 restarts it)",
             ),
         ],
     },
