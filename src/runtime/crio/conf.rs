@@ -5,7 +5,6 @@
 //! missing file is containers-storage's defaults; a file that cannot be
 //! read or parsed is a problem naming it, and the defaults stand.
 
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -85,13 +84,8 @@ pub fn read(path: &Path, problems: &mut Vec<Problem>) -> StorageConf {
 
 /// The file parsed; a missing one is empty (all defaults).
 fn load(path: &Path) -> Result<Raw, (ProblemKind, String)> {
-    let text = small_file::read_text(path, MAX_CONF_BYTES).map_err(|e| {
-        let kind = match e.kind() {
-            io::ErrorKind::FileTooLarge | io::ErrorKind::InvalidInput => ProblemKind::Malformed,
-            _ => ProblemKind::of_io(&e),
-        };
-        (kind, e.to_string())
-    })?;
+    let text = small_file::read_text(path, MAX_CONF_BYTES)
+        .map_err(|e| (super::store::read_kind(&e), e.to_string()))?;
     match text {
         None => Ok(Raw::default()),
         Some(text) => toml::from_str(&text)

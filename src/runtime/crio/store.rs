@@ -137,17 +137,21 @@ pub fn records<T: DeserializeOwned>(path: &Path, problems: &mut Vec<Problem>) ->
 }
 
 fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, (ProblemKind, String)> {
-    let bytes = small_file::read(path, MAX_JSON_BYTES).map_err(|e| {
-        let kind = match e.kind() {
-            io::ErrorKind::FileTooLarge | io::ErrorKind::InvalidInput => ProblemKind::Malformed,
-            _ => ProblemKind::of_io(&e),
-        };
-        (kind, e.to_string())
-    })?;
+    let bytes =
+        small_file::read(path, MAX_JSON_BYTES).map_err(|e| (read_kind(&e), e.to_string()))?;
     match bytes {
         None => Ok(Vec::new()),
         Some(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| (ProblemKind::Malformed, format!("invalid JSON: {e}"))),
+    }
+}
+
+/// The kind of problem a bounded read's error is: a file too big or not
+/// regular is malformed, the rest as any I/O error.
+pub fn read_kind(e: &io::Error) -> ProblemKind {
+    match e.kind() {
+        io::ErrorKind::FileTooLarge | io::ErrorKind::InvalidInput => ProblemKind::Malformed,
+        _ => ProblemKind::of_io(e),
     }
 }
 
